@@ -1,0 +1,53 @@
+"""A tokenizer vocabulary as plain data, shared by every format that stores one.
+
+GGUF (`tokenizer.ggml.*`), llama2.c's tokenizer.bin and SentencePiece's .model all hold the same
+three parallel lists — piece text, score, type — plus a few ids and flags. Pieces keep
+SentencePiece's spelling: U+2581 '▁' stands for a space and byte pieces are "<0xXX>".
+"""
+
+import dataclasses
+import enum
+
+import numpy as np
+
+
+class TokenType(enum.IntEnum):
+    """SentencePiece's ModelProto.SentencePiece.Type, which GGUF's token_type reuses."""
+    NORMAL = 1
+    UNKNOWN = 2
+    CONTROL = 3
+    USER_DEFINED = 4
+    UNUSED = 5
+    BYTE = 6
+
+
+@dataclasses.dataclass
+class Vocab:
+    pieces: list            # [V] str
+    scores: np.ndarray      # [V] float32
+    types: np.ndarray       # [V] int32, TokenType values
+    unk_id: int = 0
+    bos_id: int = 1
+    eos_id: int = 2
+    add_bos: bool = True
+    add_eos: bool = False
+    add_space_prefix: bool = True
+
+    def __post_init__(self):
+        self.scores = np.asarray(self.scores, dtype=np.float32)
+        self.types = np.asarray(self.types, dtype=np.int32)
+        if not (len(self.pieces) == len(self.scores) == len(self.types)):
+            raise ValueError(f"vocab lists disagree: {len(self.pieces)} pieces, "
+                             f"{len(self.scores)} scores, {len(self.types)} types")
+
+    def __len__(self):
+        return len(self.pieces)
+
+    def __eq__(self, other):
+        if not isinstance(other, Vocab):
+            return NotImplemented
+        return (self.pieces == other.pieces
+                and np.array_equal(self.scores.view(np.uint32), other.scores.view(np.uint32))
+                and np.array_equal(self.types, other.types)
+                and (self.unk_id, self.bos_id, self.eos_id, self.add_bos, self.add_eos, self.add_space_prefix)
+                == (other.unk_id, other.bos_id, other.eos_id, other.add_bos, other.add_eos, other.add_space_prefix))

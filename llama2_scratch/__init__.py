@@ -1,0 +1,1 @@
+"""The `llama2-scratch` command line."""

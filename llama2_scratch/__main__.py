@@ -1,0 +1,3 @@
+from llama2_scratch.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,98 @@
+"""`llama2-scratch inspect FILE [--json]`: describe a GGUF or llama2.c file (schema in SPEC.md)."""
+
+import json
+import sys
+
+from formats import gguf, llama2c
+
+# How many items of an array the table shows before summarizing with its length.
+PREVIEW_ITEMS = 5
+
+
+def describe(path):
+    """The `inspect --json` document for the file at `path`."""
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic == gguf.MAGIC:
+        return _describe_gguf(gguf.read(path))
+    return _describe_llama2c(path)
+
+
+def _value_json(vtype, value):
+    if vtype == gguf.ValueType.ARRAY:
+        etype = value.element_type
+        if etype == gguf.ValueType.ARRAY:
+            items = [_value_json(etype, item) for item in value.items]
+        else:
+            items = value.to_python()
+        return {"type": "ARRAY", "element_type": etype.name, "value": items}
+    return {"type": vtype.name, "value": value}
+
+
+def _describe_gguf(gf):
+    return {
+        "format": "gguf",
+        "version": gf.version,
+        "alignment": gf.alignment,
+        "data_offset": gf.data_offset,
+        "metadata": {key: _value_json(v.type, v.value) for key, v in gf.metadata.items()},
+        "tensors": [{"name": t.name, "shape": list(t.shape), "type": t.type.name, "offset": t.offset,
+                     "nbytes": t.nbytes} for t in gf.tensors],
+    }
+
+
+def _describe_llama2c(path):
+    ckpt = llama2c.read(path)
+    return {
+        "format": "llama2c",
+        "version": ckpt.version,
+        "config": vars(ckpt.config).copy(),
+        "shared_classifier": ckpt.shared_classifier,
+        "group_size": ckpt.group_size,
+        "tensors": llama2c.tensor_table(ckpt),
+    }
+
+
+def _preview(value):
+    if isinstance(value, dict) and value.get("type") == "ARRAY":
+        items = value["value"]
+        shown = ", ".join(_preview(v) if isinstance(v, dict) else repr(v) for v in items[:PREVIEW_ITEMS])
+        more = ", ..." if len(items) > PREVIEW_ITEMS else ""
+        return f"[{shown}{more}] ({len(items)} {value['element_type']})"
+    return repr(value["value"]) if isinstance(value, dict) else repr(value)
+
+
+def format_table(doc):
+    """The human-readable table: header line, metadata (arrays summarized), tensors."""
+    lines = []
+    if doc["format"] == "gguf":
+        lines.append(f"GGUF v{doc['version']}  alignment {doc['alignment']}  data offset {doc['data_offset']}  "
+                     f"{len(doc['metadata'])} keys  {len(doc['tensors'])} tensors")
+        width = max((len(k) for k in doc["metadata"]), default=0)
+        for key, value in doc["metadata"].items():
+            kind = value["type"] if value["type"] != "ARRAY" else f"ARRAY[{value['element_type']}]"
+            lines.append(f"  {key:<{width}}  {kind:<14} {_preview(value)}")
+        rows = [(t["name"], t["type"], "x".join(map(str, t["shape"])), str(t["offset"]), str(t["nbytes"]))
+                for t in doc["tensors"]]
+        header = ("name", "type", "shape", "offset", "nbytes")
+    else:
+        c = doc["config"]
+        lines.append(f"llama2.c v{doc['version']}  shared_classifier {doc['shared_classifier']}  "
+                     f"group_size {doc['group_size']}")
+        lines.append("  " + "  ".join(f"{k} {v}" for k, v in c.items()))
+        rows = [(t["name"], t["dtype"], "x".join(map(str, t["shape"])), str(t["offset"])) for t in doc["tensors"]]
+        header = ("name", "dtype", "shape", "offset")
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(header)]
+    lines.append("  ".join(h.ljust(w) for h, w in zip(header, widths)))
+    lines.extend("  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in rows)
+    return "\n".join(lines)
+
+
+def run(path, as_json=False):
+    doc = describe(path)
+    if as_json:
+        json.dump(doc, sys.stdout, ensure_ascii=False)
+        sys.stdout.write("\n")
+    else:
+        print(format_table(doc))
+    return 0

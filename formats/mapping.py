@@ -223,7 +223,7 @@ def vocab_from_metadata(metadata, path="<gguf>"):
                              ("tokenizer.ggml.scores", scores, (ValueType.FLOAT32,)),
                              ("tokenizer.ggml.token_type", types, (ValueType.INT32, ValueType.UINT32))):
         if arr.element_type not in etypes or len(arr) != n:
-            raise FormatError(path, key, None, f"expected {n} {etypes[0].name} items, found "
+            raise FormatError(path, key, None, f"expected {n} {etypes[0].name} items (one per token), found "
                                                f"{len(arr)} {arr.element_type.name}")
     ids = {}
     for field, key, default in (("unk_id", "unknown_token_id", 0), ("bos_id", "bos_token_id", 1),

@@ -367,8 +367,9 @@ def _read_tensor_info(cur, mv, i, names):
     except ValueError:
         raise FormatError(cur.path, field + ".type", type_pos, f"unknown or unsupported ggml type {raw_type}") from None
     block_size = BLOCK[ggml_type][0]
-    if (ne[0] if ne else 1) % block_size:
-        raise FormatError(cur.path, f"{field}.ne[0]", ne_pos, f"row length {ne[0]} is not a multiple of "
+    row = ne[0] if ne else 1
+    if row % block_size:
+        raise FormatError(cur.path, f"{field}.ne[0]", ne_pos, f"row length {row} is not a multiple of "
                                                               f"{ggml_type.name}'s block size {block_size}")
     offset = cur.u64(field + ".offset")
     return name, ggml_type, tuple(reversed(ne)), offset, type_pos + 4

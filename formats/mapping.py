@@ -15,6 +15,7 @@ What llama.cpp needs (llama-model.cpp, llama-vocab.cpp; see FORMATS.md):
 
 import numpy as np
 
+from formats import llama2c
 from formats.errors import FormatError
 from formats.ggml import GGMLType
 from formats.gguf import Array, GGUFFile, Tensor, Value, ValueType
@@ -66,29 +67,9 @@ _DEFAULTS = {"norm_eps": 1e-5, "rope_theta": 10000.0}
 
 
 def expected_shapes(args):
-    """llama2.c name -> numpy shape for the hyperparameters in `args` (a dict)."""
-    dim, n_layers, vocab = args["dim"], args["n_layers"], args["vocab_size"]
-    head_dim = dim // args["n_heads"]
-    kv_dim = args["n_kv_heads"] * head_dim
-    hidden = args["hidden_dim"]
-    per_layer = {
-        "attention_norm.weight": (dim,),
-        "attention.wq.weight": (dim, dim),
-        "attention.wk.weight": (kv_dim, dim),
-        "attention.wv.weight": (kv_dim, dim),
-        "attention.wo.weight": (dim, dim),
-        "ffn_norm.weight": (dim,),
-        "feed_forward.w1.weight": (hidden, dim),
-        "feed_forward.w2.weight": (dim, hidden),
-        "feed_forward.w3.weight": (hidden, dim),
-    }
-    shapes = {"tok_embeddings.weight": (vocab, dim)}
-    for i in range(n_layers):
-        shapes.update({f"layers.{i}.{name}": shape for name, shape in per_layer.items()})
-    shapes["norm.weight"] = (dim,)
-    if not args.get("tie_embeddings", True):
-        shapes["output.weight"] = (vocab, dim)
-    return shapes
+    """llama2.c name -> numpy shape for the hyperparameters in `args` (a model_args dict)."""
+    config = llama2c.Config(**{field: args[field] for field in llama2c.Config.__dataclass_fields__})
+    return llama2c.weight_shapes(config, shared_classifier=args.get("tie_embeddings", True))
 
 
 def gguf_name(name):

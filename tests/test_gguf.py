@@ -446,6 +446,6 @@ def test_writer_rejects_impossible_files(tmp_path):
         gguf.write(GGUFFile({}, [t, t]), tmp_path / "a.gguf")
     with pytest.raises(ValueError, match="block size"):
         Tensor.from_array("t", np.ones((2, 48), np.float32), GGMLType.Q8_0)
-    with pytest.raises(ValueError, match="must be <f4"):
+    with pytest.raises(ValueError, match="F32 data must be float32"):
         gguf.write(GGUFFile({}, [Tensor("t", GGMLType.F32, (2,), np.ones(2, np.float64))]), tmp_path / "a.gguf")
     assert not list(tmp_path.iterdir()), "a failed write must leave nothing behind"

@@ -160,7 +160,7 @@ def _file_with(tmp_path, edit, args=None):
      "blk.0.attn_k.weight: has shape (32, 64); the hyperparameters imply (64, 64)"),
     (lambda gf: gf.metadata.pop("llama.embedding_length"), "llama.embedding_length: required key is missing"),
     (lambda gf: gf.metadata.__setitem__("general.architecture", Value(ValueType.STRING, "gpt2")), "only 'llama'"),
-    (lambda gf: gf.tensors.pop(), "output_norm.weight: is missing"),
+    (lambda gf: gf.tensors.pop(), "blk.1.ffn_up.weight: is missing"),
     (lambda gf: gf.tensors.append(gguf.Tensor.from_array("blk.2.attn_q.weight", np.zeros((64, 64), np.float32))),
      "blk.2.attn_q.weight: is unexpected"),
     (lambda gf: gf.tensors.append(gguf.Tensor.from_array("rope_freqs.weight", np.zeros(8, np.float32))),

@@ -8,6 +8,7 @@ one line on stderr and the exit status is 2.
 """
 
 import argparse
+import importlib
 import sys
 
 from formats.errors import FormatError
@@ -25,51 +26,43 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message} (see --help)")
 
 
-def _not_built(what, issue):
+# Subcommand -> the module that implements it. Each module defines HELP (one line),
+# add_arguments(parser) and run(args) -> exit status, and imports torch (if at all) inside run().
+COMMANDS = {
+    "prepare": "llama2_scratch.prepare_cmd",
+    "train-vocab": "llama2_scratch.train_vocab_cmd",
+    "pretokenize": "llama2_scratch.pretokenize_cmd",
+    "train": "llama2_scratch.train_cmd",
+    "export": "llama2_scratch.export_cmd",
+    "generate": "llama2_scratch.generate_cmd",
+    "tokenize": "llama2_scratch.tokenize_cmd",
+    "inspect": "llama2_scratch.inspect_cmd",
+    "verify": "llama2_scratch.verify_cmd",
+    "demo": "llama2_scratch.demo_cmd",
+}
+
+
+def _not_built(name):
     def run(args):
-        print(f"{PROG} {what}: not built yet (tracked in issue {issue}).", file=sys.stderr)
+        print(f"{PROG} {name}: not built yet (see the README's status section).", file=sys.stderr)
         return 2
     return run
-
-
-def _cmd_inspect(args):
-    from llama2_scratch import inspect_cmd
-    return inspect_cmd.run(args.file, as_json=args.json)
-
-
-def _cmd_demo(args):
-    print(
-        f"{PROG} demo: the training pipeline is not built yet (issue 5).\n"
-        "What works today: the formats layer — GGUF v3 and llama2.c readers/writers and ggml\n"
-        f"quantization — and `{PROG} inspect FILE [--json]` for GGUF and llama2.c files."
-    )
-    return 0
 
 
 def build_parser():
     parser = _Parser(prog=PROG, description="Understand, train and ship tiny Llama 2 models.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-
-    p = sub.add_parser("inspect", help="header, metadata and tensor table of a GGUF or llama2.c file")
-    p.add_argument("file", help="a .gguf file or a llama2.c .bin checkpoint (v0, v1 or v2)")
-    p.add_argument("--json", action="store_true", help="print the full description as one JSON document")
-    p.set_defaults(run=_cmd_inspect)
-
-    p = sub.add_parser("demo", help="the whole pipeline on Tiny Shakespeare with CPU-sized defaults")
-    p.set_defaults(run=_cmd_demo)
-
-    for name, issue, text in [
-        ("prepare", 5, "fetch or locate raw text"),
-        ("train-vocab", 5, "train a SentencePiece BPE vocabulary"),
-        ("pretokenize", 5, "write train/val token files"),
-        ("train", 5, "train a model"),
-        ("export", 5, "export a checkpoint to GGUF or llama2.c"),
-        ("generate", 4, "pure-NumPy text generation"),
-        ("tokenize", 4, "print token ids and pieces"),
-        ("verify", 6, "the parity report"),
-    ]:
-        p = sub.add_parser(name, help=f"{text} (not built yet)")
-        p.set_defaults(run=_not_built(name, issue))
+    for name, module_name in COMMANDS.items():
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            sub.add_parser(name, help="(not built yet)").set_defaults(run=_not_built(name))
+            continue
+        p = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        module.add_arguments(p)
+        p.set_defaults(run=module.run)
     return parser
 
 

@@ -5,6 +5,8 @@ import sys
 
 from formats import gguf, llama2c
 
+HELP = "header, metadata and tensor table of a GGUF or llama2.c file"
+
 # How many items of an array the table shows before summarizing with its length.
 PREVIEW_ITEMS = 5
 
@@ -88,9 +90,14 @@ def format_table(doc):
     return "\n".join(lines)
 
 
-def run(path, as_json=False):
-    doc = describe(path)
-    if as_json:
+def add_arguments(parser):
+    parser.add_argument("file", help="a .gguf file or a llama2.c .bin checkpoint (v0, v1 or v2)")
+    parser.add_argument("--json", action="store_true", help="print the full description as one JSON document")
+
+
+def run(args):
+    doc = describe(args.file)
+    if args.json:
         json.dump(doc, sys.stdout, ensure_ascii=False)
         sys.stdout.write("\n")
     else:

@@ -1,0 +1,164 @@
+"""The Llama 2 forward pass in NumPy, with a preallocated KV cache.
+
+    h = tok_embeddings[tokens]
+    for each layer:
+        h = h + wo · attention(rope(wq · rmsnorm(h)), rope(wk · rmsnorm(h)), wv · rmsnorm(h))
+        h = h + swiglu(rmsnorm(h))
+    logits = output · rmsnorm(h)
+
+Built from `(ModelArgs, weights)` where weights use llama2.c's state-dict names (see
+`weight_shapes`). `Llama.forward(tokens, start_pos)` runs a whole prompt at once (prefill,
+start_pos 0) and then one token at a time (decode), each call writing the keys and values of its
+positions into the cache and attending over everything cached before them.
+Shapes: T new tokens, S = start_pos + T cached positions, D, H, Hkv, hd, F, V as in config.py.
+"""
+
+import dataclasses
+
+import numpy as np
+
+from formats import llama2c
+from reference.attention import attention
+from reference.config import ModelArgs
+from reference.rmsnorm import rmsnorm
+from reference.rope import apply_rope, rope_tables
+from reference.swiglu import swiglu
+
+# LayerWeights field -> the tensor's name inside `layers.{i}.` (then `.weight`), as in llama2.c.
+LAYER_TENSORS = {"attention_norm": "attention_norm", "wq": "attention.wq", "wk": "attention.wk",
+                 "wv": "attention.wv", "wo": "attention.wo", "ffn_norm": "ffn_norm",
+                 "w1": "feed_forward.w1", "w2": "feed_forward.w2", "w3": "feed_forward.w3"}
+
+
+def weight_shapes(args: ModelArgs):
+    """Every tensor the model needs, llama2.c name -> numpy shape ((out, in) for matrices).
+
+    `output.weight` is listed only when the output layer is not tied to the embeddings.
+    """
+    config = llama2c.Config(dim=args.dim, hidden_dim=args.hidden_dim, n_layers=args.n_layers,
+                            n_heads=args.n_heads, n_kv_heads=args.n_kv_heads,
+                            vocab_size=args.vocab_size, max_seq_len=args.max_seq_len)
+    return llama2c.weight_shapes(config, shared_classifier=args.tie_embeddings)
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerWeights:
+    """One transformer block's tensors, named as in llama2.c."""
+    attention_norm: np.ndarray      # (D,)
+    wq: np.ndarray                  # (D, D)
+    wk: np.ndarray                  # (kv_dim, D)
+    wv: np.ndarray                  # (kv_dim, D)
+    wo: np.ndarray                  # (D, D)
+    ffn_norm: np.ndarray            # (D,)
+    w1: np.ndarray                  # (F, D)
+    w2: np.ndarray                  # (D, F)
+    w3: np.ndarray                  # (F, D)
+
+
+def checked_weights(args: ModelArgs, weights, dtype):
+    """`weights` as `dtype` arrays after checking names and shapes; errors name the tensor.
+
+    A tied model may still carry `output.weight` (a torch state dict does) if it equals the
+    embeddings bit for bit; it is then dropped.
+    """
+    shapes = weight_shapes(args)
+    weights = dict(weights)
+    if args.tie_embeddings and "output.weight" in weights:
+        output, embeddings = weights.pop("output.weight"), weights.get("tok_embeddings.weight")
+        if embeddings is None or not np.array_equal(output, embeddings):
+            raise ValueError("tie_embeddings is set but output.weight differs from tok_embeddings.weight")
+    missing = [name for name in shapes if name not in weights]
+    unknown = [name for name in weights if name not in shapes]
+    if missing or unknown:
+        raise ValueError(f"weights do not match ModelArgs: missing {missing[:4]}, unknown {unknown[:4]}")
+    checked = {}
+    for name, shape in shapes.items():
+        # np.asarray does not copy an array that already has the dtype (a memmap stays a view).
+        array = np.asarray(weights[name], dtype=dtype)
+        if array.shape != shape:
+            raise ValueError(f"{name}: shape {array.shape}, expected {shape}")
+        checked[name] = array
+    return checked
+
+
+class Llama:
+    """Llama 2 inference for one sequence: prefill a prompt, then decode token by token.
+
+        model = Llama(args, weights)
+        logits = model.forward(prompt)                    # (V,): logits of the last prompt token
+        for pos in range(len(prompt), len(prompt) + n):
+            token = int(np.argmax(logits))
+            logits = model.forward([token], start_pos=pos)
+
+    `dtype` is np.float32 (as trained and shipped) or np.float64 (to study the maths without
+    float32 rounding); weights, cache, activations and logits all use it.
+    """
+
+    def __init__(self, args: ModelArgs, weights, dtype=np.float32):
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in (np.float32, np.float64):
+            raise ValueError(f"dtype must be float32 or float64, got {self.dtype}")
+        self.args = args
+        w = checked_weights(args, weights, self.dtype)
+        self.tok_embeddings = w["tok_embeddings.weight"]                    # (V, D)
+        self.layers = [
+            LayerWeights(**{field: w[f"layers.{i}.{name}.weight"] for field, name in LAYER_TENSORS.items()})
+            for i in range(args.n_layers)]
+        self.norm = w["norm.weight"]                                          # (D,)
+        self.output = w.get("output.weight", self.tok_embeddings)            # (V, D)
+        self.rope_cos, self.rope_sin = rope_tables(args.head_dim, args.max_seq_len,
+                                                   args.rope_theta, self.dtype)  # (S_max, hd/2)
+        cache_shape = (args.n_layers, args.n_kv_heads, args.max_seq_len, args.head_dim)
+        self.key_cache = np.zeros(cache_shape, dtype=self.dtype)             # (L, Hkv, S_max, hd)
+        self.value_cache = np.zeros(cache_shape, dtype=self.dtype)
+        self.n_cached = 0   # positions 0 .. n_cached-1 of the cache hold valid keys and values
+
+    def forward(self, tokens, start_pos=0, all_logits=False):
+        """Run `tokens` at positions start_pos .. start_pos+T-1 and cache their keys and values.
+
+        tokens: (T,) ints. Positions before start_pos must be in the cache already (start_pos <=
+        n_cached); starting earlier overwrites the cache from there (e.g. a new prompt at 0).
+        Returns the logits of the last position, (V,), or of every position, (T, V).
+        """
+        tokens = np.asarray(tokens)
+        n_tokens = tokens.shape[0] if tokens.ndim == 1 else 0
+        if n_tokens == 0 or not np.issubdtype(tokens.dtype, np.integer):
+            raise ValueError(f"tokens must be a non-empty 1-D integer array, got {tokens.dtype} {tokens.shape}")
+        if tokens.min() < 0 or tokens.max() >= self.args.vocab_size:
+            raise ValueError(f"token ids must be in [0, {self.args.vocab_size}), got {tokens.min()}..{tokens.max()}")
+        if not 0 <= start_pos <= self.n_cached:
+            raise ValueError(f"start_pos {start_pos} would skip uncached positions (cached: {self.n_cached})")
+        end_pos = start_pos + n_tokens
+        if end_pos > self.args.max_seq_len:
+            raise ValueError(f"positions up to {end_pos} exceed max_seq_len {self.args.max_seq_len}")
+
+        h = self.tok_embeddings[tokens]                                       # (T,) -> (T, D)
+        for i in range(self.args.n_layers):
+            h = self.transformer_block(i, h, start_pos)
+        self.n_cached = end_pos
+        # Only the logits that are asked for: (T, D) @ (D, V) is the biggest matmul in a small model.
+        h = h if all_logits else h[-1]                                        # (T, D) or (D,)
+        return rmsnorm(h, self.norm, self.args.norm_eps) @ self.output.T      # -> (T, V) or (V,)
+
+    def transformer_block(self, i, h, start_pos):
+        """Pre-norm block i: h + attention(rmsnorm(h)), then + swiglu(rmsnorm(.)). (T, D) -> (T, D)."""
+        layer, eps = self.layers[i], self.args.norm_eps
+        h = h + self.self_attention(i, rmsnorm(h, layer.attention_norm, eps), start_pos)
+        return h + swiglu(rmsnorm(h, layer.ffn_norm, eps), layer.w1, layer.w2, layer.w3)
+
+    def self_attention(self, i, x, start_pos):
+        """wo · attention over layer i's cache, after writing this call's keys and values to it.
+
+        x: (T, D), the normalized residual stream at positions start_pos .. start_pos+T-1 -> (T, D).
+        """
+        args, layer, end_pos = self.args, self.layers[i], start_pos + x.shape[0]
+        # (T, D) -> (T, heads*hd) -> (heads, T, hd): heads become a batch axis for the matmuls.
+        q = (x @ layer.wq.T).reshape(-1, args.n_heads, args.head_dim).swapaxes(0, 1)
+        k = (x @ layer.wk.T).reshape(-1, args.n_kv_heads, args.head_dim).swapaxes(0, 1)
+        v = (x @ layer.wv.T).reshape(-1, args.n_kv_heads, args.head_dim).swapaxes(0, 1)
+        cos, sin = self.rope_cos[start_pos:end_pos], self.rope_sin[start_pos:end_pos]
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        self.key_cache[i, :, start_pos:end_pos] = k                          # (Hkv, T, hd)
+        self.value_cache[i, :, start_pos:end_pos] = v
+        out = attention(q, self.key_cache[i, :, :end_pos], self.value_cache[i, :, :end_pos])
+        return out.swapaxes(0, 1).reshape(-1, args.dim) @ layer.wo.T         # (H, T, hd) -> (T, D)

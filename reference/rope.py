@@ -1,0 +1,43 @@
+"""Rotary position embedding (RoPE, Su et al. 2021) on adjacent pairs, Meta's Llama layout.
+
+Each head vector is read as hd/2 pairs (x[2j], x[2j+1]); at position m pair j is rotated by the
+angle m * freq_j, with freq_j = theta^(-2j/hd):
+
+    out[2j]   = x[2j] * cos(m freq_j) - x[2j+1] * sin(m freq_j)
+    out[2j+1] = x[2j] * sin(m freq_j) + x[2j+1] * cos(m freq_j)
+
+Rotating both q (at position m) and k (at position n) makes q·k depend on m - n only, which is
+how attention sees relative position. Hugging Face checkpoints pair x[j] with x[j + hd/2]
+instead; llama2.c, llama.cpp's "llama" architecture and this project all use adjacent pairs.
+"""
+
+import numpy as np
+
+
+def rope_tables(head_dim, max_seq_len, theta=10000.0, dtype=np.float32):
+    """cos and sin of every (position, pair) angle, each (max_seq_len, head_dim/2).
+
+    Computed in float64 and rounded once to `dtype`: the tables are then correctly rounded (up to
+    the float64 cos/sin error), and the torch model's float64-built tables match them bit for bit.
+    (llama2.c computes them in float32, which differs from these in the last bits.)
+    """
+    pair = np.arange(head_dim // 2, dtype=np.float64)                  # j = 0 .. hd/2-1
+    freqs = theta ** (-2 * pair / head_dim)                             # (hd/2,)
+    angles = np.outer(np.arange(max_seq_len, dtype=np.float64), freqs)  # (S, hd/2)
+    return np.cos(angles).astype(dtype), np.sin(angles).astype(dtype)
+
+
+def apply_rope(x, cos, sin):
+    """Rotate the adjacent pairs of x by the angles of its positions.
+
+    x: (..., T, hd), cos and sin: (T, hd/2), the table rows of x's positions -> (..., T, hd).
+    >>> x = np.arange(4, dtype=np.float32).reshape(1, 4)
+    >>> cos, sin = rope_tables(4, 1)
+    >>> apply_rope(x, cos, sin)      # position 0: angle 0, the identity
+    array([[0., 1., 2., 3.]], dtype=float32)
+    """
+    x_even, x_odd = x[..., 0::2], x[..., 1::2]                          # (..., T, hd/2) each
+    out = np.empty_like(x)
+    out[..., 0::2] = x_even * cos - x_odd * sin
+    out[..., 1::2] = x_even * sin + x_odd * cos
+    return out

@@ -1,0 +1,57 @@
+"""Inference needs NumPy only: load models and run them in a Python where torch cannot import."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Runs in a fresh interpreter. sys.modules["torch"] = None makes every `import torch` raise
+# ImportError, exactly as if torch were not installed.
+SCRIPT = r'''
+import sys
+sys.modules["torch"] = None
+try:
+    import torch
+    raise AssertionError("torch imported despite being blocked")
+except ImportError:
+    pass
+
+import numpy as np
+from formats import gguf, llama2c, mapping
+from reference.config import ModelArgs
+from reference.load import load_model, weights_from_ckpt
+from tests.llama_helpers import random_weights
+
+out = sys.argv[1]
+args = ModelArgs(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=300, max_seq_len=32)
+weights = random_weights(args, seed=0)
+gguf.write(mapping.to_gguf(weights, args.to_dict(), dtype="q8_0"), f"{out}/model.gguf")
+config = llama2c.Config(args.dim, args.hidden_dim, args.n_layers, args.n_heads, args.n_kv_heads,
+                        args.vocab_size, args.max_seq_len)
+llama2c.write(llama2c.Checkpoint(config, weights), f"{out}/model.bin", 1)
+
+for name in ("model.gguf", "model.bin"):
+    model = load_model(f"{out}/{name}")
+    prompt = np.arange(10)
+    logits = model.forward(prompt)
+    logits = model.forward([int(np.argmax(logits))], start_pos=len(prompt))
+    assert logits.shape == (300,) and logits.dtype == np.float32 and np.isfinite(logits).all(), name
+
+try:
+    weights_from_ckpt(f"{out}/ckpt.pt")
+    raise AssertionError("a ckpt.pt loaded without torch")
+except ImportError as exc:
+    assert "needs torch" in str(exc), exc
+assert sys.modules["torch"] is None
+print("inference without torch: ok")
+'''
+
+
+def test_loading_and_inference_work_without_torch(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    result = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path)], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+    assert "inference without torch: ok" in result.stdout

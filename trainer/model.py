@@ -1,0 +1,183 @@
+"""Llama 2 in torch, for training; the same maths as the NumPy reference (reference/).
+
+Parameter names are llama2.c's (`tok_embeddings`, `layers.{i}.attention.{wq,wk,wv,wo}`,
+`layers.{i}.feed_forward.{w1,w2,w3}`, `attention_norm`, `ffn_norm`, `norm`, `output`), so a
+state dict is a ckpt.pt `model` entry and maps one to one onto llama2.c and GGUF files.
+Shapes: B batch, T positions, D, H, Hkv, hd, F, V as in reference/config.py.
+
+Init (llama2.c's, so a model trained here starts where llama2.c's does): every Linear and the
+embedding N(0, 0.02); wo and w3 N(0, 0.02/sqrt(2 * n_layers)), RMSNorm gains 1. The scaled
+pair is llama2.c's choice; GPT-2 scales the projections that write into the residual stream
+(wo and w2) so that its variance does not grow with depth.
+"""
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from reference.config import ModelArgs
+
+INIT_STD = 0.02
+
+
+class RMSNorm(nn.Module):
+    """x * rsqrt(mean(x²) + eps) * weight over the last axis, computed in at least float32."""
+
+    def __init__(self, dim, eps):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x):
+        # Half-precision inputs are normalized in float32 (mean(x²) loses too much in 16 bits);
+        # float32 and float64 are kept as they are.
+        compute_dtype = torch.promote_types(x.dtype, torch.float32)
+        xf = x.to(compute_dtype)
+        normed = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        return normed.type_as(x) * self.weight
+
+
+def rope_tables(head_dim, max_seq_len, theta, dtype=torch.float32):
+    """cos and sin of position * theta^(-2j/hd), each (max_seq_len, hd/2).
+
+    Computed in float64 and rounded once to `dtype` (bit-identical to reference.rope.rope_tables).
+    """
+    pair = torch.arange(head_dim // 2, dtype=torch.float64)
+    freqs = theta ** (-2 * pair / head_dim)                                  # (hd/2,)
+    angles = torch.outer(torch.arange(max_seq_len, dtype=torch.float64), freqs)
+    return torch.cos(angles).to(dtype), torch.sin(angles).to(dtype)
+
+
+def apply_rope(x, cos, sin):
+    """Rotate adjacent pairs (x[2j], x[2j+1]): x (B, T, n, hd), cos/sin (T, hd/2) -> x's shape."""
+    x_even, x_odd = x.unflatten(-1, (-1, 2)).unbind(-1)                      # (B, T, n, hd/2) each
+    cos, sin = cos[:, None, :], sin[:, None, :]                              # (T, 1, hd/2)
+    rotated = torch.stack([x_even * cos - x_odd * sin, x_even * sin + x_odd * cos], dim=-1)
+    return rotated.flatten(-2).type_as(x)                                    # pairs back to hd
+
+
+class Attention(nn.Module):
+    """Causal grouped-query self-attention: query head h reads kv head h // (H / Hkv)."""
+
+    def __init__(self, args: ModelArgs):
+        super().__init__()
+        self.n_heads, self.n_kv_heads, self.head_dim = args.n_heads, args.n_kv_heads, args.head_dim
+        self.wq = nn.Linear(args.dim, args.dim, bias=False)
+        self.wk = nn.Linear(args.dim, args.kv_dim, bias=False)
+        self.wv = nn.Linear(args.dim, args.kv_dim, bias=False)
+        self.wo = nn.Linear(args.dim, args.dim, bias=False)
+        self.dropout = args.dropout
+        self.resid_dropout = nn.Dropout(args.dropout)
+
+    def forward(self, x, cos, sin):
+        B, T, D = x.shape
+        q = self.wq(x).view(B, T, self.n_heads, self.head_dim)
+        k = self.wk(x).view(B, T, self.n_kv_heads, self.head_dim)
+        v = self.wv(x).view(B, T, self.n_kv_heads, self.head_dim)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))                    # (B, heads, T, hd)
+        # enable_gqa lets the kernel share each kv head among its query heads without a copy;
+        # the scale defaults to 1/sqrt(hd).
+        out = F.scaled_dot_product_attention(
+            q, k, v, is_causal=True, enable_gqa=True,
+            dropout_p=self.dropout if self.training else 0.0)                # (B, H, T, hd)
+        out = out.transpose(1, 2).reshape(B, T, D)
+        return self.resid_dropout(self.wo(out))
+
+
+class FeedForward(nn.Module):
+    """SwiGLU: w2(silu(w1 x) * w3 x)."""
+
+    def __init__(self, args: ModelArgs):
+        super().__init__()
+        self.w1 = nn.Linear(args.dim, args.hidden_dim, bias=False)
+        self.w2 = nn.Linear(args.hidden_dim, args.dim, bias=False)
+        self.w3 = nn.Linear(args.dim, args.hidden_dim, bias=False)
+        self.dropout = nn.Dropout(args.dropout)
+
+    def forward(self, x):
+        return self.dropout(self.w2(F.silu(self.w1(x)) * self.w3(x)))
+
+
+class TransformerBlock(nn.Module):
+    """Pre-norm block: h = x + attention(norm(x)); out = h + feed_forward(norm(h))."""
+
+    def __init__(self, args: ModelArgs):
+        super().__init__()
+        self.attention = Attention(args)
+        self.feed_forward = FeedForward(args)
+        self.attention_norm = RMSNorm(args.dim, args.norm_eps)
+        self.ffn_norm = RMSNorm(args.dim, args.norm_eps)
+
+    def forward(self, x, cos, sin):
+        h = x + self.attention(self.attention_norm(x), cos, sin)
+        return h + self.feed_forward(self.ffn_norm(h))
+
+
+class Transformer(nn.Module):
+    """The whole Llama 2 network. forward(tokens, targets=None) -> (logits, loss).
+
+    With tied embeddings the state dict still lists `output.weight` (the same tensor as
+    `tok_embeddings.weight`), as llama2.c's does; writers of tied files drop it. For a float64
+    model use `.double()`, which also rebuilds the RoPE tables in float64.
+    """
+
+    def __init__(self, args: ModelArgs):
+        super().__init__()
+        self.args = args
+        self.tok_embeddings = nn.Embedding(args.vocab_size, args.dim)
+        self.dropout = nn.Dropout(args.dropout)
+        self.layers = nn.ModuleList(TransformerBlock(args) for _ in range(args.n_layers))
+        self.norm = RMSNorm(args.dim, args.norm_eps)
+        self.output = nn.Linear(args.dim, args.vocab_size, bias=False)
+        if args.tie_embeddings:
+            # One Parameter under two names: the state dict still lists output.weight.
+            self.output.weight = self.tok_embeddings.weight
+        self.set_rope_tables(torch.float32)
+        self.reset_parameters()
+
+    def set_rope_tables(self, dtype):
+        """(Re)build the RoPE tables in `dtype`. Non-persistent: not part of the state dict."""
+        cos, sin = rope_tables(self.args.head_dim, self.args.max_seq_len, self.args.rope_theta, dtype)
+        device = self.tok_embeddings.weight.device
+        self.register_buffer("rope_cos", cos.to(device), persistent=False)
+        self.register_buffer("rope_sin", sin.to(device), persistent=False)
+
+    def double(self):
+        """Cast to float64 with tables rebuilt in float64: casting the float32 tables up would
+        keep their float32 rounding (~1e-8), far above the float64 parity bound."""
+        super().double()
+        self.set_rope_tables(torch.float64)
+        return self
+
+    @torch.no_grad()
+    def reset_parameters(self):
+        """llama2.c's init (see the module docstring)."""
+        residual_std = INIT_STD / math.sqrt(2 * self.args.n_layers)
+        for name, param in self.named_parameters():
+            if name.endswith("norm.weight"):
+                nn.init.ones_(param)
+            elif name.endswith(("attention.wo.weight", "feed_forward.w3.weight")):
+                nn.init.normal_(param, mean=0.0, std=residual_std)
+            else:
+                nn.init.normal_(param, mean=0.0, std=INIT_STD)
+
+    def forward(self, tokens, targets=None):
+        """tokens: (B, T) ids -> (logits (B, T, V), loss).
+
+        Logits come for every position: training needs them all, and inference belongs to the
+        NumPy reference. loss is the mean cross-entropy against targets (B, T), ids of -1
+        ignored, or None without targets.
+        """
+        T = tokens.shape[1]
+        h = self.dropout(self.tok_embeddings(tokens))                        # (B, T, D)
+        cos, sin = self.rope_cos[:T], self.rope_sin[:T]                       # (T, hd/2)
+        for layer in self.layers:
+            h = layer(h, cos, sin)
+        logits = self.output(self.norm(h))                                    # (B, T, V)
+        if targets is None:
+            return logits, None
+        loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-1)
+        return logits, loss

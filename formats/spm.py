@@ -89,7 +89,8 @@ class SentencePieceModel:
         return self.vocab.add_space_prefix
 
 
-# (name, kind) per field number; kinds decide both the wire type and the conversion.
+# (name, kind) per field number; kinds decide both the wire type and the conversion. vocab_size
+# is only written (as the piece count, for sentencepiece's benefit): the pieces are the truth.
 _PIECE_FIELDS = {1: ("piece", "string"), 2: ("score", "float"), 3: ("type", "int32")}
 _TRAINER_FIELDS = {
     3: ("model_type", "int32"), 4: ("vocab_size", "int32"),

@@ -1,0 +1,397 @@
+"""A SentencePiece-compatible BPE tokenizer in plain Python, built from a `Vocab`.
+
+It gives the ids sentencepiece gives for a BPE model with the identity normalization (Llama 2's
+tokenizer.model, and the vocabularies `train-vocab` makes), and it loads from a .model file, a
+llama2.c tokenizer.bin or a GGUF without the sentencepiece package. Facts checked against
+sentencepiece 0.2 (normalizer.cc, bpe_model.cc, sentencepiece_processor.cc) and the tests.
+
+Encoding, step by step (Llama 2's model: add_dummy_prefix, keep extra whitespace, byte fallback):
+
+    "Hi  there"
+    1. normalize  "▁Hi▁▁there"          dummy-prefix space; every ' ' becomes '▁'
+    2. symbols    ▁ H i ▁ ▁ t h e r e   one per character (a user-defined piece: one symbol)
+    3. merge      ▁Hi ▁ ▁there          repeatedly join the adjacent pair whose concatenation is
+                                        the highest-scoring piece, the leftmost pair on ties
+    4. ids        6324 29871 727        a symbol that is no piece becomes its UTF-8 bytes as
+                                        <0xXX> pieces (byte fallback: "\n" -> <0x0A> = 13)
+    5. BOS/EOS    1 6324 29871 727      as the vocabulary's add_bos/add_eos say
+
+Decoding reverses it: pieces are joined with '▁' turned back into ' ', runs of byte pieces are
+decoded as UTF-8 (a byte that starts no valid character becomes U+FFFD, one per byte, as in
+sentencepiece), control pieces vanish, <unk> prints as " ⁇ ", and the leading space the dummy
+prefix added is dropped once, from the first piece. `StreamDecoder` does the same one id at a
+time and only lets a multibyte character out once all its bytes have arrived.
+"""
+
+import codecs
+import heapq
+import re
+
+from formats.vocab import TokenType
+
+SPACE = "\u2581"  # '▁', SentencePiece's visible space
+_BYTE_PIECE = re.compile(r"<0x([0-9A-Fa-f]{2})>")
+# Pieces the BPE merges may build (ModelInterface::pieces_ in sentencepiece); the others
+# (UNKNOWN, CONTROL, BYTE) are only ever emitted whole.
+_MERGEABLE = (TokenType.NORMAL, TokenType.USER_DEFINED, TokenType.UNUSED)
+_CACHE_SIZE = 1 << 17
+
+
+def _replace_one_byte(error):
+    """UTF-8 error handler: one U+FFFD for the first bad byte, then resume at the next byte.
+
+    That is sentencepiece's rule (each byte that starts no valid character is one U+FFFD), not
+    Python's "replace", which spends one U+FFFD on a whole truncated sequence:
+    b"\\xe0\\xb8".decode("utf-8", "replace") == "\\ufffd", sentencepiece gives "\\ufffd\\ufffd".
+    """
+    return "\ufffd", error.start + 1
+
+
+codecs.register_error("sentencepiece_replace", _replace_one_byte)
+
+
+def _char_class(chars):
+    """A regex character class matching exactly `chars` (which may be empty)."""
+    if not chars:
+        return r"[^\s\S]"
+    return "[" + "".join(re.escape(c) for c in sorted(chars)) + "]"
+
+
+def _chunk_pattern(pieces, space):
+    """A regex whose matches cut normalized text into chunks that BPE can encode one at a time.
+
+    BPE only joins adjacent symbols into a piece of the vocabulary, and a user-defined piece only
+    matches text equal to it. So if no such piece contains the two characters on either side of a
+    cut, no symbol ever spans the cut, and each side's merges are exactly those it would make
+    alone: the pairs a merge creates or destroys lie on its own side, and the order of merges
+    within a side (highest score, then leftmost) is unaffected by merges on the other. Two kinds
+    of cut are safe by that argument, and both are decided from the vocabulary:
+    - on both sides of a character that occurs in no multi-character piece ("\\n" for Llama 2):
+      it can never join anything;
+    - before a `space` that follows a character c, when no piece contains c + space. In Llama 2
+      only '▁' itself precedes '▁' inside pieces ("▁▁▁"), so every word with its leading spaces
+      is a chunk: "▁Hi", "▁▁there".
+    When some other character precedes `space` inside a piece, only the first kind is used.
+    """
+    joined = set()  # characters that occur in some multi-character piece
+    before_space = set()  # characters that precede `space` inside some piece
+    for piece in pieces:
+        if len(piece) > 1:
+            joined.update(piece)
+            before_space.update(piece[i - 1] for i in range(1, len(piece)) if piece[i] == space)
+    if before_space <= {space}:
+        word = _char_class(joined - {space})
+        s = re.escape(space)
+        return re.compile(f"{s}*{word}+|{s}+|.", re.S)
+    return re.compile(f"{_char_class(joined)}+|.", re.S)
+
+
+class Tokenizer:
+    """Encode text to ids and decode ids to text with a SentencePiece BPE vocabulary.
+
+    `byte_fallback` defaults to whether the vocabulary has BYTE pieces. `remove_extra_whitespaces`
+    (strip leading/trailing spaces, squeeze runs) is a .model normalizer flag that GGUF and
+    tokenizer.bin do not carry; Llama 2 and llama.cpp leave it off. `unk_surface` is what decoding
+    prints for the unknown piece.
+    """
+
+    def __init__(self, vocab, *, byte_fallback=None, remove_extra_whitespaces=False,
+                 escape_whitespaces=True, unk_surface=" \u2047 "):
+        self.vocab = vocab
+        known = {t.value for t in TokenType}
+        for i, t in enumerate(vocab.types.tolist()):
+            if t not in known:
+                raise ValueError(f"piece {i} {vocab.pieces[i]!r} has unknown token type {t}")
+        types = [TokenType(t) for t in vocab.types.tolist()]
+        self.types = types
+        self.byte_fallback = (TokenType.BYTE in types) if byte_fallback is None else byte_fallback
+        self.remove_extra_whitespaces = remove_extra_whitespaces
+        self.escape_whitespaces = escape_whitespaces
+        self.unk_surface = unk_surface
+        self.space = SPACE if escape_whitespaces else " "
+
+        self.piece_to_id = {}
+        for i, piece in enumerate(vocab.pieces):
+            if not piece:
+                raise ValueError(f"piece {i} is empty")
+            if piece in self.piece_to_id:
+                raise ValueError(f"piece {i} {piece!r} repeats piece {self.piece_to_id[piece]}")
+            self.piece_to_id[piece] = i
+        scores = vocab.scores.tolist()
+        self._merge_score = {p: scores[i] for i, p in enumerate(vocab.pieces) if types[i] in _MERGEABLE}
+        self._unused = {p for i, p in enumerate(vocab.pieces) if types[i] == TokenType.UNUSED}
+        user = [p for i, p in enumerate(vocab.pieces) if types[i] == TokenType.USER_DEFINED]
+        self._user = set(user)
+        # Longest user-defined piece first, so the regex alternation takes the longest match, as
+        # sentencepiece's PrefixMatcher does.
+        self._symbol_re = re.compile(
+            "|".join(re.escape(p) for p in sorted(user, key=len, reverse=True)) + "|.", re.S
+        ) if user else None
+
+        # byte value -> id of its <0xXX> piece, and back
+        self._byte_value = {}
+        for i, piece in enumerate(vocab.pieces):
+            if types[i] == TokenType.BYTE:
+                m = _BYTE_PIECE.fullmatch(piece)
+                if m is None:
+                    raise ValueError(f"piece {i} {piece!r} has type BYTE but is not <0xXX>")
+                self._byte_value[i] = int(m.group(1), 16)
+        self._byte_ids = [self.piece_to_id.get(f"<0x{b:02X}>", vocab.unk_id) for b in range(256)]
+
+        # Which piece resegments an UNUSED piece is decided by the last time that piece was a merge
+        # candidate anywhere in the text (bpe_model.cc's rev_merge), so chunks are not independent
+        # when the vocabulary has UNUSED pieces: then the text is encoded whole.
+        self._chunk_re = None if self._unused else _chunk_pattern(
+            [p for p in self._merge_score] + user, self.space)
+        self._cache = {}
+
+    # ------------------------------------------------------------------------------- loaders
+
+    @classmethod
+    def from_vocab(cls, vocab, **options):
+        """Same as `Tokenizer(vocab, **options)`."""
+        return cls(vocab, **options)
+
+    @classmethod
+    def from_spm(cls, path):
+        """Load a SentencePiece .model file (parsed by formats.spm, no sentencepiece needed)."""
+        from formats import spm
+        model = spm.read(path)
+        if model.model_type != spm.ModelType.BPE:
+            raise ValueError(f"{path}: a {model.model_type.name} model; only BPE is supported")
+        if model.precompiled_charsmap:
+            raise ValueError(f"{path}: normalization rule {model.normalizer_name!r} is not "
+                             "supported (only the identity rule)")
+        if model.treat_whitespace_as_suffix:
+            raise ValueError(f"{path}: treat_whitespace_as_suffix is not supported")
+        return cls(model.vocab, byte_fallback=model.byte_fallback,
+                   remove_extra_whitespaces=model.remove_extra_whitespaces,
+                   escape_whitespaces=model.escape_whitespaces, unk_surface=model.unk_surface)
+
+    @classmethod
+    def from_llama2c(cls, path, vocab_size):
+        """Load a llama2.c tokenizer.bin; its vocabulary size comes from the model's config."""
+        from formats import llama2c
+        return cls(llama2c.read_tokenizer(path, vocab_size))
+
+    @classmethod
+    def from_gguf(cls, gguf_file):
+        """Load the `tokenizer.ggml.*` vocabulary of a `formats.gguf.GGUFFile`."""
+        from formats import mapping
+        vocab = mapping.vocab_from_metadata(gguf_file.metadata, gguf_file.path or "<gguf>")
+        if vocab is None:
+            raise ValueError(f"{gguf_file.path or '<gguf>'}: the GGUF holds no tokenizer")
+        return cls(vocab)
+
+    # ------------------------------------------------------------------------------- encoding
+
+    def normalize(self, text):
+        """The text BPE sees: SentencePiece's normalizer with the identity rule.
+
+            " a  b "  ->  "▁▁a▁▁b▁"   Llama 2: dummy prefix, every space kept
+            " a  b "  ->  "▁a▁b"      remove_extra_whitespaces: ends stripped, runs squeezed
+            ""        ->  ""          no dummy prefix on empty text (nor on all-space text
+                                      when extra whitespace is removed)
+
+        With remove_extra_whitespaces, trailing '▁' characters typed in the text go too: the
+        normalizer strips its output's tail, where a typed '▁' looks like an escaped space.
+        """
+        if self.remove_extra_whitespaces:
+            text = re.sub(" {2,}", " ", text.lstrip(" "))
+        if not text:
+            return ""
+        if self.vocab.add_space_prefix:
+            text = " " + text
+        if self.escape_whitespaces:
+            text = text.replace(" ", SPACE)
+        if self.remove_extra_whitespaces:
+            text = text.rstrip(self.space)
+        return text
+
+    def encode(self, text, bos=None, eos=None):
+        """Token ids of `text`; `bos`/`eos` default to the vocabulary's add_bos/add_eos."""
+        normalized = self.normalize(text)
+        if self._chunk_re is None:
+            ids = self._encode_chunk(normalized)
+        else:
+            ids = []
+            cache = self._cache
+            if len(cache) > _CACHE_SIZE:
+                cache.clear()
+            for chunk in self._chunk_re.findall(normalized):
+                chunk_ids = cache.get(chunk)
+                if chunk_ids is None:
+                    chunk_ids = cache[chunk] = self._encode_chunk(chunk)
+                ids += chunk_ids
+            if not self.byte_fallback:
+                ids = self._squeeze_unknown(ids)
+        vocab = self.vocab
+        add_bos = vocab.add_bos if bos is None else bos
+        add_eos = vocab.add_eos if eos is None else eos
+        if (add_bos and vocab.bos_id < 0) or (add_eos and vocab.eos_id < 0):
+            raise ValueError("BOS/EOS requested but the vocabulary has no such piece (id -1)")
+        if add_bos:
+            ids.insert(0, vocab.bos_id)
+        if add_eos:
+            ids.append(vocab.eos_id)
+        return ids
+
+    def encode_as_pieces(self, text, bos=None, eos=None):
+        """The pieces of `encode(text)`, e.g. ["<s>", "▁Hi", "▁", "▁there"]."""
+        return [self.vocab.pieces[i] for i in self.encode(text, bos, eos)]
+
+    def _squeeze_unknown(self, ids):
+        """One unk id per run of unknown symbols, as sentencepiece merges them (chunks can end and
+        start with one)."""
+        unk = self.vocab.unk_id
+        return [i for k, i in enumerate(ids) if i != unk or k == 0 or ids[k - 1] != unk]
+
+    def _encode_chunk(self, text):
+        if self._symbol_re is None:
+            symbols = list(text)
+            frozen = ()
+        else:
+            symbols = self._symbol_re.findall(text)
+            frozen = {k for k, s in enumerate(symbols) if s in self._user}
+        rev_merge = {}
+        ids = []
+        for piece in self._merge(symbols, frozen, rev_merge):
+            self._emit(piece, rev_merge, ids)
+        return ids
+
+    def _merge(self, symbols, frozen, rev_merge):
+        """BPE over `symbols` (a list of str); returns the merged symbols in order.
+
+        A heap of candidate pairs ordered by (-score, left index) and a doubly linked list over
+        the symbols, as in bpe_model.cc: O(n log n). A popped pair is stale when either side has
+        been merged away or has grown since it was pushed, which the summed length detects
+        (symbols only ever grow to the right by absorbing their right neighbour).
+
+        Toy vocabulary {"▁a": -1, "ab": -2, "▁ab": -3}, text "▁ab":
+            ▁ a b   candidates ▁a (-1), ab (-2)  -> merge ▁a
+            ▁a b    candidates ▁ab (-3)          -> merge ▁ab
+            ▁ab
+        """
+        n = len(symbols)
+        if n < 2:
+            return symbols
+        score = self._merge_score
+        unused = self._unused
+        nxt = list(range(1, n + 1))
+        nxt[-1] = -1
+        prv = list(range(-1, n - 1))
+        heap = []
+
+        def candidate(left, right):
+            if left in frozen or right in frozen:
+                return
+            a, b = symbols[left], symbols[right]
+            merged = a + b
+            s = score.get(merged)
+            if s is not None:
+                heapq.heappush(heap, (-s, left, right, len(merged)))
+                if merged in unused:
+                    rev_merge[merged] = (a, b)
+
+        for k in range(n - 1):
+            candidate(k, k + 1)
+        while heap:
+            _, left, right, size = heapq.heappop(heap)
+            a, b = symbols[left], symbols[right]
+            if not a or not b or len(a) + len(b) != size:
+                continue
+            symbols[left] = a + b
+            symbols[right] = ""
+            after = nxt[left] = nxt[right]
+            if after >= 0:
+                prv[after] = left
+            if prv[left] >= 0:
+                candidate(prv[left], left)
+            if after >= 0:
+                candidate(left, after)
+        return [s for s in symbols if s]
+
+    def _emit(self, piece, rev_merge, ids):
+        """Append the id(s) of one merged symbol."""
+        i = self.piece_to_id.get(piece)
+        if i is None or self.types[i] == TokenType.UNKNOWN:
+            if self.byte_fallback:
+                ids.extend(self._byte_ids[b] for b in piece.encode("utf-8"))
+            elif not ids or ids[-1] != self.vocab.unk_id:
+                ids.append(self.vocab.unk_id)
+        elif piece in rev_merge:
+            # An UNUSED piece is never emitted: split it back into the pair that last formed it.
+            left, right = rev_merge[piece]
+            self._emit(left, rev_merge, ids)
+            self._emit(right, rev_merge, ids)
+        else:
+            ids.append(i)
+
+    # ------------------------------------------------------------------------------- decoding
+
+    def decode(self, ids):
+        """The text of `ids`, exactly as sentencepiece's DecodeIds gives it."""
+        stream = StreamDecoder(self)
+        return "".join([stream.feed(i) for i in ids]) + stream.flush()
+
+    def stream_decoder(self):
+        """A fresh `StreamDecoder` over this vocabulary."""
+        return StreamDecoder(self)
+
+
+class StreamDecoder:
+    """Decode ids one at a time; text comes out as soon as it is certain.
+
+    With Llama 2's vocabulary, feeding BOS, '▁' (29871) and the three byte pieces of "ก"
+    (<0xE0> <0xB8> <0x81>, ids byte + 3) gives "", "", "", "" and then "ก": BOS prints nothing,
+    the first '▁' is the dummy prefix, and the character waits for its last byte. Call `flush`
+    at the end of the stream: bytes still pending then come out as U+FFFD.
+
+    The dummy-prefix rule follows sentencepiece's Decode: while no text has come out yet, the
+    first non-control piece loses one leading '▁' (when the model adds a dummy prefix or removes
+    extra whitespace; with the latter every leading '▁' piece goes until some text appears).
+    Prime the decoder with the prompt's ids to continue a generation in mid-text.
+    """
+
+    def __init__(self, tokenizer):
+        self.tok = tokenizer
+        self._bytes = codecs.getincrementaldecoder("utf-8")("sentencepiece_replace")
+        self._emitted = False  # any text so far
+        self._bos_ws = True  # a leading '▁' may still be dropped
+        self._bos_ws_seen = False  # the previous piece had its leading '▁' dropped
+        self._strip_leading = tokenizer.vocab.add_space_prefix or tokenizer.remove_extra_whitespaces
+
+    def feed(self, token_id):
+        """Return the text that `token_id` completes (often '' while a character is pending)."""
+        tok = self.tok
+        if not 0 <= token_id < len(tok.types):
+            raise ValueError(f"token id {token_id} is outside the {len(tok.types)}-piece vocabulary")
+        byte = tok._byte_value.get(token_id)
+        if byte is not None:
+            text = self._bytes.decode(bytes((byte,)))
+            self._emitted = self._emitted or bool(text)
+            return text
+        text = self.flush()
+        if self._bos_ws_seen or self._emitted:
+            self._bos_ws = False
+        kind = tok.types[token_id]
+        self._bos_ws_seen = False
+        if kind == TokenType.CONTROL:
+            surface = ""
+        elif kind == TokenType.UNKNOWN:
+            surface = tok.unk_surface
+        else:
+            piece = tok.vocab.pieces[token_id]
+            if self._bos_ws and self._strip_leading and piece.startswith(SPACE):
+                piece = piece[1:]
+                self._bos_ws_seen = not tok.remove_extra_whitespaces
+            surface = piece.replace(SPACE, " ")
+        self._emitted = self._emitted or bool(surface)
+        return text + surface
+
+    def flush(self):
+        """End a run of byte pieces: whatever bytes are pending come out (U+FFFD if incomplete)."""
+        text = self._bytes.decode(b"", final=True)
+        self._bytes.reset()
+        self._emitted = self._emitted or bool(text)
+        return text

@@ -514,20 +514,23 @@ def _header(config, version, shared, group_size):
 # tokenizer.bin
 
 
-def read_tokenizer(path, vocab_size):
-    """Read a tokenizer.bin holding `vocab_size` pieces (the model's vocab_size).
+def read_tokenizer(path, vocab_size=None):
+    """Read a tokenizer.bin holding `vocab_size` pieces (the model's vocab_size), or, with
+    vocab_size None, every piece up to the end of the file (each takes at least 8 bytes, so the
+    loop is bounded by the file size).
 
     Pieces come back in SentencePiece's spelling (' ' -> '▁', "\\n<s>\\n" -> "<s>"). Token types
     are not stored, so they are inferred: CONTROL for the BOS/EOS markers, UNKNOWN for "<unk>" at
     id 0, BYTE for "<0xXX>", NORMAL otherwise. bos_id/eos_id are where the markers are (run.c's
     fixed 1 and 2 when absent).
     """
-    if vocab_size < 0:
+    if vocab_size is not None and vocab_size < 0:
         raise ValueError(f"vocab_size must be >= 0, got {vocab_size}")
     cur = Cursor(map_file(path), path)
     max_length = cur.u32("max_token_length")
     texts, scores = [], []
-    for i in range(vocab_size):
+    i = 0
+    while (i < vocab_size) if vocab_size is not None else (cur.pos < cur.size):
         scores.append(cur.unpack(_F32, f"token[{i}].score"))
         length_at = cur.pos
         length = cur.u32(f"token[{i}].length")
@@ -536,6 +539,7 @@ def read_tokenizer(path, vocab_size):
             raise cur.error(f"token[{i}].length", f"{length} bytes is longer than max_token_length "
                                                   f"{max_length}", length_at)
         texts.append(cur.utf8(length, f"token[{i}].bytes"))
+        i += 1
     if cur.pos != cur.size:
         raise cur.error("end of vocabulary", f"{cur.size - cur.pos} bytes follow the {vocab_size} "
                                              "pieces: is vocab_size right?")

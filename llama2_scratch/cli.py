@@ -11,8 +11,6 @@ import argparse
 import importlib
 import sys
 
-from formats.errors import FormatError
-
 PROG = "llama2-scratch"
 
 
@@ -70,8 +68,13 @@ def main(argv=None):
     try:
         args = build_parser().parse_args(argv)
         return args.run(args)
-    except (UsageError, FormatError) as exc:
-        print(f"{PROG}: error: {exc}" if isinstance(exc, FormatError) else str(exc), file=sys.stderr)
+    except UsageError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        # FormatError is a ValueError; so are the checks that name a bad flag value or a model
+        # and tokenizer that do not fit together.
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
     except BrokenPipeError:
         return 0

@@ -1,17 +1,121 @@
-"""`llama2-scratch demo`: the whole pipeline on Tiny Shakespeare with CPU-sized defaults."""
+"""`llama2-scratch demo`: prepare -> train-vocab -> pretokenize -> train -> export -> generate.
+
+CPU-sized defaults: a 1024-piece vocabulary and a ~0.9M-parameter model (dim 128, 4 layers,
+sequences of 128 tokens) trained in bfloat16 autocast, a few minutes on 2 cores, reaching about
+2.1 val bits/byte on Tiny Shakespeare. The sample at the end comes from the pure-NumPy reference
+model reading the exported GGUF, so it also shows the file works.
+
+GPU preset aimed at nanoGPT's char model (1.47 nats/char = 2.12 bits/char): `llama2-scratch
+train --dataset tinyshakespeare --vocab-size 1024 --dim 384 --n-layers 6 --n-heads 6
+--max-seq-len 256 --batch-size 64 --max-iters 5000 --dropout 0.2 --learning-rate 1e-3
+--dtype bfloat16 --compile` (dropout matters: Tiny Shakespeare is 1 MB, a 10M model overfits it).
+"""
+
+import time
+from pathlib import Path
+
+from data.paths import DataError, token_dir, vocab_model_path
+from llama2_scratch.cli import UsageError
 
 HELP = "the whole pipeline on Tiny Shakespeare with CPU-sized defaults"
+DATASET = "tinyshakespeare"
+VOCAB_SIZE = 1024
+DEMO_TRAINING = dict(dim=128, n_layers=4, n_heads=4, max_seq_len=128, batch_size=32,
+                     learning_rate=2e-3, min_lr=2e-4, warmup_iters=100, dropout=0.1,
+                     eval_interval=250, log_interval=50)
+PROMPT = "ROMEO:"
 
 
 def add_arguments(parser):
-    pass
+    parser.add_argument("--input", help="Tiny Shakespeare input.txt (default: DATA_DIR/tinyshakespeare, "
+                                        "else download)")
+    parser.add_argument("--data-dir", default="data", help="default: %(default)s")
+    parser.add_argument("--out-dir", default="out/demo", help="default: %(default)s")
+    parser.add_argument("--max-iters", type=int, default=1500, help="training steps (default: %(default)s)")
+    parser.add_argument("--dtype", default="bfloat16", choices=("float32", "bfloat16", "float16"))
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--seed", type=int, default=1337)
+    parser.add_argument("--max-new-tokens", type=int, default=120)
 
 
 def run(args):
-    print(
-        "llama2-scratch demo: the training pipeline (prepare, train-vocab, pretokenize, train,\n"
-        "export) is not built yet, so there is nothing to demonstrate end to end.\n"
-        "What works today: `llama2-scratch inspect FILE [--json]` on GGUF and llama2.c files, and the\n"
-        "formats package (GGUF v3, llama2.c v0/v1/v2 + tokenizer.bin, ggml quantization)."
-    )
+    try:
+        return _run(args)
+    except DataError as exc:
+        raise UsageError(f"llama2-scratch demo: {exc}") from None
+
+
+def _run(args):
+    from data.prepare import prepare, read_documents
+    from trainer.config import TrainConfig
+    from trainer.export import export_gguf, export_llama2c, load_exportable
+    from trainer.pretokenize import pretokenize
+    from trainer.train import train
+    from trainer.vocab import measure, train_vocab
+
+    started = time.perf_counter()
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    print("== 1/6 prepare")
+    splits = prepare(DATASET, args.input, args.data_dir)
+    for split, (path, documents, chars) in splits.items():
+        print(f"   {split}: {documents:,} documents, {chars:,} characters -> {path}")
+
+    print("== 2/6 train-vocab")
+    model_path = train_vocab(read_documents(splits["train"][0]),
+                             vocab_model_path(args.data_dir, DATASET, VOCAB_SIZE), VOCAB_SIZE)
+    stats = measure(model_path, read_documents(splits["val"][0]))
+    print(f"   {model_path}: {stats['chars_per_token']:.2f} chars/token, byte fallback "
+          f"{100 * stats['byte_fallback_rate']:.2f}%")
+
+    print("== 3/6 pretokenize")
+    tokens_dir = token_dir(args.data_dir, DATASET, f"tok{VOCAB_SIZE}")
+    meta = pretokenize(args.data_dir, DATASET, model_path, tokens_dir)
+    print(f"   {meta['splits']['train']['tokens']:,} train / {meta['splits']['val']['tokens']:,} val tokens -> {tokens_dir}")
+
+    print("== 4/6 train")
+    config = TrainConfig(dataset=DATASET, vocab_size=VOCAB_SIZE, data_dir=args.data_dir, out_dir=str(out_dir),
+                         max_iters=args.max_iters, dtype=args.dtype, device=args.device, seed=args.seed,
+                         **DEMO_TRAINING)
+    result = train(config, out=lambda line: print("   " + line))
+
+    print("== 5/6 export")
+    model = load_exportable(result["ckpt"])
+    gguf_path, bin_path, tok_path = out_dir / "model.gguf", out_dir / "model.bin", out_dir / "tokenizer.bin"
+    export_gguf(model, "f32", gguf_path)
+    export_llama2c(model, 1, bin_path, tok_path)
+    print(f"   {gguf_path} (GGUF f32, tokenizer inside; read back bit-exact)")
+    print(f"   {bin_path} + {tok_path} (llama2.c v1: ./run {bin_path} -z {tok_path})")
+
+    print("== 6/6 generate (NumPy reference model reading the GGUF)")
+    print(sample_text(gguf_path, PROMPT, args.max_new_tokens, args.seed))
+
+    minutes = (time.perf_counter() - started) / 60
+    print(f"== done in {minutes:.1f} min: val loss {result['val_loss']:.4f} nats/token, "
+          f"{result['val_bpb']:.4f} bits/byte; checkpoint {result['ckpt']}")
     return 0
+
+
+def sample_text(gguf_path, prompt, max_new_tokens, seed, temperature=0.8, top_k=40):
+    """Prompt + sampled continuation from the exported file, stopping at EOS."""
+    import numpy as np
+
+    from formats import gguf
+    from reference.load import load_model
+    from reference.sampling import sample
+    from reference.tokenizer import Tokenizer
+
+    model = load_model(gguf_path)
+    tokenizer = Tokenizer.from_gguf(gguf.read(gguf_path))
+    ids = tokenizer.encode(prompt, bos=True)
+    rng = np.random.default_rng(seed)
+    logits = model.forward(ids)
+    generated = []
+    while len(generated) < max_new_tokens and len(ids) + len(generated) < model.args.max_seq_len:
+        token = sample(logits, rng, temperature=temperature, top_k=top_k)
+        if token == tokenizer.vocab.eos_id:
+            break
+        generated.append(token)
+        logits = model.forward([token], start_pos=len(ids) + len(generated) - 1)
+    return prompt + tokenizer.decode(generated)

@@ -1,0 +1,112 @@
+"""`llama2-scratch generate MODEL ...`: pure-NumPy text generation, streamed as tokens arrive.
+
+The prompt runs through the model at once (prefill), then one token at a time (decode) against the
+KV cache. Text is printed as soon as its UTF-8 characters are complete. Generation stops at EOS,
+at --max-new-tokens, at the context length, or (with --stop-at-bos) at BOS, as llama2.c's run.c
+does for models trained with BOS between documents.
+"""
+
+import json
+import sys
+import time
+
+import numpy as np
+
+from llama2_scratch.model_files import load_model_and_tokenizer
+from reference.sampling import sample
+
+HELP = "generate text with the NumPy model (no torch needed)"
+# Repetition penalty looks back this many tokens (llama.cpp's default --repeat-last-n).
+PENALTY_WINDOW = 64
+
+
+def add_arguments(parser):
+    parser.add_argument("model", help="a GGUF, a llama2.c .bin (v0/v1/v2) or a ckpt.pt")
+    parser.add_argument("--tokenizer", help="tokenizer.bin or SentencePiece .model (needed unless MODEL is a GGUF)")
+    prompt = parser.add_mutually_exclusive_group()
+    prompt.add_argument("--prompt", default="", help="the prompt text (default: empty)")
+    prompt.add_argument("--prompt-file", help="read the prompt from this UTF-8 file")
+    parser.add_argument("--max-new-tokens", type=int, default=256)
+    parser.add_argument("--temperature", type=float, default=1.0, help="0 is greedy (argmax, lowest id on ties)")
+    parser.add_argument("--top-k", type=int, default=0, help="keep the k most likely tokens (0: off)")
+    parser.add_argument("--top-p", type=float, default=0.9, help="nucleus sampling mass (1: off)")
+    parser.add_argument("--min-p", type=float, default=0.0, help="drop tokens below min_p * p_max (0: off)")
+    parser.add_argument("--repetition-penalty", type=float, default=1.0, help="1: off")
+    parser.add_argument("--seed", type=int, default=None, help="seed for sampling (default: fresh entropy)")
+    parser.add_argument("--stop-at-bos", action="store_true",
+                        help="also stop when the model emits BOS (models trained with BOS between documents)")
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON document instead of streaming the text")
+
+
+def _check(args):
+    if args.max_new_tokens < 0:
+        raise ValueError(f"--max-new-tokens must be >= 0, got {args.max_new_tokens}")
+    if args.temperature < 0:
+        raise ValueError(f"--temperature must be >= 0, got {args.temperature}")
+    if args.top_k < 0 or not 0 < args.top_p <= 1 or not 0 <= args.min_p < 1:
+        raise ValueError("--top-k must be >= 0, --top-p in (0, 1], --min-p in [0, 1)")
+
+
+def run(args):
+    _check(args)
+    if args.prompt_file:
+        with open(args.prompt_file, encoding="utf-8") as f:
+            prompt = f.read()
+    else:
+        prompt = args.prompt
+    model, tokenizer = load_model_and_tokenizer(args.model, args.tokenizer)
+    vocab = tokenizer.vocab
+    prompt_ids = tokenizer.encode(prompt)
+    if not prompt_ids:
+        prompt_ids = [vocab.bos_id]  # a model needs one token to start from
+    context = model.args.max_seq_len
+    if len(prompt_ids) >= context:
+        raise ValueError(f"--prompt: {len(prompt_ids)} tokens leave no room in the {context}-token context")
+    rng = np.random.default_rng(args.seed)
+    stops = {vocab.eos_id} | ({vocab.bos_id} if args.stop_at_bos else set())
+
+    decoder = tokenizer.stream_decoder()
+    for token_id in prompt_ids:  # prime it, so the leading-space rule sees the prompt
+        decoder.feed(token_id)
+
+    start = time.perf_counter()
+    logits = model.forward(prompt_ids)
+    prefill_s = time.perf_counter() - start
+
+    ids, texts = [], []
+    decode_s, n_decoded = 0.0, 0
+    budget = min(args.max_new_tokens, context - len(prompt_ids))
+    while len(ids) < budget:
+        recent = (prompt_ids + ids)[-PENALTY_WINDOW:]
+        token_id = sample(logits, rng, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                          min_p=args.min_p, repetition_penalty=args.repetition_penalty, recent_ids=recent)
+        if token_id in stops:
+            break
+        ids.append(token_id)
+        text = decoder.feed(token_id)
+        texts.append(text)
+        if not args.json and text:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+        if len(ids) == budget:
+            break
+        start = time.perf_counter()
+        logits = model.forward([token_id], start_pos=len(prompt_ids) + len(ids) - 1)
+        decode_s += time.perf_counter() - start
+        n_decoded += 1
+    tail = decoder.flush()
+    texts.append(tail)
+
+    prefill_tok_s = len(prompt_ids) / prefill_s if prefill_s > 0 else None
+    decode_tok_s = n_decoded / decode_s if decode_s > 0 else None
+    if args.json:
+        print(json.dumps({"prompt_ids": prompt_ids, "ids": ids, "text": "".join(texts),
+                          "prefill_tok_s": prefill_tok_s, "decode_tok_s": decode_tok_s}, ensure_ascii=False))
+    else:
+        sys.stdout.write(tail + "\n")
+        sys.stdout.flush()
+        rate = lambda r: "n/a" if r is None else f"{r:.1f} tok/s"  # noqa: E731
+        print(f"prefill: {len(prompt_ids)} tokens, {rate(prefill_tok_s)}; "
+              f"decode: {n_decoded} tokens, {rate(decode_tok_s)}", file=sys.stderr)
+    return 0

@@ -1,0 +1,44 @@
+"""Open what `generate` and `tokenize` are pointed at: a model file and its tokenizer.
+
+A GGUF carries its tokenizer; a llama2.c .bin or a ckpt.pt needs one beside it (`--tokenizer`: a
+llama2.c tokenizer.bin or a SentencePiece .model). Files are recognized by their first bytes,
+not their names.
+"""
+
+from formats import gguf, llama2c
+from reference.load import GGUF_MAGIC, load_model
+from reference.tokenizer import Tokenizer
+
+# A SentencePiece .model is a protobuf whose first field is `pieces` (field 1, wire type 2).
+SPM_FIRST_BYTE = 0x0A
+
+
+def _magic(path):
+    with open(path, "rb") as f:
+        return f.read(4)
+
+
+def load_tokenizer(path, vocab_size=None):
+    """A Tokenizer from a GGUF, a SentencePiece .model or a llama2.c tokenizer.bin."""
+    magic = _magic(path)
+    if magic == GGUF_MAGIC:
+        return Tokenizer.from_gguf(gguf.read(path))
+    if magic[:1] == bytes([SPM_FIRST_BYTE]):
+        return Tokenizer.from_spm(path)
+    return Tokenizer(llama2c.read_tokenizer(path, vocab_size))
+
+
+def load_model_and_tokenizer(model_path, tokenizer_path=None):
+    """(Llama, Tokenizer); raises ValueError naming the file when they do not fit together."""
+    model = load_model(model_path)
+    vocab_size = model.args.vocab_size
+    if tokenizer_path is None:
+        if _magic(model_path) != GGUF_MAGIC:
+            raise ValueError(f"{model_path}: not a GGUF, so it holds no tokenizer: pass --tokenizer "
+                             "(a tokenizer.bin or a SentencePiece .model)")
+        tokenizer_path = model_path
+    tokenizer = load_tokenizer(tokenizer_path, vocab_size)
+    if len(tokenizer.vocab) != vocab_size:
+        raise ValueError(f"{tokenizer_path}: the tokenizer has {len(tokenizer.vocab)} pieces but the model's "
+                         f"embedding has {vocab_size} rows")
+    return model, tokenizer

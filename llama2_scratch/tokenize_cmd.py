@@ -1,0 +1,28 @@
+"""`llama2-scratch tokenize MODEL_OR_TOKENIZER TEXT [--json]`: token ids and pieces of TEXT."""
+
+import json
+
+from llama2_scratch.model_files import load_tokenizer
+
+HELP = "print the token ids and pieces of a text"
+
+
+def add_arguments(parser):
+    parser.add_argument("tokenizer", metavar="MODEL_OR_TOKENIZER",
+                        help="a GGUF (tokenizer inside), a SentencePiece .model or a llama2.c tokenizer.bin")
+    parser.add_argument("text", help="the text to encode")
+    parser.add_argument("--vocab-size", type=int, default=None,
+                        help="pieces in a tokenizer.bin (default: all pieces up to the end of the file)")
+    parser.add_argument("--json", action="store_true", help='print {"ids": [...], "pieces": [...]}')
+
+
+def run(args):
+    tokenizer = load_tokenizer(args.tokenizer, args.vocab_size)
+    ids = tokenizer.encode(args.text)
+    pieces = [tokenizer.vocab.pieces[i] for i in ids]
+    if args.json:
+        print(json.dumps({"ids": ids, "pieces": pieces}, ensure_ascii=False))
+    else:
+        for i, piece in zip(ids, pieces):
+            print(f"{i:>8}  {piece!r}")
+    return 0

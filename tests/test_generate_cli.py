@@ -1,0 +1,154 @@
+"""`generate` and `tokenize` end to end, in a subprocess where torch cannot be imported."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import sentencepiece as spm
+
+from formats import gguf, llama2c, mapping
+from formats.spm import read as read_spm
+from formats.vocab import TokenType, Vocab
+from reference.config import ModelArgs
+from reference.model import Llama
+
+NO_TORCH = "import sys; sys.modules['torch'] = None; from llama2_scratch.cli import main; sys.exit(main(sys.argv[1:]))"
+ARGS = {"dim": 64, "n_layers": 2, "n_heads": 4, "n_kv_heads": 2, "hidden_dim": 96, "max_seq_len": 48,
+        "tie_embeddings": True}
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-c", NO_TORCH, *map(str, args)], capture_output=True, text=True,
+                          timeout=300)
+
+
+def random_weights(args, seed=0, scale=0.5):
+    rng = np.random.default_rng(seed)
+    return {n: (rng.standard_normal(s) * scale).astype(np.float32) for n, s in mapping.expected_shapes(args).items()}
+
+
+@pytest.fixture(scope="module")
+def llama2_vocab(shared_data):
+    return read_spm(shared_data / "llama2" / "tokenizer.model").vocab
+
+
+@pytest.fixture(scope="module")
+def model_gguf(tmp_path_factory, llama2_vocab):
+    args = dict(ARGS, vocab_size=len(llama2_vocab))
+    path = tmp_path_factory.mktemp("gen") / "m.gguf"
+    weights = random_weights(args)
+    gguf.write(mapping.to_gguf(weights, args, llama2_vocab), path)
+    return path, args, weights
+
+
+def greedy_reference(args, weights, prompt_ids, n):
+    """Greedy ids by full recompute over the growing sequence (no KV cache)."""
+    ids = list(prompt_ids)
+    for _ in range(n):
+        logits = Llama(ModelArgs.from_dict(args), weights).forward(ids, all_logits=True)[-1]
+        ids.append(int(np.argmax(logits)))
+    return ids[len(prompt_ids):]
+
+
+def test_greedy_json_matches_full_recompute(model_gguf, llama2_vocab):
+    path, args, weights = model_gguf
+    result = run_cli("generate", path, "--prompt", "Once upon a time", "--temperature", "0",
+                     "--max-new-tokens", "12", "--json")
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["prompt_ids"][0] == 1
+    assert doc["ids"] == greedy_reference(args, weights, doc["prompt_ids"], 12)
+    assert doc["prefill_tok_s"] > 0 and doc["decode_tok_s"] > 0
+
+
+def test_streamed_text_equals_json_text_and_seed_reproduces(model_gguf):
+    path, _, _ = model_gguf
+    common = ("generate", path, "--prompt", "ก ข", "--max-new-tokens", "30", "--seed", "7", "--temperature", "1.2")
+    streamed = run_cli(*common)
+    as_json = run_cli(*common, "--json")
+    again = run_cli(*common, "--json")
+    assert streamed.returncode == as_json.returncode == 0, streamed.stderr + as_json.stderr
+    doc = json.loads(as_json.stdout)
+    assert streamed.stdout == doc["text"] + "\n"
+    assert json.loads(again.stdout)["ids"] == doc["ids"]
+    assert "prefill:" in streamed.stderr and "tok/s" in streamed.stderr
+
+
+def test_llama2c_model_with_each_tokenizer_kind(tmp_path, model_gguf, shared_data):
+    path, args, weights = model_gguf
+    config = llama2c.Config(**{k: args[k] for k in ("dim", "hidden_dim", "n_layers", "n_heads", "n_kv_heads",
+                                                    "vocab_size", "max_seq_len")})
+    bin_path = tmp_path / "m.bin"
+    llama2c.write(llama2c.Checkpoint(config, weights), bin_path, version=0)
+    outputs = []
+    for tok in (shared_data / "llama2" / "tokenizer.bin", shared_data / "llama2" / "tokenizer.model"):
+        result = run_cli("generate", bin_path, "--tokenizer", tok, "--prompt", "Hi", "--temperature", "0",
+                         "--max-new-tokens", "8", "--json")
+        assert result.returncode == 0, result.stderr
+        outputs.append(json.loads(result.stdout))
+    from_gguf = json.loads(run_cli("generate", path, "--prompt", "Hi", "--temperature", "0",
+                                   "--max-new-tokens", "8", "--json").stdout)
+    assert outputs[0]["ids"] == outputs[1]["ids"] == from_gguf["ids"]
+    assert outputs[0]["text"] == outputs[1]["text"] == from_gguf["text"]
+
+
+def _control_first_vocab(n, stop_piece):
+    """A vocabulary whose id 0 is the given control piece, so all-zero logits (greedy picks the
+    lowest id) emit it at once."""
+    pieces = [stop_piece] + [p for p in ("<unk>", "<s>", "</s>") if p != stop_piece]
+    pieces += [f"▁w{i}" for i in range(n - len(pieces))]
+    types = [TokenType.CONTROL] + [TokenType.UNKNOWN if p == "<unk>" else TokenType.CONTROL
+                                   if p.startswith("<") else TokenType.NORMAL for p in pieces[1:]]
+    ids = {"unk_id": pieces.index("<unk>"), "bos_id": pieces.index("<s>"), "eos_id": pieces.index("</s>")}
+    return Vocab(pieces, np.zeros(n, np.float32), types, **ids)
+
+
+@pytest.mark.parametrize("stop_piece,flags,expect_stop", [
+    ("</s>", (), True), ("<s>", (), False), ("<s>", ("--stop-at-bos",), True)])
+def test_generation_stops_at_eos_and_optionally_bos(tmp_path, stop_piece, flags, expect_stop):
+    args = dict(ARGS, vocab_size=20)
+    weights = random_weights(args)
+    weights["norm.weight"] = np.zeros(args["dim"], np.float32)  # all logits 0: greedy picks id 0
+    path = tmp_path / "stop.gguf"
+    gguf.write(mapping.to_gguf(weights, args, _control_first_vocab(20, stop_piece)), path)
+    result = run_cli("generate", path, "--prompt", "w1", "--temperature", "0", "--max-new-tokens", "5", "--json",
+                     *flags)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["ids"] == ([] if expect_stop else [0] * 5)
+
+
+def test_tokenize_matches_sentencepiece_from_every_source(model_gguf, shared_data):
+    text = "Hello  world!\nสวัสดีครับ 😀"
+    sp = spm.SentencePieceProcessor(model_file=str(shared_data / "llama2" / "tokenizer.model"))
+    expected = [sp.bos_id()] + sp.encode(text)
+    for source in (model_gguf[0], shared_data / "llama2" / "tokenizer.model", shared_data / "llama2" / "tokenizer.bin"):
+        result = run_cli("tokenize", source, text, "--json")
+        assert result.returncode == 0, result.stderr
+        doc = json.loads(result.stdout)
+        assert doc["ids"] == expected, source
+        assert doc["pieces"] == [sp.id_to_piece(i) for i in expected]
+
+
+@pytest.mark.parametrize("make_args,fragment", [
+    (lambda d: ("generate", d["bin"]), "pass --tokenizer"),
+    (lambda d: ("generate", d["bin"], "--tokenizer", d["tok"]), "the tokenizer has 32000 pieces but the model's "
+                                                                "embedding has 40 rows"),
+    (lambda d: ("generate", d["gguf"], "--max-new-tokens", "-1"), "--max-new-tokens must be >= 0"),
+    (lambda d: ("generate", d["gguf"], "--prompt", "x", "--prompt-file", "y"), "not allowed with argument"),
+    (lambda d: ("generate", d["missing"]), "missing.gguf"),
+    (lambda d: ("tokenize", d["bin"], "x"), "m.bin"),
+])
+def test_bad_requests_are_one_line_exit_2(tmp_path, model_gguf, shared_data, make_args, fragment):
+    args = dict(ARGS, vocab_size=40)
+    bin_path = tmp_path / "m.bin"
+    config = llama2c.Config(**{k: args[k] for k in ("dim", "hidden_dim", "n_layers", "n_heads", "n_kv_heads",
+                                                    "vocab_size", "max_seq_len")})
+    llama2c.write(llama2c.Checkpoint(config, random_weights(args)), bin_path, version=1)
+    paths = {"bin": bin_path, "tok": shared_data / "llama2" / "tokenizer.model", "gguf": model_gguf[0],
+             "missing": tmp_path / "missing.gguf"}
+    result = run_cli(*make_args(paths))
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert fragment in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr

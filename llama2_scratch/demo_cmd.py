@@ -1,8 +1,8 @@
 """`llama2-scratch demo`: prepare -> train-vocab -> pretokenize -> train -> export -> generate.
 
 CPU-sized defaults: a 1024-piece vocabulary and a ~0.9M-parameter model (dim 128, 4 layers,
-sequences of 128 tokens) trained in bfloat16 autocast, a few minutes on 2 cores, reaching about
-2.1 val bits/byte on Tiny Shakespeare. The sample at the end comes from the pure-NumPy reference
+sequences of 128 tokens) trained for 1500 steps in bfloat16 autocast: measured 9.0 min wall on 2
+shared cores, val 1.85 bits/byte on Tiny Shakespeare. The sample at the end comes from the pure-NumPy reference
 model reading the exported GGUF, so it also shows the file works.
 
 GPU preset aimed at nanoGPT's char model (1.47 nats/char = 2.12 bits/char): `llama2-scratch

@@ -1,0 +1,113 @@
+"""The trainer: loss falls, resume is exact, DDP (2 gloo processes) equals one process, config."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from data.paths import DataError
+from tests.pipeline_helpers import build_dataset, tiny_config
+from trainer import checkpoint
+from trainer.config import TrainConfig, load_toml
+from trainer.train import batch_starts, get_lr, train
+
+# DDP sums gradients in another order than one process does; float32 rounding differs by a few
+# ulps per step, which 8 Adam steps can grow to ~1e-6 relative. 1e-4 is far below any real bug
+# (a wrong loss scale or a missed micro-batch moves weights by ~lr = 3e-3).
+DDP_ATOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def data_dir(shared_data, tmp_path_factory):
+    return build_dataset(shared_data, tmp_path_factory.mktemp("train"))
+
+
+def quiet(*args, **kwargs):
+    pass
+
+
+def test_loss_falls_on_a_fixed_seed(data_dir, tmp_path):
+    result = train(tiny_config(data_dir, tmp_path, max_iters=30), out=quiet)
+    first, last = sum(result["losses"][:5]) / 5, sum(result["losses"][-5:]) / 5
+    assert last < first - 0.5
+    assert result["val_bpb"] is not None and result["val_bpb"] > 0
+    ckpt = checkpoint.load(tmp_path / "ckpt.pt")
+    assert set(ckpt["model_args"]) >= {"dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "hidden_dim",
+                                       "multiple_of", "norm_eps", "rope_theta", "max_seq_len", "dropout"}
+    assert "layers.1.feed_forward.w3.weight" in ckpt["model"]
+    assert ckpt["tokenizer"]["model"] == (data_dir / "text" / "tok384.model").read_bytes()
+
+
+def test_training_is_deterministic_per_seed(data_dir, tmp_path):
+    a = train(tiny_config(data_dir, tmp_path / "a", max_iters=3), out=quiet)
+    b = train(tiny_config(data_dir, tmp_path / "b", max_iters=3), out=quiet)
+    assert a["losses"] == b["losses"]
+
+
+def _assert_same_state(a, b):
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+
+
+def test_resume_is_bitwise_exact(data_dir, tmp_path):
+    schedule = dict(max_iters=6, lr_decay_iters=6, dropout=0.1)    # dropout: the RNG is resumed too
+    straight = train(tiny_config(data_dir, tmp_path / "straight", **schedule), out=quiet)
+    train(tiny_config(data_dir, tmp_path / "split", **dict(schedule, max_iters=2)), out=quiet)
+    resumed = train(tiny_config(data_dir, tmp_path / "split", resume=True, **schedule), out=quiet)
+    assert resumed["losses"] == straight["losses"][2:]
+    a, b = checkpoint.load(tmp_path / "straight/ckpt.pt"), checkpoint.load(tmp_path / "split/ckpt.pt")
+    _assert_same_state(a["model"], b["model"])
+    for state_a, state_b in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
+        _assert_same_state(state_a, state_b)
+    assert a["iter_num"] == b["iter_num"] == 6
+
+
+def test_ddp_two_gloo_processes_match_one(data_dir, tmp_path):
+    flags = ["--dataset", "text", "--vocab-size", "384", "--data-dir", str(data_dir), "--dim", "32",
+             "--n-layers", "2", "--n-heads", "4", "--max-seq-len", "32", "--batch-size", "4",
+             "--grad-accum", "2", "--max-iters", "4", "--warmup-iters", "1", "--learning-rate", "0.003", "--device", "cpu", "--seed", "3"]
+    single = train(tiny_config(data_dir, tmp_path / "one", grad_accum=2, max_iters=4, warmup_iters=1,
+                               n_kv_heads=None, seed=3), out=quiet)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "llama2_scratch", "train", *flags, "--out-dir", str(tmp_path / "two")]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    one = checkpoint.load(single["ckpt"])["model"]
+    two = checkpoint.load(tmp_path / "two/ckpt.pt")["model"]
+    for name in one:
+        torch.testing.assert_close(two[name], one[name], atol=DDP_ATOL, rtol=0)
+
+
+def test_batches_are_a_function_of_seed_step_and_micro_step():
+    a = batch_starts(1, 5, 0, 1000, 16, 8)
+    assert (a == batch_starts(1, 5, 0, 1000, 16, 8)).all()
+    assert not (a == batch_starts(1, 5, 1, 1000, 16, 8)).all()
+    assert a.max() <= 1000 - 16 - 1
+
+
+def test_lr_schedule_warms_up_then_decays_to_min():
+    config = TrainConfig(max_iters=100, warmup_iters=10, learning_rate=1.0, min_lr=0.1)
+    lrs = [get_lr(i, config) for i in range(120)]
+    assert lrs[:10] == sorted(lrs[:10]) and lrs[9] < 1.0
+    assert lrs[10] == pytest.approx(1.0)
+    assert lrs[10:101] == sorted(lrs[10:101], reverse=True)
+    assert lrs[100] == lrs[119] == 0.1
+
+
+def test_toml_config_and_unknown_key(tmp_path):
+    good = tmp_path / "good.toml"
+    good.write_text('dim = 64\nlearning-rate = 0.01\ndtype = "bfloat16"\n')
+    assert load_toml(good) == {"dim": 64, "learning_rate": 0.01, "dtype": "bfloat16"}
+    bad = tmp_path / "bad.toml"
+    bad.write_text("dimm = 64\n")
+    with pytest.raises(DataError, match="dimm"):
+        load_toml(bad)
+
+
+def test_bfloat16_autocast_trains_on_cpu(data_dir, tmp_path):
+    result = train(tiny_config(data_dir, tmp_path, dtype="bfloat16", max_iters=3), out=quiet)
+    assert all(loss == loss for loss in result["losses"])       # no NaN

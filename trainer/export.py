@@ -1,0 +1,126 @@
+"""ckpt.pt -> GGUF or llama2.c files, through formats/, with a preflight and a read-back check.
+
+Accepts our checkpoints and llama2.c's own (train.py's): those have no hidden_dim, norm_eps,
+rope_theta or tie_embeddings in model_args (ModelArgs derives the first three as llama2.c does;
+tying is read from the weights: llama2.c ties, and saves output.weight equal to tok_embeddings),
+and may carry torch.compile's `_orig_mod.` prefix.
+
+Every file is read back after writing and compared: GGUF metadata and tensor bytes must equal what
+was built (so a writer bug cannot pass silently), f32 weights must equal the checkpoint's bit for
+bit, and the quantized ones are reported with their largest error.
+"""
+
+import dataclasses
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from formats import gguf, llama2c, mapping, spm
+from reference.config import ModelArgs
+from trainer import checkpoint
+
+
+class ExportError(Exception):
+    """A request the checkpoint cannot satisfy; printed as one line by the CLI."""
+
+
+@dataclasses.dataclass
+class Exportable:
+    weights: dict       # llama2.c name -> float32 array; no output.weight when tied
+    model_args: dict    # ModelArgs.to_dict()
+    vocab: object       # formats.vocab.Vocab, or None when neither ckpt nor --tokenizer has one
+
+
+def load_exportable(ckpt_path, tokenizer_path=None):
+    """Weights, resolved model_args and the vocabulary (from --tokenizer, else the ckpt's bytes)."""
+    import torch
+
+    ckpt = checkpoint.load(ckpt_path)
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "model_args" not in ckpt:
+        raise ExportError(f"{ckpt_path}: not a training checkpoint (needs 'model' and 'model_args')")
+    state = checkpoint.clean_state_dict(ckpt["model"])
+    raw_args = dict(ckpt["model_args"])
+    if "tie_embeddings" not in raw_args:
+        out, emb = state.get("output.weight"), state.get("tok_embeddings.weight")
+        raw_args["tie_embeddings"] = out is None or (emb is not None and torch.equal(out, emb))
+    try:
+        args = ModelArgs.from_dict(raw_args)
+    except (TypeError, ValueError) as exc:
+        raise ExportError(f"{ckpt_path}: model_args: {exc}") from None
+    weights = {name: t.detach().float().numpy() for name, t in state.items()
+               if not (args.tie_embeddings and name == "output.weight")}
+    emb = weights.get("tok_embeddings.weight")
+    if emb is None or emb.shape != (args.vocab_size, args.dim):
+        raise ExportError(f"{ckpt_path}: tok_embeddings.weight is {None if emb is None else emb.shape}, "
+                          f"model_args say ({args.vocab_size}, {args.dim})")
+    return Exportable(weights, args.to_dict(), _vocab(ckpt, tokenizer_path, args.vocab_size))
+
+
+def _vocab(ckpt, tokenizer_path, vocab_size):
+    if tokenizer_path is not None:
+        vocab = spm.read(tokenizer_path).vocab
+    elif isinstance(ckpt.get("tokenizer"), dict) and ckpt["tokenizer"].get("model"):
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "tokenizer.model"
+            path.write_bytes(ckpt["tokenizer"]["model"])
+            vocab = spm.read(path).vocab
+    else:
+        return None
+    if len(vocab) != vocab_size:
+        raise ExportError(f"the tokenizer has {len(vocab)} pieces but the model's vocab_size is {vocab_size}")
+    return vocab
+
+
+def export_gguf(model, dtype, out_path):
+    """Write a GGUF; returns {"tensors", "max_abs_error"} from reading it back."""
+    if model.vocab is None:
+        raise ExportError("no tokenizer in the checkpoint: pass --tokenizer PATH.model "
+                          "(llama.cpp cannot load a GGUF without a vocabulary)")
+    try:
+        built = mapping.to_gguf(model.weights, model.model_args, model.vocab, dtype)
+    except ValueError as exc:
+        raise ExportError(f"cannot export as {dtype}: {exc}") from None
+    gguf.write(built, out_path)
+    back = gguf.read(out_path)
+    if back.metadata != built.metadata:
+        raise ExportError(f"{out_path}: metadata read back differs from what was written")
+    for want, got in zip(built.tensors, back.tensors, strict=True):
+        if (want.name, want.type, want.shape) != (got.name, got.type, got.shape) or \
+                np.asarray(want.data).tobytes() != np.asarray(got.data).tobytes():
+            raise ExportError(f"{out_path}: tensor {want.name} read back differs")
+    tensors, _, vocab = mapping.from_gguf(back, str(out_path))
+    if vocab != model.vocab:
+        raise ExportError(f"{out_path}: vocabulary read back differs")
+    errors = {name: float(np.abs(_as_float32(t) - model.weights[name]).max()) for name, t in tensors.items()}
+    if dtype == "f32" and any(errors.values()):
+        raise ExportError(f"{out_path}: f32 weights read back differ from the checkpoint")
+    return {"tensors": len(tensors), "max_abs_error": max(errors.values())}
+
+
+def _as_float32(tensor):
+    return tensor.to_float32() if hasattr(tensor, "to_float32") else np.asarray(tensor, dtype=np.float32)
+
+
+def export_llama2c(model, version, out_path, tokenizer_out=None):
+    """Write a llama2.c model (and tokenizer.bin); returns {"max_abs_error", ...} after reading back."""
+    config = llama2c.Config(**{f.name: model.model_args[f.name] for f in dataclasses.fields(llama2c.Config)})
+    try:
+        llama2c.write(llama2c.Checkpoint(config, model.weights), out_path, version)
+    except ValueError as exc:
+        raise ExportError(f"cannot export as llama2.c v{version}: {exc}") from None
+    back = llama2c.read(out_path)
+    if back.config != config or back.weights.keys() != model.weights.keys():
+        raise ExportError(f"{out_path}: config or tensor list read back differs")
+    errors = [float(np.abs(_as_float32(w) - model.weights[name]).max()) for name, w in back.weights.items()]
+    if version != 2 and any(errors):
+        raise ExportError(f"{out_path}: float32 weights read back differ from the checkpoint")
+    report = {"max_abs_error": max(errors), "group_size": back.group_size}
+    if tokenizer_out is not None:
+        if model.vocab is None:
+            raise ExportError("--tokenizer-out: no tokenizer in the checkpoint; pass --tokenizer PATH.model")
+        llama2c.write_tokenizer(model.vocab, tokenizer_out)
+        pieces = llama2c.read_tokenizer(tokenizer_out, len(model.vocab)).pieces
+        if pieces != model.vocab.pieces:
+            raise ExportError(f"{tokenizer_out}: pieces read back differ")
+    return report

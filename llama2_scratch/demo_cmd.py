@@ -102,20 +102,13 @@ def sample_text(gguf_path, prompt, max_new_tokens, seed, temperature=0.8, top_k=
     import numpy as np
 
     from formats import gguf
+    from reference.generate import generate
     from reference.load import load_model
-    from reference.sampling import sample
     from reference.tokenizer import Tokenizer
 
     model = load_model(gguf_path)
     tokenizer = Tokenizer.from_gguf(gguf.read(gguf_path))
     ids = tokenizer.encode(prompt, bos=True)
-    rng = np.random.default_rng(seed)
-    logits = model.forward(ids)
-    generated = []
-    while len(generated) < max_new_tokens and len(ids) + len(generated) < model.args.max_seq_len:
-        token = sample(logits, rng, temperature=temperature, top_k=top_k)
-        if token == tokenizer.vocab.eos_id:
-            break
-        generated.append(token)
-        logits = model.forward([token], start_pos=len(ids) + len(generated) - 1)
-    return prompt + tokenizer.decode(generated)
+    new_ids = list(generate(model, ids, np.random.default_rng(seed), max_new_tokens, {tokenizer.vocab.eos_id},
+                            temperature=temperature, top_k=top_k))
+    return prompt + tokenizer.decode(new_ids)

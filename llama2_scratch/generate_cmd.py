@@ -13,11 +13,9 @@ import time
 import numpy as np
 
 from llama2_scratch.model_files import load_model_and_tokenizer
-from reference.sampling import sample
+from reference.generate import generate
 
 HELP = "generate text with the NumPy model (no torch needed)"
-# Repetition penalty looks back this many tokens (llama.cpp's default --repeat-last-n).
-PENALTY_WINDOW = 64
 
 
 def add_arguments(parser):
@@ -70,36 +68,24 @@ def run(args):
     for token_id in prompt_ids:  # prime it, so the leading-space rule sees the prompt
         decoder.feed(token_id)
 
-    start = time.perf_counter()
-    logits = model.forward(prompt_ids)
-    prefill_s = time.perf_counter() - start
-
-    ids, texts = [], []
-    decode_s, n_decoded = 0.0, 0
-    budget = min(args.max_new_tokens, context - len(prompt_ids))
-    while len(ids) < budget:
-        recent = (prompt_ids + ids)[-PENALTY_WINDOW:]
-        token_id = sample(logits, rng, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-                          min_p=args.min_p, repetition_penalty=args.repetition_penalty, recent_ids=recent)
-        if token_id in stops:
-            break
+    # The first token costs the prefill; each later one a single-token decode step.
+    ids, texts, stamps = [], [], [time.perf_counter()]
+    for token_id in generate(model, prompt_ids, rng, args.max_new_tokens, stops, temperature=args.temperature,
+                             top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
+                             repetition_penalty=args.repetition_penalty):
+        stamps.append(time.perf_counter())
         ids.append(token_id)
-        text = decoder.feed(token_id)
-        texts.append(text)
-        if not args.json and text:
-            sys.stdout.write(text)
+        texts.append(decoder.feed(token_id))
+        if not args.json and texts[-1]:
+            sys.stdout.write(texts[-1])
             sys.stdout.flush()
-        if len(ids) == budget:
-            break
-        start = time.perf_counter()
-        logits = model.forward([token_id], start_pos=len(prompt_ids) + len(ids) - 1)
-        decode_s += time.perf_counter() - start
-        n_decoded += 1
     tail = decoder.flush()
     texts.append(tail)
 
-    prefill_tok_s = len(prompt_ids) / prefill_s if prefill_s > 0 else None
-    decode_tok_s = n_decoded / decode_s if decode_s > 0 else None
+    prefill_s = (stamps[1] if ids else time.perf_counter()) - stamps[0]
+    prefill_tok_s = len(prompt_ids) / prefill_s
+    n_decoded = max(len(ids) - 1, 0)
+    decode_tok_s = n_decoded / (stamps[-1] - stamps[1]) if n_decoded else None
     if args.json:
         print(json.dumps({"prompt_ids": prompt_ids, "ids": ids, "text": "".join(texts),
                           "prefill_tok_s": prefill_tok_s, "decode_tok_s": decode_tok_s}, ensure_ascii=False))

@@ -1,5 +1,6 @@
 """The trainer: loss falls, resume is exact, DDP (2 gloo processes) equals one process, config."""
 
+import json
 import os
 import subprocess
 import sys
@@ -38,6 +39,10 @@ def test_loss_falls_on_a_fixed_seed(data_dir, tmp_path):
                                        "multiple_of", "norm_eps", "rope_theta", "max_seq_len", "dropout"}
     assert "layers.1.feed_forward.w3.weight" in ckpt["model"]
     assert ckpt["tokenizer"]["model"] == (data_dir / "text" / "tok384.model").read_bytes()
+    log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [r["iter"] for r in log] == list(range(1, 31))
+    assert {"loss", "lr", "ms", "tok_s", "mfu"} <= set(log[0]) and "val_bpb" in log[-1]
+    assert (tmp_path / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_training_is_deterministic_per_seed(data_dir, tmp_path):

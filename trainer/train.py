@@ -28,10 +28,12 @@ from reference.config import ModelArgs
 from trainer import checkpoint
 from trainer.flops import flops_per_token, measure_matmul_peak
 from trainer.model import Transformer
+from trainer.plot import write_loss_curve
 from trainer.pretokenize import load_tokens
 
 CKPT_NAME = "ckpt.pt"
 LOG_NAME = "log.jsonl"
+CURVE_NAME = "loss.png"
 _TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -269,6 +271,10 @@ def _train(config, dist, device, out):
         if dist.is_main:
             with open(log_path, "a", encoding="utf-8") as log:
                 log.write(json.dumps(record) + "\n")
+            if "val_loss" in record:
+                # Redrawn from the whole log, so a resumed run's curve includes the steps before it.
+                with open(log_path, encoding="utf-8") as log:
+                    write_loss_curve([json.loads(line) for line in log], out_dir / CURVE_NAME)
     result.update(iter_num=iter_num, ckpt=ckpt_path, losses=losses, tokens_per_s=tokens_per_s,
                   n_params=n_params, model_args=model_args.to_dict())
     return result

@@ -7,10 +7,8 @@ Target (issue 2): ours >= 20x faster. Prints the median of --repeat runs for eac
 """
 
 import argparse
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from formats import gguf, mapping  # noqa: E402
 from formats.vocab import TokenType, Vocab  # noqa: E402
+from timing import median_seconds  # noqa: E402
 
 SEED_CONFIG = {"dim": 288, "n_layers": 6, "n_heads": 6, "n_kv_heads": 6, "vocab_size": 32000,
                "hidden_dim": 768, "max_seq_len": 256, "norm_eps": 1e-5, "rope_theta": 10000.0}
@@ -32,14 +31,6 @@ def llama2_vocab(model_path):
              else TokenType.UNKNOWN if sp.is_unknown(i) else TokenType.NORMAL for i in range(n)]
     return Vocab([sp.id_to_piece(i) for i in range(n)], [sp.get_score(i) for i in range(n)], types)
 
-
-def median_seconds(fn, repeat):
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main():

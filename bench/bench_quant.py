@@ -10,8 +10,6 @@ median of N runs for each and the ratio (target: ours at least 1.5x faster).
 
 import argparse
 import functools
-import statistics
-import time
 
 import numpy as np
 from gguf import GGMLQuantizationType
@@ -19,17 +17,10 @@ from gguf import quants as gguf_quants
 
 from formats.ggml import GGMLType
 from formats.quant import quantize
+from timing import median_seconds
 
 SHAPE = (3750, 4000)                                       # 15,000,000 values
 
-
-def median_seconds(fn, repeats):
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main():

@@ -10,7 +10,6 @@ Prints the median of the runs and our time / sentencepiece's time (the target is
 
 import argparse
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -18,20 +17,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from reference.tokenizer import Tokenizer  # noqa: E402
+from timing import median_seconds  # noqa: E402
 
 SHARED_DATA = Path(os.environ.get("LLAMA2_SCRATCH_SHARED",
                                   Path(__file__).resolve().parents[2] / "shared")) / "data"
 
-
-def median_seconds(fn, runs, before=None):
-    times = []
-    for _ in range(runs):
-        if before is not None:
-            before()
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main(argv=None):

@@ -4,8 +4,10 @@
 
 Seed config: dim 288, 6 layers, 6 heads, vocab 32000, seq 256, batch 16 (llama2.c's stories15M).
 Rows, all measured in this one run on random tokens (throughput does not depend on the data):
-- baseline: fp32, eager, AdamW without the fused kernel: what llama2.c's train.py does on a CPU;
-- ours float32: the trainer's optimizer (fused AdamW), fp32;
+- baseline: fp32, eager, full (B, T, V) logits then F.cross_entropy, AdamW without the fused
+  kernel: what llama2.c's train.py does on a CPU;
+- ours float32: the trainer's model (chunked classifier + loss, trainer/loss.py) and optimizer
+  (fused AdamW), fp32;
 - ours bfloat16: the same under bfloat16 autocast (uses AVX-512 BF16 / AMX where the CPU has them).
 MFU divides model FLOPs (trainer/flops.py) by a matmul peak measured here in the row's dtype.
 """
@@ -15,6 +17,7 @@ import contextlib
 import time
 
 import torch
+import torch.nn.functional as F
 
 from reference.config import ModelArgs
 from trainer.config import TrainConfig
@@ -25,6 +28,16 @@ from trainer.train import make_optimizer
 SEED_ARGS = ModelArgs(dim=288, n_layers=6, n_heads=6, vocab_size=32000, max_seq_len=256)
 BATCH_SIZE = 16
 WARMUP_STEPS = 2
+
+
+def baseline_loss(model, x, y):
+    """llama2.c's way: every logit materialized in float32, then the library cross-entropy."""
+    logits, _ = model(x)
+    return F.cross_entropy(logits.flatten(0, 1), y.flatten(), ignore_index=-1)
+
+
+def ours_loss(model, x, y):
+    return model(x, y)[1]
 
 
 def time_steps(device, amp_dtype, fused, steps):
@@ -43,7 +56,7 @@ def time_steps(device, amp_dtype, fused, steps):
         if step == WARMUP_STEPS:
             start = time.perf_counter()
         with autocast:
-            _, loss = model(x, y)
+            loss = (ours_loss if fused else baseline_loss)(model, x, y)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from reference.config import ModelArgs
+from trainer.loss import linear_cross_entropy
 
 INIT_STD = 0.02
 
@@ -165,19 +166,18 @@ class Transformer(nn.Module):
                 nn.init.normal_(param, mean=0.0, std=INIT_STD)
 
     def forward(self, tokens, targets=None):
-        """tokens: (B, T) ids -> (logits (B, T, V), loss).
+        """tokens: (B, T) ids -> (logits (B, T, V), None), or with targets (None, loss).
 
-        Logits come for every position: training needs them all, and inference belongs to the
-        NumPy reference. loss is the mean cross-entropy against targets (B, T), ids of -1
-        ignored, or None without targets.
+        Without targets, logits come for every position. With targets (B, T), ids of -1 ignored,
+        only the mean cross-entropy comes back: it is computed chunk by chunk without ever
+        holding the (B, T, V) logits (trainer/loss.py), the largest tensor in training.
         """
         T = tokens.shape[1]
         h = self.dropout(self.tok_embeddings(tokens))                        # (B, T, D)
         cos, sin = self.rope_cos[:T], self.rope_sin[:T]                       # (T, hd/2)
         for layer in self.layers:
             h = layer(h, cos, sin)
-        logits = self.output(self.norm(h))                                    # (B, T, V)
+        h = self.norm(h)
         if targets is None:
-            return logits, None
-        loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-1)
-        return logits, loss
+            return self.output(h), None                                       # (B, T, V)
+        return None, linear_cross_entropy(h.flatten(0, 1), self.output.weight, targets.flatten())

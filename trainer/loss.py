@@ -1,9 +1,10 @@
 """The classifier and its cross-entropy in one pass, without materializing the logits.
 
 At the seed config a batch of 16 x 256 positions over a 32000-piece vocabulary has 131M logits:
-524 MB in float32, written by the classifier matmul, cast, read by log_softmax, written again
-by its backward and read by two more matmuls. On a CPU that memory traffic, not the matmuls,
-dominates the classifier's cost. Here the rows go through in chunks small enough to stay in cache:
+524 MB in float32, and the plain path (matmul, log_softmax, their backward) holds several such
+tensors at once. Measured here for that batch (classifier + loss, forward and backward): peak RSS
+growth 1,477 MB plain vs 208 MB chunked in float32, 1,494 MB vs 365 MB under bfloat16 autocast,
+at about the same speed (the three matmuls dominate). The rows go through in chunks:
 
     logits_c = h_c · Wᵀ                                  (n, V) for a chunk of n rows
     loss    += Σ_c [logsumexp(logits_c) − logits_c[target]]        over non-ignored rows

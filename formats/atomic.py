@@ -25,9 +25,13 @@ def atomic_write(path):
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(exc, OSError):
+            # A full disk or a failing device: say what did *not* happen, in the one line the CLI prints.
+            raise OSError(exc.errno, f"{exc.strerror or exc}; {os.path.basename(path)} was left as it was",
+                          exc.filename or path) from exc
         raise
     # The rename itself is durable only once the directory entry is flushed too.
     with contextlib.suppress(OSError):

@@ -165,7 +165,8 @@ class Tensor:
         """The values as float32 (dequantized for block types, upcast for F16/BF16)."""
         if self.type in (GGMLType.I8, GGMLType.I16, GGMLType.I32, GGMLType.I64, GGMLType.F64):
             return np.asarray(self.data, dtype=np.float32)
-        return quant.dequantize(self.data, self.type, self.shape)
+        # dequantize reads rows along the last axis; a 0-dim (scalar) tensor is one row of one.
+        return quant.dequantize(self.data, self.type, self.shape or (1,)).reshape(self.shape)
 
 
 @dataclasses.dataclass(eq=False)

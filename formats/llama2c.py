@@ -140,7 +140,9 @@ class Int8Groups:
     def to_float32(self):
         """Dequantize as runq.c does: float(q) * scale, one float32 multiply per element."""
         groups = self.q.reshape(-1, self.group_size).astype(np.float32)  # [n_groups, gs]
-        return (groups * self.scales[:, None]).reshape(self.shape)
+        # A file's inf or NaN scale decodes to inf or NaN, as in runq.c: not worth a warning.
+        with np.errstate(over="ignore", invalid="ignore"):
+            return (groups * self.scales[:, None]).reshape(self.shape)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

@@ -236,7 +236,10 @@ def from_gguf(gguf_file, path=None):
             if vtype == ValueType.UINT32 and field not in ("head_dim", "vocab_size", "n_kv_heads")}
     args["n_kv_heads"] = int(_get(md, "llama.attention.head_count_kv", u32, path, args["n_heads"]))
     for field in ("norm_eps", "rope_theta"):
-        args[field] = float(_get(md, HPARAM_KEYS[field][0], (ValueType.FLOAT32,), path, _DEFAULTS[field]))
+        key = HPARAM_KEYS[field][0]
+        args[field] = float(_get(md, key, (ValueType.FLOAT32,), path, _DEFAULTS[field]))
+        if not args[field] > 0:  # also NaN: the model divides by sqrt(eps) and by powers of theta
+            raise FormatError(path, key, None, f"must be a positive number, got {args[field]}")
 
     tensors = {}
     for t in gguf_file.tensors:
@@ -247,8 +250,15 @@ def from_gguf(gguf_file, path=None):
     embd = tensors.get("tok_embeddings.weight")
     if embd is None:
         raise FormatError(path, "tensor token_embd.weight", None, "is missing")
+    if len(embd.shape) != 2:
+        raise FormatError(path, "tensor token_embd.weight", None, f"has shape {embd.shape}; it must be 2-D")
     args["vocab_size"] = int(embd.shape[0])
     args["tie_embeddings"] = "output.weight" not in tensors
+    # Each layer has 9 tensors: a block_count beyond the tensor count (which the file size bounds)
+    # would otherwise make expected_shapes() list billions of names before anything fails.
+    if args["n_layers"] > len(tensors):
+        raise FormatError(path, "llama.block_count", None,
+                          f"{args['n_layers']} layers cannot fit in a file of {len(tensors)} tensors")
     try:
         _check_args(args)
     except ValueError as exc:

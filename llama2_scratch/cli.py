@@ -79,6 +79,6 @@ def main(argv=None):
     except BrokenPipeError:
         return 0
     except OSError as exc:
-        name = f" {exc.filename}" if exc.filename else ""
-        print(f"{PROG}: error:{name}: {exc.strerror or exc}", file=sys.stderr)
+        name = f" {exc.filename}:" if exc.filename else ""
+        print(f"{PROG}: error:{name} {exc.strerror or exc}", file=sys.stderr)
         return 2

@@ -4,6 +4,8 @@ Every setting is a flag and a key of `--config FILE.toml`; flags win over the fi
 `torchrun --nproc_per_node=G -m llama2_scratch train ...` (the same command under torchrun).
 """
 
+import sys
+
 from data.paths import DataError
 from llama2_scratch.cli import UsageError
 
@@ -26,6 +28,11 @@ def run(args):
         result = train(config)
     except DataError as exc:
         raise UsageError(f"llama2-scratch train: {exc}") from None
+    except KeyboardInterrupt as exc:
+        # trainer.train.Interrupted says where it saved; a bare KeyboardInterrupt (a second
+        # Ctrl-C, or one before training started) saved nothing. 130 = 128 + SIGINT, as shells do.
+        print(f"llama2-scratch train: {str(exc) or 'interrupted; nothing new was saved'}", file=sys.stderr)
+        return 130
     if result["val_bpb"] is not None:
         print(f"done: {result['iter_num']} steps, val loss {result['val_loss']:.4f}, "
               f"{result['val_bpb']:.4f} bits/byte -> {result['ckpt']}")

@@ -8,12 +8,17 @@ export finds the vocabulary even after the data folder is gone.
 """
 
 import io
+import os
+import warnings
+import zipfile
 
 from formats.atomic import atomic_write
+from formats.errors import FormatError
 
 # Buffers llama2.c's model.py keeps in some state dicts; they are derived, not weights.
 _DERIVED = ("freqs_cos", "freqs_sin")
 _WRAPPER_PREFIXES = ("_orig_mod.", "module.")   # torch.compile, DistributedDataParallel
+ZIP_MAGIC = b"PK\x03\x04"                        # torch.save's zip archive (torch >= 1.6)
 
 
 def save(ckpt, path):
@@ -27,10 +32,68 @@ def save(ckpt, path):
 
 
 def load(path):
-    """The checkpoint dict (tensors on the CPU); weights_only, so no code in the file runs."""
+    """The checkpoint dict (tensors on the CPU), safe on a file from anywhere.
+
+    torch's weights_only unpickler builds tensors and plain containers only, so no code in the
+    file runs. A missing file is an OSError; anything that is not a checkpoint raises FormatError
+    naming the file: torch itself raises almost any type on a damaged archive (RuntimeError,
+    UnpicklingError, EOFError, UnicodeDecodeError, ...).
+    """
     import torch
 
-    return torch.load(path, map_location="cpu", weights_only=True)
+    with open(path, "rb") as f:
+        _check_archive(f, path)
+        try:
+            # Before failing, torch warns on stderr about odd pickle protocols; the error says enough.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ckpt = torch.load(f, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise FormatError(path, "pickle", None, f"not a loadable checkpoint: {_summary(exc)}") from None
+    if not isinstance(ckpt, dict):
+        raise FormatError(path, "checkpoint", None, f"is a {type(ckpt).__name__}, not a dict")
+    # Every reader indexes these two: a state dict of tensors and a model_args dict.
+    model, args = ckpt.get("model"), ckpt.get("model_args")
+    if not isinstance(model, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in model.items()):
+        raise FormatError(path, "model", None, "must be a dict of named tensors (a state_dict)")
+    if not isinstance(args, dict) or not all(isinstance(k, str) for k in args):
+        raise FormatError(path, "model_args", None, "must be a dict keyed by field name")
+    return ckpt
+
+
+def _check_archive(f, path):
+    """torch.save writes a zip of stored (uncompressed) records; refuse anything else before torch
+    reads it. A compressed record could inflate far past the file's size (a zip bomb). torch takes
+    any file not starting with a zip header for its legacy pre-1.6 format, whose reads are sized by
+    numbers in the pickle: one junk byte before a zip, or a crafted length, makes it allocate
+    gigabytes. (Python's zipfile alone would accept the junk byte.)"""
+    if f.read(4) != ZIP_MAGIC:
+        raise FormatError(path, "magic", 0, "not a torch.save zip archive (the legacy pre-1.6 format "
+                                            "is refused too)")
+    f.seek(0)
+    size = os.fstat(f.fileno()).st_size
+    try:
+        with zipfile.ZipFile(f) as archive:
+            records = archive.infolist()
+    except Exception as exc:  # BadZipFile, or EOFError, NotImplementedError... from a damaged directory
+        raise FormatError(path, "zip archive", None, f"not a torch.save zip archive: {_summary(exc)}") from None
+    for r in records:
+        if r.compress_type != zipfile.ZIP_STORED or r.compress_size != r.file_size or r.file_size > size:
+            raise FormatError(path, f"record {r.filename}", r.header_offset,
+                              f"is compressed or larger than the file ({r.compress_size} -> {r.file_size} "
+                              f"bytes); torch.save stores records as they are")
+    f.seek(0)
+
+
+def _summary(exc):
+    """The informative line of a (often multi-paragraph) torch or zipfile error."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    # weights_only failures open with a boilerplate paragraph; the next one names what was refused.
+    if len(lines) > 1 and lines[0].startswith("Weights only load failed"):
+        lines = lines[1:]
+    first = lines[0].split(". ")[0] if lines else ""
+    return f"{type(exc).__name__}: {first}"[:300]
 
 
 def clean_state_dict(state_dict):

@@ -17,6 +17,8 @@ import numpy as np
 from data.paths import SPLITS, DataError, file_sha256, require_prepared
 from data.prepare import read_documents
 from formats.atomic import atomic_write
+from formats.binary import map_file
+from formats.errors import FormatError
 
 META_NAME = "meta.json"
 
@@ -60,10 +62,62 @@ def pretokenize(data_dir, dataset, tokenizer_path, out_dir):
 
 
 def load_tokens(out_dir, split):
-    """(memmap of the split's tokens, meta dict)."""
+    """(memmap of the split's tokens, meta dict).
+
+    Raises FormatError naming the file, field and byte offset when meta.json or the token file
+    is damaged: a token file that does not match its meta.json, or an id outside the vocabulary
+    (torch's embedding would fail on it mid-run with an opaque index error).
+    """
     out_dir = Path(out_dir)
     meta_path = out_dir / META_NAME
     if not meta_path.is_file():
         raise DataError(f"{meta_path}: not found; run `llama2-scratch pretokenize` first")
-    meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    return np.memmap(out_dir / f"{split}.bin", dtype=np.dtype(meta["dtype"]), mode="r"), meta
+    meta = _read_meta(meta_path, split)
+    path = out_dir / f"{split}.bin"
+    buf = map_file(path)
+    dtype = np.dtype(meta["dtype"])
+    if buf.size % dtype.itemsize:
+        raise FormatError(path, "tokens", buf.size - buf.size % dtype.itemsize,
+                          f"{buf.size} bytes is not a whole number of {meta['dtype']} tokens")
+    tokens = buf.view(dtype)
+    expected = meta["splits"][split]["tokens"]
+    if tokens.size != expected:
+        raise FormatError(path, "tokens", None, f"holds {tokens.size} tokens, {META_NAME} says {expected}")
+    vocab_size = meta["vocab_size"]
+    if tokens.size and tokens.max() >= vocab_size:
+        i = int(np.argmax(tokens >= vocab_size))
+        raise FormatError(path, f"token[{i}]", i * dtype.itemsize,
+                          f"id {tokens[i]} is outside the {vocab_size}-piece vocabulary")
+    return tokens, meta
+
+
+def _read_meta(path, split):
+    """meta.json, parsed and checked for the fields that load_tokens and the trainer use."""
+    try:
+        meta = json.loads(path.read_bytes().decode("utf-8"))
+    except RecursionError:
+        raise FormatError(path, "json", None, "nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, an int of > 4300 digits
+        offset = getattr(exc, "pos", getattr(exc, "start", None))
+        raise FormatError(path, "json", offset, str(exc).splitlines()[0]) from None
+    if not isinstance(meta, dict):
+        raise FormatError(path, "json", None, f"must be a JSON object, found {type(meta).__name__}")
+    if meta.get("dtype") not in ("<u2", "<u4"):
+        raise FormatError(path, "dtype", None, f"must be '<u2' or '<u4', found {meta.get('dtype')!r}")
+    if not isinstance(meta.get("tokenizer_sha256"), str):
+        raise FormatError(path, "tokenizer_sha256", None, "must be a string")
+    splits = meta.get("splits")
+    split_meta = splits.get(split) if isinstance(splits, dict) else None
+    if not isinstance(split_meta, dict):
+        raise FormatError(path, f"splits.{split}", None, "is missing")
+    _check_count(path, "vocab_size", meta.get("vocab_size"), 1)
+    _check_count(path, f"splits.{split}.tokens", split_meta.get("tokens"), 0)
+    # Bits per byte divides by the split's bytes.
+    _check_count(path, f"splits.{split}.bytes", split_meta.get("bytes"), 1 if split_meta["tokens"] else 0)
+    return meta
+
+
+def _check_count(path, field, value, lowest):
+    # bool is an int in Python, but a count of `true` is still a damaged file.
+    if not isinstance(value, int) or isinstance(value, bool) or value < lowest:
+        raise FormatError(path, field, None, f"must be an int >= {lowest}, found {value!r}")

@@ -17,6 +17,8 @@ import dataclasses
 import json
 import math
 import os
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -110,6 +112,40 @@ def make_optimizer(model, config, device_type):
                              fused=device_type in ("cuda", "cpu"))
 
 
+class Interrupted(KeyboardInterrupt):
+    """SIGINT stopped training between two steps; the state after `iter_num` steps is in `ckpt`."""
+
+    def __init__(self, iter_num, ckpt):
+        super().__init__(f"interrupted after iter {iter_num}; saved {ckpt} (continue with --resume)")
+        self.iter_num, self.ckpt = iter_num, ckpt
+
+
+@contextlib.contextmanager
+def sigint_between_steps():
+    """Yield an Event that the first SIGINT sets instead of raising KeyboardInterrupt.
+
+    The loop checks it between steps, so the checkpoint it then saves holds whole steps: an
+    interrupt inside optimizer.step() would leave some weights updated and others not. A second
+    SIGINT interrupts at once, as usual. Signal handlers can only be set from the main thread;
+    elsewhere the event is never set.
+    """
+    requested = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield requested
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def handler(signum, frame):
+        requested.set()
+        signal.signal(signal.SIGINT, previous)
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield requested
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 @dataclasses.dataclass
 class Distributed:
     rank: int = 0
@@ -139,13 +175,14 @@ def train(config, out=print):
     """Train per `config`; returns {"iter_num", "val_loss", "val_bpb", "ckpt", "losses", ...}."""
     dist, device = init_distributed(config.device)
     try:
-        return _train(config, dist, device, out if dist.is_main else (lambda *a, **k: None))
+        with sigint_between_steps() as stop:
+            return _train(config, dist, device, out if dist.is_main else (lambda *a, **k: None), stop)
     finally:
         if dist.world_size > 1:
             torch.distributed.destroy_process_group()
 
 
-def _train(config, dist, device, out):
+def _train(config, dist, device, out, stop):
     device_type = torch.device(device).type
     if config.grad_accum % dist.world_size:
         raise DataError(f"grad_accum {config.grad_accum} must be a multiple of the world size {dist.world_size}")
@@ -210,7 +247,7 @@ def _train(config, dist, device, out):
 
     n_params = sum(p.numel() for p in raw_model.parameters())
     flops_token = flops_per_token(n_params, model_args.n_layers, model_args.dim, config.max_seq_len)
-    peak = measure_matmul_peak(device, amp_dtype, seconds=0.3)
+    peak = measure_matmul_peak(device, amp_dtype, size=2048, seconds=0.3)
     tokens_per_step = config.batch_size * config.grad_accum * config.max_seq_len
     out(f"model: {n_params / 1e6:.2f}M parameters, {model_args.to_dict()}")
     out(f"device {device} ({dist.world_size} process(es)), dtype {config.dtype}, "
@@ -221,6 +258,7 @@ def _train(config, dist, device, out):
         out_dir.mkdir(parents=True, exist_ok=True)
     losses, result = [], {"val_loss": None, "val_bpb": None}
     tokens_per_s = 0.0
+    saved_at = None
     step_time = time.perf_counter()
     while iter_num < config.max_iters:
         lr = get_lr(iter_num, config)
@@ -266,6 +304,7 @@ def _train(config, dist, device, out):
                 out(f"eval {iter_num:6d} | val loss {val_loss:.4f} | val {val_bpb:.4f} bits/byte")
                 checkpoint.save(_checkpoint_dict(raw_model, optimizer, scaler, iter_num, config,
                                                  tokenizer_path, tokenizer_sha, device_type), ckpt_path)
+                saved_at = iter_num
                 out(f"saved {ckpt_path}")
             step_time = time.perf_counter()     # the eval is not part of the next step's time
         if dist.is_main:
@@ -274,10 +313,35 @@ def _train(config, dist, device, out):
             if "val_loss" in record:
                 # Redrawn from the whole log, so a resumed run's curve includes the steps before it.
                 with open(log_path, encoding="utf-8") as log:
-                    write_loss_curve([json.loads(line) for line in log], out_dir / CURVE_NAME)
+                    write_loss_curve(_log_records(log), out_dir / CURVE_NAME)
+        if _stop_requested(stop, dist, device):
+            if dist.is_main and saved_at != iter_num:
+                checkpoint.save(_checkpoint_dict(raw_model, optimizer, scaler, iter_num, config,
+                                                 tokenizer_path, tokenizer_sha, device_type), ckpt_path)
+            raise Interrupted(iter_num, ckpt_path)
     result.update(iter_num=iter_num, ckpt=ckpt_path, losses=losses, tokens_per_s=tokens_per_s,
                   n_params=n_params, model_args=model_args.to_dict())
     return result
+
+
+def _log_records(lines):
+    """The log's records. A line torn by a full disk or a crash mid-append is skipped: the curve is
+    worth less than a run that can resume."""
+    records = []
+    for line in lines:
+        with contextlib.suppress(ValueError):
+            records.append(json.loads(line))
+    return records
+
+
+def _stop_requested(stop, dist, device):
+    """Whether SIGINT asked to stop; under DDP, whether it reached any rank, so that all ranks stop
+    at the same step (one that stopped alone would leave the others waiting in an all-reduce)."""
+    if dist.world_size == 1:
+        return stop.is_set()
+    flag = torch.tensor([float(stop.is_set())], device=device)
+    torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+    return flag.item() > 0
 
 
 def _checkpoint_dict(model, optimizer, scaler, iter_num, config, tokenizer_path, tokenizer_sha, device_type):

@@ -1,0 +1,164 @@
+"""The readers the fuzz tests attack, and one small valid file for each.
+
+Shared by tests/test_fuzz.py (hypothesis, in CI), tests/test_failure_safety.py and
+tests/fuzz_atheris.py (coverage-guided, optional). A reader here is what the CLI and the trainer
+run on a file, not just the parser:
+
+  kind            files               reader
+  gguf-rich       m.gguf              formats.gguf.read, then every tensor's to_float32
+  gguf-llama      m.gguf              ... then mapping.from_gguf and ModelArgs, as `generate` loads it
+  llama2c-v0/1/2  m.bin               formats.llama2c.read, its tensor table, v2 groups dequantized
+  tokenizer.bin   tok.bin             formats.llama2c.read_tokenizer, with the model's vocab_size and
+                                      with none
+  spm             m.model             formats.spm.read
+  tokens          train.bin, meta.json  trainer.pretokenize.load_tokens
+  ckpt            ckpt.pt             trainer.checkpoint.load
+
+Each reader takes the folder holding its files and either returns or raises FormatError.
+"""
+
+import io
+import json
+
+import numpy as np
+import torch
+
+from formats import gguf, llama2c, mapping, spm
+from formats.ggml import GGMLType
+from formats.gguf import Array, GGUFFile, Tensor, Value, ValueType
+from formats.vocab import TokenType, Vocab
+from reference.config import ModelArgs
+from trainer import checkpoint
+from trainer.pretokenize import load_tokens
+
+# ---------------------------------------------------------------------------- the valid files
+
+ARGS = dict(dim=4, n_layers=1, n_heads=2, n_kv_heads=1, vocab_size=8, hidden_dim=8, max_seq_len=4,
+            norm_eps=1e-5, rope_theta=10000.0)
+PIECES = ["<unk>", "<s>", "</s>", "<0x0A>", "\u2581a", "b", "é", "👋"]
+TYPES = [TokenType.UNKNOWN, TokenType.CONTROL, TokenType.CONTROL, TokenType.BYTE] + [TokenType.NORMAL] * 4
+V = len(PIECES)
+
+
+def small_vocab():
+    return Vocab(list(PIECES), -np.arange(V, dtype=np.float32), TYPES)
+
+
+def random_weights(shapes, seed=0):
+    rng = np.random.default_rng(seed)
+    return {name: rng.standard_normal(shape).astype(np.float32) for name, shape in shapes.items()}
+
+
+def llama_gguf():
+    """A whole 1-layer llama (dim 4, 8 pieces) as mapping.to_gguf builds it for export."""
+    return mapping.to_gguf(random_weights(mapping.expected_shapes(ARGS)), ARGS, small_vocab())
+
+
+def rich_gguf():
+    """Every value type, nested and empty arrays, block and plain tensor types, a 0-dim tensor,
+    a non-default alignment: the paths the llama file does not take."""
+    VT = ValueType
+    md = {"general.alignment": Value(VT.UINT32, 64), "u8": Value(VT.UINT8, 255), "i8": Value(VT.INT8, -1),
+          "u16": Value(VT.UINT16, 65535), "i16": Value(VT.INT16, -2), "i32": Value(VT.INT32, -3),
+          "f32": Value(VT.FLOAT32, 1.5), "bool": Value(VT.BOOL, True), "str": Value(VT.STRING, "héllo 👋"),
+          "u64": Value(VT.UINT64, 2**64 - 1), "i64": Value(VT.INT64, -2**63), "f64": Value(VT.FLOAT64, -0.0),
+          "a.str": Value(VT.ARRAY, Array(VT.STRING, ["a", "", "ü"])),
+          "a.bool": Value(VT.ARRAY, Array(VT.BOOL, np.array([True, False]))),
+          "a.empty": Value(VT.ARRAY, Array(VT.UINT64, np.zeros(0, np.uint64))),
+          "a.nested": Value(VT.ARRAY, Array(VT.ARRAY, [Array(VT.INT16, np.array([1, -2], np.int16)),
+                                                       Array(VT.STRING, ["x"])]))}
+    ramp = np.linspace(-1, 1, 64, dtype=np.float32)
+    tensors = [Tensor.from_array("q8", ramp.reshape(2, 32), GGMLType.Q8_0),
+               Tensor.from_array("q4", ramp[:32].reshape(1, 32), GGMLType.Q4_0),
+               Tensor.from_array("f16", ramp[:3], GGMLType.F16),
+               Tensor.from_array("bf16", ramp[:4].reshape(2, 2), GGMLType.BF16),
+               Tensor.from_array("i32", np.array([7, -7], np.int32), GGMLType.I32),
+               Tensor("scalar", GGMLType.F32, (), np.array(2.5, np.float32))]
+    return GGUFFile(md, tensors)
+
+
+LLAMA2C_CONFIG = llama2c.Config(**{f: ARGS[f] for f in llama2c.Config.__dataclass_fields__})
+
+
+def llama2c_checkpoint(shared):
+    shapes = llama2c.weight_shapes(LLAMA2C_CONFIG, shared_classifier=shared)
+    return llama2c.Checkpoint(LLAMA2C_CONFIG, random_weights(shapes, seed=1))
+
+
+def token_files(n_tokens=200):
+    tokens = (np.arange(n_tokens) * 5 % V).astype("<u2")
+    meta = {"tokenizer": "/data/tok8.model", "tokenizer_sha256": "0" * 64, "vocab_size": V, "dtype": "<u2",
+            "bos_id": 1, "eos_id": 2, "splits": {"train": {"documents": 3, "tokens": n_tokens, "bytes": 600}}}
+    return {"train.bin": tokens.tobytes(), "meta.json": json.dumps(meta, indent=2).encode()}
+
+
+def small_ckpt():
+    """A checkpoint shaped like train.py's, small enough to cut at every byte."""
+    state = {"tok_embeddings.weight": torch.ones(V, 4), "norm.weight": torch.ones(4)}
+    return {"model": state, "model_args": dict(ARGS, multiple_of=32, dropout=0.0), "iter_num": 3,
+            "optimizer": {"state": {0: {"step": torch.tensor(3.0)}}, "param_groups": [{"lr": 1e-3}]}}
+
+
+def written(write, tmp_path, name):
+    """The bytes a writer produces (the writers only write to paths)."""
+    path = tmp_path / name
+    write(path)
+    return path.read_bytes()
+
+
+def saved(obj, **kwargs):
+    """torch.save's bytes for `obj`."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer, **kwargs)
+    return buffer.getvalue()
+
+
+def build_valid_files(tmp_path):
+    """kind -> {file name: bytes} of one small valid instance."""
+    return {
+        "gguf-llama": {"m.gguf": written(lambda p: gguf.write(llama_gguf(), p), tmp_path, "l.gguf")},
+        "gguf-rich": {"m.gguf": written(lambda p: gguf.write(rich_gguf(), p), tmp_path, "r.gguf")},
+        "llama2c-v0": {"m.bin": written(lambda p: llama2c.write(llama2c_checkpoint(False), p, 0), tmp_path, "0")},
+        "llama2c-v1": {"m.bin": written(lambda p: llama2c.write(llama2c_checkpoint(True), p, 1), tmp_path, "1")},
+        "llama2c-v2": {"m.bin": written(lambda p: llama2c.write(llama2c_checkpoint(False), p, 2), tmp_path, "2")},
+        "tokenizer.bin": {"tok.bin": written(lambda p: llama2c.write_tokenizer(small_vocab(), p), tmp_path, "t")},
+        "spm": {"m.model": written(lambda p: spm.write(spm.SentencePieceModel(small_vocab(), byte_fallback=True), p),
+                                   tmp_path, "s")},
+        "tokens": token_files(),
+        "ckpt": {"ckpt.pt": written(lambda p: checkpoint.save(small_ckpt(), p), tmp_path, "c")},
+    }
+
+
+# ------------------------------------------------------------------------------- the readers
+
+
+def read_gguf(d):
+    gf = gguf.read(d / "m.gguf")
+    for t in gf.tensors:
+        t.to_float32()
+    return gf
+
+
+def read_gguf_model(d):
+    _, args, _ = mapping.from_gguf(read_gguf(d), str(d / "m.gguf"))
+    ModelArgs.from_dict(args)
+
+
+def read_llama2c(d):
+    ckpt = llama2c.read(d / "m.bin")
+    llama2c.tensor_table(ckpt)
+    for w in ckpt.weights.values():
+        if isinstance(w, llama2c.Int8Groups):
+            w.to_float32()
+
+
+def read_tokenizer_bin(d):
+    llama2c.read_tokenizer(d / "tok.bin", V)
+    llama2c.read_tokenizer(d / "tok.bin")
+
+
+READERS = {"gguf-llama": read_gguf_model, "gguf-rich": read_gguf, "llama2c-v0": read_llama2c,
+           "llama2c-v1": read_llama2c, "llama2c-v2": read_llama2c, "tokenizer.bin": read_tokenizer_bin,
+           "spm": lambda d: spm.read(d / "m.model"), "tokens": lambda d: load_tokens(d, "train"),
+           "ckpt": lambda d: checkpoint.load(d / "ckpt.pt")}
+KINDS = sorted(READERS)

@@ -1,4 +1,4 @@
-"""`llama2-scratch demo`: prepare -> train-vocab -> pretokenize -> train -> export -> generate.
+"""`llama2-scratch demo`: prepare -> train-vocab -> pretokenize -> train -> export -> verify -> generate.
 
 CPU-sized defaults: a 1024-piece vocabulary and a ~0.9M-parameter model (dim 128, 4 layers,
 sequences of 128 tokens) trained for 1500 steps in bfloat16 autocast: measured 9.0 min wall on 2
@@ -51,36 +51,37 @@ def _run(args):
     from trainer.export import export_gguf, export_llama2c, load_exportable
     from trainer.pretokenize import pretokenize
     from trainer.train import train
+    from llama2_scratch.verify import run_verify
     from trainer.vocab import measure, train_vocab
 
     started = time.perf_counter()
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    print("== 1/6 prepare")
+    print("== 1/7 prepare")
     splits = prepare(DATASET, args.input, args.data_dir)
     for split, (path, documents, chars) in splits.items():
         print(f"   {split}: {documents:,} documents, {chars:,} characters -> {path}")
 
-    print("== 2/6 train-vocab")
+    print("== 2/7 train-vocab")
     model_path = train_vocab(read_documents(splits["train"][0]),
                              vocab_model_path(args.data_dir, DATASET, VOCAB_SIZE), VOCAB_SIZE)
     stats = measure(model_path, read_documents(splits["val"][0]))
     print(f"   {model_path}: {stats['chars_per_token']:.2f} chars/token, byte fallback "
           f"{100 * stats['byte_fallback_rate']:.2f}%")
 
-    print("== 3/6 pretokenize")
+    print("== 3/7 pretokenize")
     tokens_dir = token_dir(args.data_dir, DATASET, f"tok{VOCAB_SIZE}")
     meta = pretokenize(args.data_dir, DATASET, model_path, tokens_dir)
     print(f"   {meta['splits']['train']['tokens']:,} train / {meta['splits']['val']['tokens']:,} val tokens -> {tokens_dir}")
 
-    print("== 4/6 train")
+    print("== 4/7 train")
     config = TrainConfig(dataset=DATASET, vocab_size=VOCAB_SIZE, data_dir=args.data_dir, out_dir=str(out_dir),
                          max_iters=args.max_iters, dtype=args.dtype, device=args.device, seed=args.seed,
                          **DEMO_TRAINING)
     result = train(config, out=lambda line: print("   " + line))
 
-    print("== 5/6 export")
+    print("== 5/7 export")
     model = load_exportable(result["ckpt"])
     gguf_path, bin_path, tok_path = out_dir / "model.gguf", out_dir / "model.bin", out_dir / "tokenizer.bin"
     export_gguf(model, "f32", gguf_path)
@@ -88,13 +89,26 @@ def _run(args):
     print(f"   {gguf_path} (GGUF f32, tokenizer inside; read back bit-exact)")
     print(f"   {bin_path} + {tok_path} (llama2.c v1: ./run {bin_path} -z {tok_path})")
 
-    print("== 6/6 generate (NumPy reference model reading the GGUF)")
+    print("== 6/7 verify (torch on the checkpoint vs NumPy" + (" and llama.cpp" if _has_llama_cpp() else "")
+          + " on the GGUF)")
+    report = run_verify(str(gguf_path), ckpt_path=str(result["ckpt"]), use_llama_cpp=_has_llama_cpp())
+    failed = sorted({c.name for c in report.failures})
+    print(f"   {len(report.checks) - len(report.failures)} of {len(report.checks)} checks pass"
+          + (f"; FAILED: {', '.join(failed)}" if failed else f" ({', '.join(report.implementations)})"))
+
+    print("== 7/7 generate (NumPy reference model reading the GGUF)")
     print(sample_text(gguf_path, PROMPT, args.max_new_tokens, args.seed))
 
     minutes = (time.perf_counter() - started) / 60
     print(f"== done in {minutes:.1f} min: val loss {result['val_loss']:.4f} nats/token, "
           f"{result['val_bpb']:.4f} bits/byte; checkpoint {result['ckpt']}")
-    return 0
+    return 0 if report.ok else 1
+
+
+def _has_llama_cpp():
+    """llama.cpp joins the check when llama-cpp-python is installed (it is in the [test] extra)."""
+    import importlib.util
+    return importlib.util.find_spec("llama_cpp") is not None
 
 
 def sample_text(gguf_path, prompt, max_new_tokens, seed, temperature=0.8, top_k=40):

@@ -29,8 +29,11 @@ def load_tokenizer(path, vocab_size=None):
 
 
 def load_model_and_tokenizer(model_path, tokenizer_path=None):
-    """(Llama, Tokenizer); raises ValueError naming the file when they do not fit together."""
-    model = load_model(model_path)
+    """(FastLlama, Tokenizer); raises ValueError naming the file when they do not fit together.
+
+    The fast path (reference/fast.py): float32 weights stay views of the mapped file and
+    quantized ones stay quantized, so memory stays near the file's size."""
+    model = load_model(model_path, fast=True)
     vocab_size = model.args.vocab_size
     if tokenizer_path is None:
         if _magic(model_path) != GGUF_MAGIC:

@@ -81,6 +81,22 @@ def checked_weights(args: ModelArgs, weights, dtype):
     return checked
 
 
+def check_positions(args: ModelArgs, tokens, start_pos, n_cached):
+    """`tokens` as a 1-D integer array after checking they fit the vocabulary and the cache:
+    positions start_pos .. start_pos+T-1 must continue the cached ones and stay in max_seq_len."""
+    tokens = np.asarray(tokens)
+    n_tokens = tokens.shape[0] if tokens.ndim == 1 else 0
+    if n_tokens == 0 or not np.issubdtype(tokens.dtype, np.integer):
+        raise ValueError(f"tokens must be a non-empty 1-D integer array, got {tokens.dtype} {tokens.shape}")
+    if tokens.min() < 0 or tokens.max() >= args.vocab_size:
+        raise ValueError(f"token ids must be in [0, {args.vocab_size}), got {tokens.min()}..{tokens.max()}")
+    if not 0 <= start_pos <= n_cached:
+        raise ValueError(f"start_pos {start_pos} would skip uncached positions (cached: {n_cached})")
+    if start_pos + n_tokens > args.max_seq_len:
+        raise ValueError(f"positions up to {start_pos + n_tokens} exceed max_seq_len {args.max_seq_len}")
+    return tokens
+
+
 class Llama:
     """Llama 2 inference for one sequence: prefill a prompt, then decode token by token.
 
@@ -120,17 +136,8 @@ class Llama:
         n_cached); starting earlier overwrites the cache from there (e.g. a new prompt at 0).
         Returns the logits of the last position, (V,), or of every position, (T, V).
         """
-        tokens = np.asarray(tokens)
-        n_tokens = tokens.shape[0] if tokens.ndim == 1 else 0
-        if n_tokens == 0 or not np.issubdtype(tokens.dtype, np.integer):
-            raise ValueError(f"tokens must be a non-empty 1-D integer array, got {tokens.dtype} {tokens.shape}")
-        if tokens.min() < 0 or tokens.max() >= self.args.vocab_size:
-            raise ValueError(f"token ids must be in [0, {self.args.vocab_size}), got {tokens.min()}..{tokens.max()}")
-        if not 0 <= start_pos <= self.n_cached:
-            raise ValueError(f"start_pos {start_pos} would skip uncached positions (cached: {self.n_cached})")
-        end_pos = start_pos + n_tokens
-        if end_pos > self.args.max_seq_len:
-            raise ValueError(f"positions up to {end_pos} exceed max_seq_len {self.args.max_seq_len}")
+        tokens = check_positions(self.args, tokens, start_pos, self.n_cached)
+        end_pos = start_pos + len(tokens)
 
         h = self.tok_embeddings[tokens]                                       # (T,) -> (T, D)
         for i in range(self.args.n_layers):

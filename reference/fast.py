@@ -1,0 +1,276 @@
+"""The Llama 2 forward pass arranged for speed: reference/model.py's maths, float32 only.
+
+reference/model.py says what is computed and stays the reference; `FastLlama` computes the same
+thing with the same interface (`forward(tokens, start_pos, all_logits)`, `args`, `n_cached`), and
+tests/test_fast_path.py holds the two together (logits within a named tolerance, greedy ids
+identical, F32 and Q8_0). What is different, and why (measured with bench/run.py, see README):
+
+- Logits only where asked: at decode the classifier (V, D) is the largest matmul of a small
+  model (9.2M of the seed model's 15M weights), so it runs for the last position only.
+- A one-token step is memory-bound: every weight is read once per token (61 MB at the seed
+  config in float32) and used for one multiply-add. Its products are np.vecdot (a SIMD dot per
+  row), which streams weights at ~30 GB/s on one core here where OpenBLAS's sgemv reached 13
+  (blockwise.product); prompts (T > 1) go to BLAS sgemm.
+- Weights are used where they lie: a GGUF's F32 tensors are read-only views of the memory-mapped
+  file (no copy, no second resident copy). wq, wk and wv become one (D + 2*kv_dim, D) matrix, so
+  one product makes q, k and v, when that is free: GGUF writers store the three back to back
+  (ours, llama.cpp's convert), and the fused matrix is then a view spanning them (`fused_rows`).
+  w1 and w3 are not adjacent (w2 lies between them); a fused copy made prefill's two products 3%
+  faster and decode not at all, not worth 2/3 of the layers' size in extra memory, so float32
+  keeps them apart. Q8_0 matrices are gathered at load anyway (load.read_q8_0), w1 and w3 into
+  one array, so there they are fused too.
+- Quantized matrices stay quantized (reference/blockwise.py): Q8_0 keeps its int8 codes and block
+  scales, and each product casts an L2-sized chunk of rows to float32 at a time.
+- A decode step runs in buffers allocated once, every op writing with `out=`; the Python work
+  per layer is a fixed ~25 NumPy calls, none of them per head.
+- RoPE is one complex multiply for q and k together: pair (x[2j], x[2j+1]) read as the complex
+  number x[2j] + i x[2j+1], times cos + i sin, is exactly rope.apply_rope's formula.
+- Attention is one batched matmul over the heads (kv heads as the batch, their G query heads as
+  rows); a decode step needs no causal mask, since its one query may see every cached key.
+- Threads: prompts use BLAS's threads; a one-token step can share its largest products between
+  `threads` Python threads (Linear), which pays only when the other core is idle.
+
+Shapes as in model.py: T new tokens, S = start_pos + T cached positions, D, H, Hkv, G = H / Hkv,
+hd, F, V.
+"""
+
+import dataclasses
+import math
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from reference.blockwise import BlockMatrix, Int8BlockMatrix, fused_rows, product
+from reference.config import ModelArgs
+from reference.model import LAYER_TENSORS, check_positions, weight_shapes
+from reference.rope import rope_tables
+
+
+class Linear:
+    """x @ w.T for the model's weights, a very large one-token product split across threads.
+
+    A one-token product only streams the weight from memory, and one core's loads do not use all
+    of the memory bandwidth: with threads > 1 the rows of a matrix of at least SPLIT_ELEMENTS
+    weights are shared out, each thread taking a contiguous block (NumPy releases the GIL inside
+    its loops). Only the classifier is that large here (V x D: 9.2M weights at the seed config):
+    splitting it made seed-config decode 1.16x faster with the second core idle. Splitting the
+    layers' matrices too (up to 3.1M weights at dim 768) measured slower at every size, as each
+    hand-off to the other thread costs ~20-30 us. Prompts (T > 1) run in BLAS, with its own threads.
+    """
+    SPLIT_ELEMENTS = 1 << 22
+
+    def __init__(self, threads=1):
+        self.threads = max(1, int(threads))
+        self._pool = ThreadPoolExecutor(self.threads - 1) if self.threads > 1 else None
+
+    def __call__(self, x, w, out=None):
+        """(T, in) @ (out, in).T -> (T, out), written into `out` when given."""
+        n_rows, n_cols = w.shape
+        if out is None:
+            out = np.empty((x.shape[0], n_rows), dtype=np.float32)
+        if self._pool is None or x.shape[0] > 1 or n_rows * n_cols < self.SPLIT_ELEMENTS:
+            return product(x, w, out)
+        bounds = [n_rows * i // self.threads for i in range(self.threads + 1)]
+        shares = [self._pool.submit(product, x, w, out, start, stop)
+                  for start, stop in zip(bounds[1:-1], bounds[2:])]
+        product(x, w, out, bounds[0], bounds[1])
+        for share in shares:
+            share.result()
+        return out
+
+
+@dataclasses.dataclass(frozen=True)
+class FastLayer:
+    """One block's weights as the fast path uses them; wqkv (wq, wk, wv stacked) and w13 (w1, w3
+    stacked) are views spanning the separate matrices when those lie back to back, else None."""
+    attention_norm: np.ndarray      # (D,)
+    wqkv: object                    # (D + 2*kv_dim, D), or None when wq, wk, wv are used apart
+    wq: object                      # (D, D)
+    wk: object                      # (kv_dim, D)
+    wv: object                      # (kv_dim, D)
+    wo: object                      # (D, D)
+    ffn_norm: np.ndarray            # (D,)
+    w1: object                      # (F, D)
+    w2: object                      # (D, F)
+    w3: object                      # (F, D)
+    w13: object = None              # (2F, D): w1 and w3 stacked, or None
+
+
+class Buffers:
+    """Every activation of one forward call of T tokens, allocated once (reused for T = 1)."""
+
+    def __init__(self, args: ModelArgs, n_tokens, n_keys):
+        T, D, F, kv = n_tokens, args.dim, args.hidden_dim, args.kv_dim
+        f32 = np.float32
+        self.x = np.empty((T, D), f32)                  # the residual stream
+        self.xn = np.empty((T, D), f32)                 # rmsnorm(x)
+        self.qkv = np.empty((T, D + 2 * kv), f32)       # q | k | v, side by side per token
+        self.attn = np.empty((T, D), f32)               # attention output, heads concatenated
+        self.proj = np.empty((T, D), f32)               # wo or w2 output before the residual add
+        self.gate_up = np.empty((T, 2 * F), f32)        # w1 x | w3 x
+        self.gate = self.gate_up[:, :F]                 # w1 x, then silu(w1 x) * (w3 x)
+        self.up = self.gate_up[:, F:]                   # w3 x
+        self.tmp = np.empty((T, F), f32)                # silu's exp(-a) + 1
+        self.scores = np.empty((args.n_kv_heads, args.n_heads // args.n_kv_heads, T, n_keys), f32)
+        self.mean_square = np.empty((T, 1), f32)
+
+
+class FastLlama:
+    """Llama 2 inference, float32, for one sequence: same interface and results as model.Llama
+    (up to float32 rounding; see tests/test_fast_path.py).
+
+    weights: llama2.c names -> float32 arrays (views are kept, never copied) or, for matrices,
+    BlockMatrix objects (quantized weights that stay quantized; reference/load.py makes them).
+    threads: how many threads share a large one-token product (see Linear).
+    """
+
+    def __init__(self, args: ModelArgs, weights, threads=1):
+        self.args = args
+        self.linear = Linear(threads)
+        w = _checked(args, weights)
+        self.dtype = np.dtype(np.float32)
+        self.tok_embeddings = w["tok_embeddings.weight"]                    # (V, D)
+        self.norm = w["norm.weight"]                                          # (D,)
+        self.output = w.get("output.weight", self.tok_embeddings)            # (V, D)
+        self.layers = []
+        for i in range(args.n_layers):
+            layer = {field: w[f"layers.{i}.{name}.weight"] for field, name in LAYER_TENSORS.items()}
+            self.layers.append(FastLayer(wqkv=_fused([layer["wq"], layer["wk"], layer["wv"]]),
+                                         w13=_fused([layer["w1"], layer["w3"]]), **layer))
+        cos, sin = rope_tables(args.head_dim, args.max_seq_len, args.rope_theta, np.float32)
+        # (S_max, hd/2) complex64 with real part cos and imaginary part sin, the same float32s.
+        self.rope = np.empty(cos.shape, dtype=np.complex64)
+        self.rope.real, self.rope.imag = cos, sin
+        cache_shape = (args.n_layers, args.n_kv_heads, args.max_seq_len, args.head_dim)
+        self.key_cache = np.zeros(cache_shape, dtype=np.float32)             # (L, Hkv, S_max, hd)
+        self.value_cache = np.zeros(cache_shape, dtype=np.float32)
+        self.n_cached = 0
+        self._decode = Buffers(args, 1, args.max_seq_len)                    # reused every step
+
+    def forward(self, tokens, start_pos=0, all_logits=False):
+        """As model.Llama.forward: logits of the last position (V,), or of all (T, V)."""
+        tokens = check_positions(self.args, tokens, start_pos, self.n_cached)
+        n_tokens, end_pos = len(tokens), start_pos + len(tokens)
+        b = self._decode if n_tokens == 1 else Buffers(self.args, n_tokens, end_pos)
+        if isinstance(self.tok_embeddings, BlockMatrix):
+            b.x[...] = self.tok_embeddings.take(tokens)                       # (T,) -> (T, D)
+        else:
+            np.take(self.tok_embeddings, tokens, axis=0, out=b.x)
+        rope = self.rope[start_pos:end_pos, None, :]                          # (T, 1, hd/2)
+        # silu's exp(-a) overflows to inf for a < -88: a / inf = -0 is the right limit (swiglu.py).
+        with np.errstate(over="ignore"):
+            for i, layer in enumerate(self.layers):
+                self._attention(i, layer, b, rope, start_pos, end_pos)
+                self._feed_forward(layer, b)
+        self.n_cached = end_pos
+        # Only the logits that are asked for: (T, D) @ (D, V) is the biggest matmul here.
+        h = b.x if all_logits else b.x[-1:]                                   # (T or 1, D)
+        hn = _rmsnorm(h, self.norm, self.args.norm_eps, b.xn[:len(h)], b.mean_square[:len(h)])
+        logits = self.linear(hn, self.output)                                 # -> (T or 1, V)
+        return logits if all_logits else logits[0]
+
+    def _attention(self, i, layer, b, rope, start_pos, end_pos):
+        """x += wo · attention(rope(q), rope(k), v) over layer i's cache. (T, D) -> (T, D)."""
+        args = self.args
+        T, D, kv, hd = b.x.shape[0], args.dim, args.kv_dim, args.head_dim
+        Hkv, G = args.n_kv_heads, args.n_heads // args.n_kv_heads
+        xn = _rmsnorm(b.x, layer.attention_norm, args.norm_eps, b.xn, b.mean_square)
+        if layer.wqkv is not None:
+            self.linear(xn, layer.wqkv, out=b.qkv)                            # (T, D) -> (T, D+2kv)
+        else:
+            for w, part in ((layer.wq, b.qkv[:, :D]), (layer.wk, b.qkv[:, D:D + kv]),
+                            (layer.wv, b.qkv[:, D + kv:])):
+                self.linear(xn, w, out=part)
+        # RoPE on q and k at once: their (T, H + Hkv, hd/2) complex pairs times (T, 1, hd/2).
+        qk = b.qkv[:, :D + kv].view(np.complex64).reshape(T, args.n_heads + Hkv, hd // 2)
+        np.multiply(qk, rope, out=qk)
+        q = b.qkv[:, :D].reshape(T, Hkv, G, hd).transpose(1, 2, 0, 3)        # (Hkv, G, T, hd)
+        k = b.qkv[:, D:D + kv].reshape(T, Hkv, hd).swapaxes(0, 1)            # (Hkv, T, hd)
+        v = b.qkv[:, D + kv:].reshape(T, Hkv, hd).swapaxes(0, 1)
+        self.key_cache[i, :, start_pos:end_pos] = k
+        self.value_cache[i, :, start_pos:end_pos] = v
+        keys = self.key_cache[i, :, None, :end_pos]                          # (Hkv, 1, S, hd)
+        values = self.value_cache[i, :, None, :end_pos]
+        scores = b.scores[..., :end_pos]                                     # (Hkv, G, T, S)
+        np.matmul(q, keys.swapaxes(-1, -2), out=scores)
+        scores *= 1 / math.sqrt(hd)                     # a Python float keeps float32 float32
+        if T > 1:   # query t sees keys 0 .. start_pos + t (a single query sees them all)
+            hidden = np.arange(end_pos)[None, :] > np.arange(start_pos, end_pos)[:, None]  # (T, S)
+            np.copyto(scores, -np.inf, where=hidden)
+        _softmax_(scores)
+        out = b.attn.reshape(T, Hkv, G, hd).transpose(1, 2, 0, 3)           # (Hkv, G, T, hd) view
+        np.matmul(scores, values, out=out)                                   # heads -> (T, D)
+        b.x += self.linear(b.attn, layer.wo, out=b.proj)
+
+    def _feed_forward(self, layer, b):
+        """x += w2 (silu(w1 x) * w3 x) on rmsnorm(x). (T, D) -> (T, D)."""
+        xn = _rmsnorm(b.x, layer.ffn_norm, self.args.norm_eps, b.xn, b.mean_square)
+        if layer.w13 is not None:
+            self.linear(xn, layer.w13, out=b.gate_up)                           # (T, D) -> (T, 2F)
+        else:
+            self.linear(xn, layer.w1, out=b.gate)
+            self.linear(xn, layer.w3, out=b.up)
+        gate, up = b.gate, b.up                                                 # (T, F) each
+        # silu(a) = a / (1 + exp(-a)), in place.
+        np.exp(np.negative(gate, out=b.tmp), out=b.tmp)
+        b.tmp += 1
+        np.divide(gate, b.tmp, out=gate)
+        gate *= up
+        b.x += self.linear(gate, layer.w2, out=b.proj)                        # (T, F) -> (T, D)
+
+
+def _fused(matrices):
+    """The matrices stacked along their rows without a copy, or None (see blockwise.fused_rows)."""
+    if all(isinstance(m, Int8BlockMatrix) for m in matrices):
+        return Int8BlockMatrix.fused(matrices)
+    return fused_rows(matrices)
+
+
+def _rmsnorm(x, weight, eps, out, mean_square):
+    """rmsnorm.rmsnorm(x, weight, eps) written into `out`: (T, D) -> (T, D), same operation order."""
+    if x.shape[0] == 1:
+        # One token: the scale is one number, computed in Python (7 tiny NumPy calls -> 3). It is
+        # rounded to float32 once, where the reference rounds mean, +eps, sqrt and 1/ each.
+        np.multiply(x, 1 / math.sqrt(float(x[0] @ x[0]) / x.shape[1] + eps), out=out)
+    else:
+        np.einsum("td,td->t", x, x, out=mean_square[:, 0])                    # sum of squares
+        mean_square /= x.shape[1]                                             # mean
+        mean_square += eps
+        np.sqrt(mean_square, out=mean_square)
+        np.divide(1, mean_square, out=mean_square)                            # (T, 1)
+        np.multiply(x, mean_square, out=out)
+    out *= weight
+    return out
+
+
+def _softmax_(scores):
+    """attention.softmax along the last axis, in place (ufunc reductions: no Python wrappers)."""
+    scores -= np.maximum.reduce(scores, axis=-1, keepdims=True)
+    np.exp(scores, out=scores)
+    scores /= np.add.reduce(scores, axis=-1, keepdims=True)
+
+
+def _checked(args, weights):
+    """Names and shapes as model.checked_weights, keeping BlockMatrix objects and array views."""
+    shapes = weight_shapes(args)
+    weights = dict(weights)
+    if args.tie_embeddings and "output.weight" in weights:
+        # A tied model may carry output.weight (a torch state dict does): as in model.py, only
+        # when it is the embeddings bit for bit.
+        output, embeddings = weights.pop("output.weight"), weights.get("tok_embeddings.weight")
+        same = output is embeddings or (isinstance(output, np.ndarray) and np.array_equal(output, embeddings))
+        if not same:
+            raise ValueError("tie_embeddings is set but output.weight differs from tok_embeddings.weight")
+    missing = [name for name in shapes if name not in weights]
+    unknown = [name for name in weights if name not in shapes]
+    if missing or unknown:
+        raise ValueError(f"weights do not match ModelArgs: missing {missing[:4]}, unknown {unknown[:4]}")
+    checked = {}
+    for name, shape in shapes.items():
+        w = weights[name]
+        if not isinstance(w, BlockMatrix):
+            w = np.asarray(w, dtype=np.float32)       # no copy for a float32 array or memmap view
+        if tuple(w.shape) != shape:
+            raise ValueError(f"{name}: shape {tuple(w.shape)}, expected {shape}")
+        checked[name] = w
+    return checked

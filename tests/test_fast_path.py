@@ -1,0 +1,269 @@
+"""The fast path (reference/fast.py, reference/blockwise.py) against the plain reference model.
+
+Same weights, same maths: logits agree to float32 rounding and greedy decoding picks the same ids,
+for float32 weights and for quantized ones kept quantized (compared with the plain model that
+dequantizes the same file at load). Plus what makes it fast and small, checked structurally
+(never by timing): views instead of copies, no float32 expansion of quantized weights.
+"""
+
+import tracemalloc
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from formats import gguf, llama2c, mapping, quant
+from formats.ggml import GGMLType
+from reference.blockwise import BlockMatrix, GGMLBlockMatrix, Int8BlockMatrix, block_matrix, fused_rows
+from reference.config import ModelArgs
+from reference.fast import FastLlama
+from reference.generate import generate
+from reference.load import load_model
+from reference.model import Llama
+from tests.llama_helpers import random_weights
+from tests.test_reference_props import small_configs
+
+# Fast vs plain logits, float32. The two paths round differently: fused matmuls (one (T, D+2kv)
+# BLAS call instead of three), a 1-row matmul against a chunked or strided weight, einsum's sum
+# of squares in rmsnorm, RoPE as a complex multiply. Each op is off by a few ulps and the error
+# grows through the layers; measured max 1.9e-5 at the seed config (6 layers, 128 tokens,
+# logits std ~2) and 7e-6 on the small configs here. 1e-4 is ~5x the worst seen, while a real bug
+# (a wrong position, a missed scale, a transposed head) moves logits by O(1).
+FAST_LOGITS_ATOL = 1e-4
+
+CONFIGS = {
+    "mha": ModelArgs(dim=64, n_layers=2, n_heads=4, vocab_size=320, max_seq_len=64),
+    "gqa-untied": ModelArgs(dim=96, n_layers=3, n_heads=6, n_kv_heads=2, vocab_size=256, hidden_dim=160,
+                            max_seq_len=64, tie_embeddings=False),
+    "mqa": ModelArgs(dim=64, n_layers=2, n_heads=4, n_kv_heads=1, vocab_size=128, max_seq_len=64),
+}
+
+
+def write_gguf(args, weights, path, dtype):
+    gguf.write(mapping.to_gguf(weights, args.to_dict(), dtype=dtype), path)
+    return path
+
+
+def greedy_ids(model, prompt, n_new):
+    return list(generate(model, prompt, np.random.default_rng(0), n_new, temperature=0.0))
+
+
+@pytest.fixture(params=sorted(CONFIGS))
+def config(request):
+    args = CONFIGS[request.param]
+    return args, random_weights(args, seed=0)
+
+
+# --- float32: fast vs plain ----------------------------------------------------------------------
+
+def test_prefill_then_decode_logits_match_the_plain_model(config):
+    args, weights = config
+    plain, fast = Llama(args, weights), FastLlama(args, weights)
+    tokens = np.random.default_rng(1).integers(0, args.vocab_size, 40)
+    expected = plain.forward(tokens[:30], all_logits=True)
+    got = fast.forward(tokens[:30], all_logits=True)
+    assert got.dtype == np.float32 and got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, rtol=0, atol=FAST_LOGITS_ATOL)
+    for pos in range(30, 40):                      # decode: one token at a time against the cache
+        expected, got = plain.forward(tokens[pos:pos + 1], pos), fast.forward(tokens[pos:pos + 1], pos)
+        assert got.dtype == np.float32 and got.shape == (args.vocab_size,)
+        np.testing.assert_allclose(got, expected, rtol=0, atol=FAST_LOGITS_ATOL)
+
+
+def test_greedy_ids_are_identical(config):
+    args, weights = config
+    prompt = np.random.default_rng(2).integers(0, args.vocab_size, 5).tolist()
+    assert greedy_ids(FastLlama(args, weights), prompt, 40) == greedy_ids(Llama(args, weights), prompt, 40)
+
+
+def test_a_new_prompt_at_position_0_overwrites_the_cache(config):
+    args, weights = config
+    fast = FastLlama(args, weights)
+    fast.forward(np.arange(20) % args.vocab_size)
+    tokens = np.random.default_rng(3).integers(0, args.vocab_size, 12)
+    np.testing.assert_allclose(fast.forward(tokens, all_logits=True),
+                               Llama(args, weights).forward(tokens, all_logits=True), rtol=0, atol=FAST_LOGITS_ATOL)
+
+
+@settings(max_examples=25)
+@given(args=small_configs(), seed=st.integers(0, 2**16), data=st.data())
+def test_chunked_decoding_matches_the_plain_model(args, seed, data):
+    """Any chunking of a sequence (prompt, single tokens, more chunks) on any small config (MHA,
+    GQA, MQA, head_dim 2, odd hidden_dim and vocabularies) gives the plain model's logits."""
+    weights = random_weights(args, seed)
+    n_tokens = data.draw(st.integers(1, args.max_seq_len))
+    tokens = np.random.default_rng(seed).integers(0, args.vocab_size, n_tokens)
+    expected = Llama(args, weights).forward(tokens, all_logits=True)
+    cuts = sorted(data.draw(st.sets(st.integers(1, n_tokens - 1), max_size=n_tokens - 1))) if n_tokens > 1 else []
+    fast = FastLlama(args, weights)
+    stepped = [fast.forward(tokens[start:end], start_pos=start, all_logits=True)
+               for start, end in zip([0] + cuts, cuts + [n_tokens])]
+    np.testing.assert_allclose(np.concatenate(stepped), expected, rtol=0, atol=FAST_LOGITS_ATOL)
+
+
+def test_bad_requests_fail_as_in_the_plain_model(config):
+    args, weights = config
+    fast = FastLlama(args, weights)
+    with pytest.raises(ValueError, match="skip uncached"):
+        fast.forward([1], start_pos=1)
+    with pytest.raises(ValueError, match="token ids"):
+        fast.forward([args.vocab_size])
+    with pytest.raises(ValueError, match="missing"):
+        FastLlama(args, {k: v for k, v in weights.items() if k != "norm.weight"})
+
+
+# --- weights used where they lie ----------------------------------------------------------------
+
+def test_fused_rows_is_a_view_only_for_adjacent_matrices():
+    w = np.arange(24, dtype=np.float32).reshape(8, 3)
+    fused = fused_rows([w[:2], w[2:5], w[5:]])
+    np.testing.assert_array_equal(fused, w)
+    assert np.shares_memory(fused, w) and not fused.flags.writeable
+    assert fused_rows([w[:2], w[3:]]) is None                       # a gap
+    assert fused_rows([w[2:5], w[:2]]) is None                      # out of order
+    assert fused_rows([w[:2], np.arange(18, dtype=np.float32).reshape(6, 3)]) is None   # two buffers
+
+
+def test_f32_gguf_weights_are_views_of_the_file(tmp_path):
+    args, weights = CONFIGS["mha"], random_weights(CONFIGS["mha"], seed=0)
+    model = load_model(write_gguf(args, weights, tmp_path / "m.gguf", "f32"), fast=True)
+    layer = model.layers[0]
+    # Our GGUF stores wq, wk, wv back to back: the fused matrix spans them without a copy.
+    assert layer.wqkv is not None and np.shares_memory(layer.wqkv, layer.wq)
+    for w in (layer.wqkv, layer.wo, layer.w1, layer.w2, model.tok_embeddings):
+        assert isinstance(w, np.memmap) or isinstance(w.base, np.memmap) or not w.flags.owndata
+        assert not w.flags.writeable                                 # read-only: the mapped file
+
+
+# --- quantized weights kept quantized ------------------------------------------------------------
+
+def test_int8_block_rows_are_exactly_the_dequantized_weights():
+    x = np.random.default_rng(0).standard_normal((70, 96), dtype=np.float32)
+    raw = quant.quantize(x, GGMLType.Q8_0)
+    m = Int8BlockMatrix.from_q8_0(raw, x.shape)
+    expected = quant.dequantize(raw, GGMLType.Q8_0, x.shape)
+    np.testing.assert_array_equal(m.rows(0, 70, np.empty((70, 96), np.float32)), expected)
+    np.testing.assert_array_equal(m.take(np.array([3, 0, 69])), expected[[3, 0, 69]])
+    assert np.shares_memory(m.codes, raw)                            # codes: a view, not a copy
+
+
+@pytest.mark.parametrize("ggml_type", [GGMLType.Q8_0, GGMLType.Q4_0, GGMLType.Q5_1, GGMLType.F16])
+def test_chunked_matmul_equals_a_matmul_with_the_dequantized_matrix(ggml_type, monkeypatch):
+    rng = np.random.default_rng(1)
+    w = rng.standard_normal((300, 64), dtype=np.float32)
+    x = rng.standard_normal((5, 64), dtype=np.float32)
+    raw = quant.quantize(w, ggml_type)
+    tensor = gguf.Tensor("t", ggml_type, w.shape, raw)
+    monkeypatch.setattr("reference.blockwise.CHUNK_ELEMENTS", 64 * 7)      # 43 chunks of 7 rows
+    m = block_matrix(tensor)
+    assert isinstance(m, Int8BlockMatrix if ggml_type == GGMLType.Q8_0 else GGMLBlockMatrix)
+    assert m.chunk_rows == 7
+    expected = x @ tensor.to_float32().T
+    # The same float32 weights in another summation order per chunk: a few ulps of the outputs.
+    np.testing.assert_allclose(m.matmul(x), expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(m.matmul(x[:1]), expected[:1], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", ["q8_0", "q4_0"])
+def test_quantized_gguf_matches_the_plain_model_and_greedy_ids(tmp_path, config, dtype):
+    """Fast (kept quantized) vs plain (dequantized at load) on the same file."""
+    args, weights = config
+    if args.hidden_dim % 32 or args.dim % 32:
+        pytest.skip("rows must divide into 32-element blocks")
+    path = write_gguf(args, weights, tmp_path / f"m.{dtype}.gguf", dtype)
+    fast, plain = load_model(path, fast=True), load_model(path)
+    assert isinstance(fast.layers[0].w2, BlockMatrix)
+    tokens = np.random.default_rng(4).integers(0, args.vocab_size, 24)
+    np.testing.assert_allclose(fast.forward(tokens, all_logits=True), plain.forward(tokens, all_logits=True),
+                               rtol=0, atol=FAST_LOGITS_ATOL)
+    prompt = tokens[:4].tolist()
+    assert greedy_ids(load_model(path, fast=True), prompt, 30) == greedy_ids(load_model(path), prompt, 30)
+
+
+def test_llama2c_v2_int8_groups_stay_int8(tmp_path):
+    args = CONFIGS["gqa-untied"]
+    weights = random_weights(args, seed=5)
+    config = llama2c.Config(args.dim, args.hidden_dim, args.n_layers, args.n_heads, args.n_kv_heads,
+                            args.vocab_size, args.max_seq_len)
+    path = tmp_path / "m.bin"
+    llama2c.write(llama2c.Checkpoint(config, weights), path, 2)
+    fast, plain = load_model(path, fast=True), load_model(path)
+    assert isinstance(fast.layers[0].w1, Int8BlockMatrix) and fast.layers[0].w1.codes.dtype == np.int8
+    tokens = np.random.default_rng(6).integers(0, args.vocab_size, 20)
+    np.testing.assert_allclose(fast.forward(tokens, all_logits=True), plain.forward(tokens, all_logits=True),
+                               rtol=0, atol=FAST_LOGITS_ATOL)
+
+
+def test_q8_0_model_never_holds_its_weights_in_float32(tmp_path, monkeypatch):
+    """Load and run a Q8_0 model under tracemalloc (NumPy reports its allocations to it; the
+    mapped file is not an allocation): the peak stays far below the float32 size of the weights.
+    Expanding at load, as the plain path does, allocates all of it."""
+    monkeypatch.setattr("reference.blockwise.CHUNK_ELEMENTS", 1 << 14)     # a 64 KiB scratch
+    args = ModelArgs(dim=256, n_layers=4, n_heads=8, vocab_size=4096, max_seq_len=32)
+    weights = random_weights(args, seed=7)
+    f32_bytes = sum(w.nbytes for w in weights.values())                       # ~18 MB
+    path = write_gguf(args, weights, tmp_path / "m.gguf", "q8_0")
+    del weights
+
+    def peak_of(fn):
+        tracemalloc.start()
+        try:
+            fn()
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    tokens = np.arange(16)
+    fast_peak = peak_of(lambda: load_model(path, fast=True).forward(tokens))
+    plain_peak = peak_of(lambda: load_model(path).forward(tokens))
+    # Allowed: the int8 codes (1/4 of the float32 size: read_q8_0 gathers them from the file), the
+    # float32 block scales (1/8, briefly twice while they are transposed), a chunk of scratch,
+    # activations and the KV cache. Measured 0.37 here; the plain path 1.03.
+    assert fast_peak < 0.5 * f32_bytes, f"{fast_peak / 1e6:.1f} MB traced vs {f32_bytes / 1e6:.1f} MB of f32 weights"
+    assert plain_peak > f32_bytes
+
+
+def test_q8_0_read_from_the_file_equals_the_blocks_in_the_map(tmp_path):
+    """load.read_q8_0 gathers codes and scales through the file: the same numbers as the
+    zero-copy view of the mapped blocks, with wq|wk|wv and w1|w3 sharing one array (fused)."""
+    args, weights = CONFIGS["gqa-untied"], random_weights(CONFIGS["gqa-untied"], seed=8)
+    path = write_gguf(args, weights, tmp_path / "m.gguf", "q8_0")
+    model = load_model(path, fast=True)
+    tensors, _, _ = mapping.from_gguf(gguf.read(path))
+    for name, got in [("layers.1.attention.wk.weight", model.layers[1].wk),
+                      ("layers.2.feed_forward.w3.weight", model.layers[2].w3),
+                      ("output.weight", model.output)]:
+        mapped = Int8BlockMatrix.from_q8_0(tensors[name].data, tensors[name].shape)
+        np.testing.assert_array_equal(got.codes, mapped.codes)
+        np.testing.assert_array_equal(got.scales, mapped.scales)
+        assert got.codes.flags.c_contiguous
+    layer = model.layers[0]
+    assert np.shares_memory(layer.wqkv.codes, layer.wv.codes) and np.shares_memory(layer.w13.codes, layer.w1.codes)
+
+
+@pytest.mark.parametrize("dtype", ["f32", "q8_0"])
+def test_products_shared_between_threads_give_the_same_logits(tmp_path, monkeypatch, dtype):
+    args, weights = CONFIGS["mha"], random_weights(CONFIGS["mha"], seed=9)
+    path = write_gguf(args, weights, tmp_path / "m.gguf", dtype)
+    tokens = np.random.default_rng(10).integers(0, args.vocab_size, 12)
+
+    def decode(model):
+        model.forward(tokens[:4])
+        return np.stack([model.forward(tokens[p:p + 1], p) for p in range(4, len(tokens))])
+
+    expected = decode(load_model(path, fast=True))
+    monkeypatch.setattr("reference.fast.Linear.SPLIT_ELEMENTS", 1)          # split every product
+    got = decode(load_model(path, fast=True, threads=3))
+    if dtype == "f32":
+        np.testing.assert_array_equal(got, expected)      # one dot per row, whichever thread runs it
+    else:
+        np.testing.assert_allclose(got, expected, rtol=0, atol=FAST_LOGITS_ATOL)
+
+
+def test_docstring_examples():
+    import doctest
+
+    import reference.blockwise
+    result = doctest.testmod(reference.blockwise)
+    assert result.attempted > 0 and result.failed == 0

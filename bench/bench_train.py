@@ -8,7 +8,10 @@ Rows, all measured in this one run on random tokens (throughput does not depend 
   kernel: what llama2.c's train.py does on a CPU;
 - ours float32: the trainer's model (chunked classifier + loss, trainer/loss.py) and optimizer
   (fused AdamW), fp32;
-- ours bfloat16: the same under bfloat16 autocast (uses AVX-512 BF16 / AMX where the CPU has them).
+- ours bfloat16: the same under bfloat16 autocast (uses AVX-512 BF16 / AMX where the CPU has them);
+- ours bfloat16 + compile: the same model through torch.compile (`train --compile`), which fuses
+  the elementwise work (RMSNorm, RoPE, SwiGLU, softmax) into generated kernels; its one-off
+  compile time is reported separately, not in ms/step.
 MFU divides model FLOPs (trainer/flops.py) by a matmul peak measured here in the row's dtype.
 """
 
@@ -40,8 +43,9 @@ def ours_loss(model, x, y):
     return model(x, y)[1]
 
 
-def time_steps(device, amp_dtype, fused, steps):
-    """Mean seconds per training step (forward, backward, clip, AdamW) after warm-up steps."""
+def time_steps(device, amp_dtype, fused, steps, compile_model=False):
+    """(mean seconds per training step (forward, backward, clip, AdamW) after warm-up steps,
+    seconds spent in the warm-up steps, which include any compilation)."""
     torch.manual_seed(0)
     model = Transformer(SEED_ARGS).to(device)
     if fused:
@@ -52,17 +56,19 @@ def time_steps(device, amp_dtype, fused, steps):
     x, y = tokens[:, :-1], tokens[:, 1:]
     autocast = (torch.autocast(torch.device(device).type, dtype=amp_dtype) if amp_dtype != torch.float32
                 else contextlib.nullcontext())
+    forward = torch.compile(model) if compile_model else model
+    warmup_start = time.perf_counter()
     for step in range(WARMUP_STEPS + steps):
         if step == WARMUP_STEPS:
             start = time.perf_counter()
         with autocast:
-            loss = (ours_loss if fused else baseline_loss)(model, x, y)
+            loss = (ours_loss if fused else baseline_loss)(forward, x, y)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         loss.item()         # waits for the device
-    return (time.perf_counter() - start) / steps
+    return (time.perf_counter() - start) / steps, start - warmup_start
 
 
 def main():
@@ -79,16 +85,16 @@ def main():
           f"{n_params / 1e6:.2f}M parameters, {tokens_per_step} tokens/step")
     for dtype, peak in peaks.items():
         print(f"matmul peak {str(dtype).removeprefix('torch.'):9} {peak / 1e9:8.1f} GFLOP/s (2048^3)")
-    rows = [("baseline fp32 eager", torch.float32, False), ("ours float32", torch.float32, True),
-            ("ours bfloat16", torch.bfloat16, True)]
+    rows = [("baseline fp32 eager", torch.float32, False, False), ("ours float32", torch.float32, True, False),
+            ("ours bfloat16", torch.bfloat16, True, False), ("ours bfloat16 + compile", torch.bfloat16, True, True)]
     baseline = None
-    print(f"{'run':22} {'ms/step':>9} {'tok/s':>9} {'vs base':>8} {'MFU':>6}")
-    for name, dtype, fused in rows:
-        seconds = time_steps(args.device, dtype, fused, args.steps)
+    print(f"{'run':24} {'ms/step':>9} {'tok/s':>9} {'vs base':>8} {'MFU':>6}  warm-up s")
+    for name, dtype, fused, compile_model in rows:
+        seconds, warmup = time_steps(args.device, dtype, fused, args.steps, compile_model)
         tok_s = tokens_per_step / seconds
         baseline = baseline or tok_s
         mfu = per_token * tok_s / peaks[dtype]
-        print(f"{name:22} {1000 * seconds:9.1f} {tok_s:9,.0f} {tok_s / baseline:7.2f}x {100 * mfu:5.1f}%")
+        print(f"{name:24} {1000 * seconds:9.1f} {tok_s:9,.0f} {tok_s / baseline:7.2f}x {100 * mfu:5.1f}%  {warmup:8.1f}")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Training throughput and MFU at the seed config, against a plain llama2.c-style baseline.
 
-    python bench/bench_train.py [--steps 5] [--device cpu]
+    python bench/bench_train.py [--steps 5] [--device cpu] [--loss-steps N]
 
 Seed config: dim 288, 6 layers, 6 heads, vocab 32000, seq 256, batch 16 (llama2.c's stories15M).
 Rows, all measured in this one run on random tokens (throughput does not depend on the data):
@@ -13,11 +13,16 @@ Rows, all measured in this one run on random tokens (throughput does not depend 
   the elementwise work (RMSNorm, RoPE, SwiGLU, softmax) into generated kernels; its one-off
   compile time is reported separately, not in ms/step.
 MFU divides model FLOPs (trainer/flops.py) by a matmul peak measured here in the row's dtype.
+
+With --loss-steps N it also trains the baseline and the fastest row for N steps each from the same
+initial weights on the same Tiny Shakespeare batches (Llama 2 tokenizer) and prints the mean loss
+of the last 10 steps of each: the speed must not come from doing less work (target: within 2%).
 """
 
 import argparse
 import contextlib
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -43,38 +48,62 @@ def ours_loss(model, x, y):
     return model(x, y)[1]
 
 
-def time_steps(device, amp_dtype, fused, steps, compile_model=False):
-    """(mean seconds per training step (forward, backward, clip, AdamW) after warm-up steps,
-    seconds spent in the warm-up steps, which include any compilation)."""
+def run_steps(device, amp_dtype, fused, batches, compile_model=False):
+    """Train the seed model from a fixed init on `batches` [(x, y), ...]; the same AdamW settings
+    for every row (fused kernel or not). -> (loss per step, time.perf_counter() after each step)."""
     torch.manual_seed(0)
     model = Transformer(SEED_ARGS).to(device)
-    if fused:
-        optimizer = make_optimizer(model, TrainConfig(), torch.device(device).type)
-    else:
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.1, foreach=False)
-    tokens = torch.randint(0, SEED_ARGS.vocab_size, (BATCH_SIZE, SEED_ARGS.max_seq_len + 1), device=device)
-    x, y = tokens[:, :-1], tokens[:, 1:]
+    config = TrainConfig()
+    optimizer = make_optimizer(model, config, torch.device(device).type if fused else "none")
     autocast = (torch.autocast(torch.device(device).type, dtype=amp_dtype) if amp_dtype != torch.float32
                 else contextlib.nullcontext())
     forward = torch.compile(model) if compile_model else model
-    warmup_start = time.perf_counter()
-    for step in range(WARMUP_STEPS + steps):
-        if step == WARMUP_STEPS:
-            start = time.perf_counter()
+    losses, stamps = [], [time.perf_counter()]
+    for x, y in batches:
         with autocast:
             loss = (ours_loss if fused else baseline_loss)(forward, x, y)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        loss.item()         # waits for the device
-    return (time.perf_counter() - start) / steps, start - warmup_start
+        losses.append(loss.item())         # .item() waits for the device
+        stamps.append(time.perf_counter())
+    return losses, stamps
+
+
+def time_steps(device, amp_dtype, fused, steps, compile_model=False):
+    """(mean seconds per training step (forward, backward, clip, AdamW) after warm-up steps,
+    seconds spent in the warm-up steps, which include any compilation)."""
+    tokens = torch.randint(0, SEED_ARGS.vocab_size, (BATCH_SIZE, SEED_ARGS.max_seq_len + 1), device=device)
+    x, y = tokens[:, :-1], tokens[:, 1:]
+    _, stamps = run_steps(device, amp_dtype, fused, [(x, y)] * (WARMUP_STEPS + steps), compile_model)
+    return (stamps[-1] - stamps[WARMUP_STEPS]) / steps, stamps[WARMUP_STEPS] - stamps[0]
+
+
+def shakespeare_batches(n_steps, device):
+    """n_steps (x, y) batches of random windows of Tiny Shakespeare in Llama 2 tokens (seed 0)."""
+    import numpy as np
+
+    from reference.tokenizer import Tokenizer
+    shared = Path(__file__).resolve().parents[2] / "shared" / "data"
+    tokenizer = Tokenizer.from_spm(shared / "llama2" / "tokenizer.model")
+    ids = np.array(tokenizer.encode((shared / "tinyshakespeare" / "input.txt").read_text(encoding="utf-8")))
+    rng = np.random.default_rng(0)
+    span = SEED_ARGS.max_seq_len + 1
+    batches = []
+    for _ in range(n_steps):
+        starts = rng.integers(0, len(ids) - span, BATCH_SIZE)
+        window = torch.from_numpy(np.stack([ids[s:s + span] for s in starts])).to(device)
+        batches.append((window[:, :-1], window[:, 1:]))
+    return batches
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--loss-steps", type=int, default=0,
+                        help="also compare the loss after this many real-data steps (0: skip)")
     args = parser.parse_args()
     n_params = sum(p.numel() for p in Transformer(SEED_ARGS).parameters())
     per_token = flops_per_token(n_params, SEED_ARGS.n_layers, SEED_ARGS.dim, SEED_ARGS.max_seq_len)
@@ -95,6 +124,16 @@ def main():
         baseline = baseline or tok_s
         mfu = per_token * tok_s / peaks[dtype]
         print(f"{name:24} {1000 * seconds:9.1f} {tok_s:9,.0f} {tok_s / baseline:7.2f}x {100 * mfu:5.1f}%  {warmup:8.1f}")
+    if args.loss_steps:
+        batches = shakespeare_batches(args.loss_steps, args.device)
+        tail = min(10, args.loss_steps)
+        means = {}
+        for name, dtype, fused, compile_model in (rows[0], rows[-1]):
+            losses, _ = run_steps(args.device, dtype, fused, batches, compile_model)
+            means[name] = sum(losses[-tail:]) / tail
+            print(f"{name:24} mean loss of steps {args.loss_steps - tail + 1}-{args.loss_steps}: {means[name]:.4f}")
+        base, fast = means[rows[0][0]], means[rows[-1][0]]
+        print(f"loss difference: {100 * (fast - base) / base:+.2f}% (target within 2%)")
 
 
 if __name__ == "__main__":

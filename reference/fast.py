@@ -42,7 +42,7 @@ import numpy as np
 
 from reference.blockwise import BlockMatrix, Int8BlockMatrix, fused_rows, product
 from reference.config import ModelArgs
-from reference.model import LAYER_TENSORS, check_positions, weight_shapes
+from reference.model import LAYER_TENSORS, check_positions, matching_weights
 from reference.rope import rope_tables
 
 
@@ -252,19 +252,7 @@ def _softmax_(scores):
 
 def _checked(args, weights):
     """Names and shapes as model.checked_weights, keeping BlockMatrix objects and array views."""
-    shapes = weight_shapes(args)
-    weights = dict(weights)
-    if args.tie_embeddings and "output.weight" in weights:
-        # A tied model may carry output.weight (a torch state dict does): as in model.py, only
-        # when it is the embeddings bit for bit.
-        output, embeddings = weights.pop("output.weight"), weights.get("tok_embeddings.weight")
-        same = output is embeddings or (isinstance(output, np.ndarray) and np.array_equal(output, embeddings))
-        if not same:
-            raise ValueError("tie_embeddings is set but output.weight differs from tok_embeddings.weight")
-    missing = [name for name in shapes if name not in weights]
-    unknown = [name for name in weights if name not in shapes]
-    if missing or unknown:
-        raise ValueError(f"weights do not match ModelArgs: missing {missing[:4]}, unknown {unknown[:4]}")
+    shapes, weights = matching_weights(args, weights)
     checked = {}
     for name, shape in shapes.items():
         w = weights[name]

@@ -55,22 +55,30 @@ class LayerWeights:
     w3: np.ndarray                  # (F, D)
 
 
-def checked_weights(args: ModelArgs, weights, dtype):
-    """`weights` as `dtype` arrays after checking names and shapes; errors name the tensor.
+def matching_weights(args: ModelArgs, weights):
+    """(shapes, weights): `weights` as a dict naming exactly the tensors of weight_shapes(args).
 
-    A tied model may still carry `output.weight` (a torch state dict does) if it equals the
-    embeddings bit for bit; it is then dropped.
+    A tied model may still carry `output.weight` (a torch state dict does) if it is the
+    embeddings bit for bit; it is then dropped. Errors name the tensors.
     """
     shapes = weight_shapes(args)
     weights = dict(weights)
     if args.tie_embeddings and "output.weight" in weights:
         output, embeddings = weights.pop("output.weight"), weights.get("tok_embeddings.weight")
-        if embeddings is None or not np.array_equal(output, embeddings):
+        same = output is embeddings or (isinstance(output, np.ndarray) and embeddings is not None
+                                        and np.array_equal(output, embeddings))
+        if not same:
             raise ValueError("tie_embeddings is set but output.weight differs from tok_embeddings.weight")
     missing = [name for name in shapes if name not in weights]
     unknown = [name for name in weights if name not in shapes]
     if missing or unknown:
         raise ValueError(f"weights do not match ModelArgs: missing {missing[:4]}, unknown {unknown[:4]}")
+    return shapes, weights
+
+
+def checked_weights(args: ModelArgs, weights, dtype):
+    """`weights` as `dtype` arrays after checking names and shapes; errors name the tensor."""
+    shapes, weights = matching_weights(args, weights)
     checked = {}
     for name, shape in shapes.items():
         # np.asarray does not copy an array that already has the dtype (a memmap stays a view).

@@ -3,7 +3,7 @@
 import json
 import sys
 
-from formats import gguf, llama2c
+from formats import detect, gguf, llama2c
 
 HELP = "header, metadata and tensor table of a GGUF or llama2.c file"
 
@@ -13,9 +13,7 @@ PREVIEW_ITEMS = 5
 
 def describe(path):
     """The `inspect --json` document for the file at `path`."""
-    with open(path, "rb") as f:
-        magic = f.read(4)
-    if magic == gguf.MAGIC:
+    if detect.is_gguf(path):
         return _describe_gguf(gguf.read(path))
     return _describe_llama2c(path)
 

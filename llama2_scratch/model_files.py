@@ -5,25 +5,16 @@ llama2.c tokenizer.bin or a SentencePiece .model). Files are recognized by their
 not their names.
 """
 
-from formats import gguf, llama2c
-from reference.load import GGUF_MAGIC, load_model
+from formats import detect, gguf, llama2c
+from reference.load import load_model
 from reference.tokenizer import Tokenizer
-
-# A SentencePiece .model is a protobuf whose first field is `pieces` (field 1, wire type 2).
-SPM_FIRST_BYTE = 0x0A
-
-
-def _magic(path):
-    with open(path, "rb") as f:
-        return f.read(4)
 
 
 def load_tokenizer(path, vocab_size=None):
     """A Tokenizer from a GGUF, a SentencePiece .model or a llama2.c tokenizer.bin."""
-    magic = _magic(path)
-    if magic == GGUF_MAGIC:
+    if detect.is_gguf(path):
         return Tokenizer.from_gguf(gguf.read(path))
-    if magic[:1] == bytes([SPM_FIRST_BYTE]):
+    if detect.is_sentencepiece_model(path):
         return Tokenizer.from_spm(path)
     return Tokenizer(llama2c.read_tokenizer(path, vocab_size))
 
@@ -36,7 +27,7 @@ def load_model_and_tokenizer(model_path, tokenizer_path=None):
     model = load_model(model_path, fast=True)
     vocab_size = model.args.vocab_size
     if tokenizer_path is None:
-        if _magic(model_path) != GGUF_MAGIC:
+        if not detect.is_gguf(model_path):
             raise ValueError(f"{model_path}: not a GGUF, so it holds no tokenizer: pass --tokenizer "
                              "(a tokenizer.bin or a SentencePiece .model)")
         tokenizer_path = model_path

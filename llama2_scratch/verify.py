@@ -42,9 +42,9 @@ import tempfile
 
 import numpy as np
 
-from formats import gguf, llama2c, mapping
+from formats import detect, gguf, llama2c, mapping
 from formats.ggml import GGMLType
-from reference.load import GGUF_MAGIC, LLAMA2C_NORM_EPS
+from reference.load import LLAMA2C_NORM_EPS
 
 # Greedy continuations run this many tokens (llama2.c's and llama.cpp's demos print about as
 # many), fewer when the context is shorter.
@@ -439,15 +439,10 @@ class _LlamaCppLog:
 # ------------------------------------------------------------------------------- the file
 
 
-def _magic(path):
-    with open(path, "rb") as f:
-        return f.read(4)
-
-
 def file_dtype(path):
     """The dtype name thresholds are looked up by: the type of the GGUF's matrices ("q8_0", ...),
     "f32" for llama2.c v0/v1 and "int8" for v2."""
-    if _magic(path) == GGUF_MAGIC:
+    if detect.is_gguf(path):
         gf = gguf.read(path)
         types = {t.type for t in gf.tensors if len(t.shape) == 2}
         if len(types) != 1:
@@ -462,7 +457,7 @@ def config_mismatches(path, model_args):
     hyperparameters (as stored, before any consistency check) with the checkpoint's."""
     expected = dict(model_args, head_dim=model_args["dim"] // model_args["n_heads"])
     found = {}
-    if _magic(path) == GGUF_MAGIC:
+    if detect.is_gguf(path):
         gf = gguf.read(path)
         for field, (key, _) in mapping.HPARAM_KEYS.items():
             value = gf.metadata.get(key)
@@ -648,14 +643,14 @@ def run_verify(model_path, ckpt_path=None, use_llama_cpp=False, tokenizer_path=N
     this command exists to report.
     """
     model_path = str(model_path)
-    is_gguf = _magic(model_path) == GGUF_MAGIC
+    is_gguf = detect.is_gguf(model_path)
     dtype = file_dtype(model_path)
     _check_request(model_path, dtype, is_gguf, ckpt_path, use_llama_cpp)
     checks, notes = [], []
 
     # The trained model and its tokenizer, when there is a ckpt.
     exportable, spm_bytes = _load_ckpt(ckpt_path) if ckpt_path is not None else (None, None)
-    if tokenizer_path is not None and _magic(tokenizer_path)[:1] == b"\x0a":     # a .model file
+    if tokenizer_path is not None and detect.is_sentencepiece_model(tokenizer_path):     # a .model file
         with open(tokenizer_path, "rb") as f:
             spm_bytes = f.read()
     tokenizer = _our_tokenizer(model_path, is_gguf, tokenizer_path, exportable, notes)
@@ -718,7 +713,7 @@ def run_verify(model_path, ckpt_path=None, use_llama_cpp=False, tokenizer_path=N
 
 
 def _declared_context(path):
-    if _magic(path) == GGUF_MAGIC:
+    if detect.is_gguf(path):
         value = gguf.read(path).metadata.get("llama.context_length")
         return int(value.value) if value is not None else 256
     return llama2c.read(path).config.max_seq_len

@@ -17,15 +17,13 @@ Torch is imported only to read ckpt.pt: GGUF and llama2.c files load without it.
 
 import numpy as np
 
-from formats import gguf, llama2c, mapping
+from formats import detect, gguf, llama2c, mapping
 from formats.ggml import BLOCK, GGMLType
 from reference.blockwise import Int8BlockMatrix, block_matrix
 from reference.config import ModelArgs
 from reference.fast import FastLlama
 from reference.model import Llama
 
-GGUF_MAGIC = b"GGUF"
-ZIP_MAGIC = b"PK\x03\x04"           # torch.save writes a zip archive
 LLAMA2C_NORM_EPS = 1e-5             # llama2.c files store neither eps nor theta: its defaults
 COMPILED_PREFIX = "_orig_mod."      # torch.compile's wrapper prefixes every state-dict key
 
@@ -147,11 +145,9 @@ def load_model(path, dtype=np.float32, fast=False, threads=1):
     large one-token products between `threads` threads."""
     if fast and np.dtype(dtype) != np.float32:
         raise ValueError(f"the fast path computes in float32, not {np.dtype(dtype)}")
-    with open(path, "rb") as f:
-        magic = f.read(4)
-    if magic == GGUF_MAGIC:
+    if detect.is_gguf(path):
         args, weights = weights_from_gguf(path, keep_quantized=fast)
-    elif magic == ZIP_MAGIC:
+    elif detect.is_torch_checkpoint(path):
         args, weights = weights_from_ckpt(path)
     else:
         # v1/v2 start with the magic (bytes "24ka"), v0 with none: llama2c.read tells them apart.

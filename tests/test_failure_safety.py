@@ -351,3 +351,14 @@ def test_sigkill_at_any_moment_then_resume_reproduces_the_uninterrupted_run(data
         assert torch.equal(a["model"][name], b["model"][name]), name
     for state_a, state_b in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
         assert all(torch.equal(state_a[k], state_b[k]) for k in state_a)
+
+
+def test_written_files_get_the_usual_permissions(tmp_path):
+    """atomic_write's temp file starts 0600; the result must be what open() would make."""
+    umask = os.umask(0o022)
+    try:
+        path = tmp_path / "p.gguf"
+        gguf.write(gguf.GGUFFile({}), path)
+        assert (path.stat().st_mode & 0o777) == 0o644
+    finally:
+        os.umask(umask)

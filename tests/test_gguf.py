@@ -450,14 +450,3 @@ def test_writer_rejects_impossible_files(tmp_path):
         gguf.write(GGUFFile({}, [Tensor("t", GGMLType.F32, (2,), np.ones(2, np.float64))]), tmp_path / "a.gguf")
     assert not list(tmp_path.iterdir()), "a failed write must leave nothing behind"
 
-
-def test_written_files_get_the_usual_permissions(tmp_path):
-    """atomic_write's temp file starts 0600; the result must be what open() would make."""
-    import os
-    umask = os.umask(0o022)
-    try:
-        path = tmp_path / "p.gguf"
-        gguf.write(GGUFFile({}), path)
-        assert (path.stat().st_mode & 0o777) == 0o644
-    finally:
-        os.umask(umask)

@@ -12,13 +12,13 @@ import os
 import warnings
 import zipfile
 
+from formats import detect
 from formats.atomic import atomic_write
 from formats.errors import FormatError
 
 # Buffers llama2.c's model.py keeps in some state dicts; they are derived, not weights.
 _DERIVED = ("freqs_cos", "freqs_sin")
 _WRAPPER_PREFIXES = ("_orig_mod.", "module.")   # torch.compile, DistributedDataParallel
-ZIP_MAGIC = b"PK\x03\x04"                        # torch.save's zip archive (torch >= 1.6)
 
 
 def save(ckpt, path):
@@ -68,7 +68,7 @@ def _check_archive(f, path):
     any file not starting with a zip header for its legacy pre-1.6 format, whose reads are sized by
     numbers in the pickle: one junk byte before a zip, or a crafted length, makes it allocate
     gigabytes. (Python's zipfile alone would accept the junk byte.)"""
-    if f.read(4) != ZIP_MAGIC:
+    if f.read(4) != detect.TORCH_ZIP_MAGIC:
         raise FormatError(path, "magic", 0, "not a torch.save zip archive (the legacy pre-1.6 format "
                                             "is refused too)")
     f.seek(0)

@@ -40,24 +40,11 @@ COMMANDS = {
 }
 
 
-def _not_built(name):
-    def run(args):
-        print(f"{PROG} {name}: not built yet (see the README's status section).", file=sys.stderr)
-        return 2
-    return run
-
-
 def build_parser():
     parser = _Parser(prog=PROG, description="Understand, train and ship tiny Llama 2 models.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for name, module_name in COMMANDS.items():
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-            sub.add_parser(name, help="(not built yet)").set_defaults(run=_not_built(name))
-            continue
+        module = importlib.import_module(module_name)
         p = sub.add_parser(name, help=module.HELP, description=module.HELP)
         module.add_arguments(p)
         p.set_defaults(run=module.run)

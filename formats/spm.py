@@ -207,7 +207,12 @@ def _checked_id(spec, name, n_pieces, path, lowest):
 
 def read(path):
     """Parse a SentencePiece .model file into a `SentencePieceModel`."""
-    data = map_file(path).tobytes()
+    return from_bytes(map_file(path).tobytes(), path)
+
+
+def from_bytes(data, path="<bytes>"):
+    """Parse the bytes of a .model (e.g. those a ckpt.pt stores); `path` names them in errors."""
+    data = bytes(data)
     path = str(path)
     pieces, scores, types = [], [], []
     trainer, normalizer = {}, {}

@@ -38,7 +38,6 @@ NumPy alone, so `verify MODEL --llama-cpp` runs without torch.
 import dataclasses
 import math
 import os
-import tempfile
 
 import numpy as np
 
@@ -574,11 +573,7 @@ def _sentencepiece_encoder(spm_bytes, notes):
     from formats import spm
 
     processor = sentencepiece.SentencePieceProcessor(model_proto=spm_bytes)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "tokenizer.model")
-        with open(path, "wb") as f:
-            f.write(spm_bytes)
-        vocab = spm.read(path).vocab
+    vocab = spm.from_bytes(spm_bytes, "the checkpoint's tokenizer").vocab
     return lambda text: list(processor.encode(text, add_bos=vocab.add_bos, add_eos=vocab.add_eos))
 
 

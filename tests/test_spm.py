@@ -164,3 +164,11 @@ def test_damaged_files_parse_or_raise_format_error(tmp_path_factory, cut, at, ju
 def test_missing_file_is_a_format_error(tmp_path):
     with pytest.raises(FormatError):
         spm_format.read(tmp_path / "absent.model")
+
+
+def test_from_bytes_equals_reading_the_file(shared_data):
+    """ckpt.pt stores the .model's bytes; parsing them in memory gives what reading the file gives."""
+    path = shared_data / "llama2" / "tokenizer.model"
+    assert spm_format.from_bytes(path.read_bytes()) == spm_format.read(path)
+    with pytest.raises(FormatError, match="^in memory: pieces"):
+        spm_format.from_bytes(b"", "in memory")

@@ -11,8 +11,6 @@ bit, and the quantized ones are reported with their largest error.
 """
 
 import dataclasses
-import tempfile
-from pathlib import Path
 
 import numpy as np
 
@@ -61,10 +59,7 @@ def _vocab(ckpt, tokenizer_path, vocab_size):
     if tokenizer_path is not None:
         vocab = spm.read(tokenizer_path).vocab
     elif isinstance(ckpt.get("tokenizer"), dict) and ckpt["tokenizer"].get("model"):
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "tokenizer.model"
-            path.write_bytes(ckpt["tokenizer"]["model"])
-            vocab = spm.read(path).vocab
+        vocab = spm.from_bytes(ckpt["tokenizer"]["model"], "the checkpoint's tokenizer").vocab
     else:
         return None
     if len(vocab) != vocab_size:

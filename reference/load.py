@@ -8,7 +8,8 @@ How stored types become float32 (the dtype the model computes in):
 - F16, BF16: upcast, which is exact (every half and bfloat16 value is a float32 value).
 - GGUF Q8_0, Q4_0, ... and llama2.c v2 int8 groups: dequantized once at load by formats/, so
   the model multiplies by exactly the values the file encodes.
-With `fast=True` (what `generate` uses) the model is reference.fast.FastLlama and quantized
+With `fast=True` (what `generate` uses) the model is reference.fast.FastLlama: float32 matrices
+are read out of the file into one huge-page buffer (reference/memory.py), and quantized
 matrices are not expanded: Q8_0 and v2 int8 groups keep their int8 codes and scales, other block
 types their bytes, and each matmul dequantizes a cache-sized chunk of rows at a time
 (reference/blockwise.py); the values multiplied are the same.
@@ -22,6 +23,7 @@ from formats.ggml import BLOCK, GGMLType
 from reference.blockwise import Int8BlockMatrix, block_matrix
 from reference.config import ModelArgs
 from reference.fast import FastLlama
+from reference.memory import resident
 from reference.model import Llama
 
 LLAMA2C_NORM_EPS = 1e-5             # llama2.c files store neither eps nor theta: its defaults
@@ -152,4 +154,6 @@ def load_model(path, dtype=np.float32, fast=False, threads=1):
     else:
         # v1/v2 start with the magic (bytes "24ka"), v0 with none: llama2c.read tells them apart.
         args, weights = weights_from_llama2c(path, keep_quantized=fast)
-    return FastLlama(args, weights, threads) if fast else Llama(args, weights, dtype)
+    if fast:
+        return FastLlama(args, resident(weights), threads)
+    return Llama(args, weights, dtype)

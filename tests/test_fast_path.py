@@ -125,15 +125,28 @@ def test_fused_rows_is_a_view_only_for_adjacent_matrices():
     assert fused_rows([w[:2], np.arange(18, dtype=np.float32).reshape(6, 3)]) is None   # two buffers
 
 
-def test_f32_gguf_weights_are_views_of_the_file(tmp_path):
+def test_f32_gguf_weights_are_read_once_into_one_buffer(tmp_path):
     args, weights = CONFIGS["mha"], random_weights(CONFIGS["mha"], seed=0)
-    model = load_model(write_gguf(args, weights, tmp_path / "m.gguf", "f32"), fast=True)
+    path = write_gguf(args, weights, tmp_path / "m.gguf", "f32")
+    model = load_model(path, fast=True)
     layer = model.layers[0]
-    # Our GGUF stores wq, wk, wv back to back: the fused matrix spans them without a copy.
+    # Our GGUF stores wq, wk, wv back to back, and reference/memory.py keeps file order: the
+    # fused matrix spans the three copies without a further copy.
     assert layer.wqkv is not None and np.shares_memory(layer.wqkv, layer.wq)
-    for w in (layer.wqkv, layer.wo, layer.w1, layer.w2, model.tok_embeddings):
-        assert isinstance(w, np.memmap) or isinstance(w.base, np.memmap) or not w.flags.owndata
-        assert not w.flags.writeable                                 # read-only: the mapped file
+    matrices = [layer.wqkv, layer.wo, layer.w1, layer.w2, layer.w3, model.tok_embeddings]
+    for w in matrices:
+        assert not isinstance(w, np.memmap) and not isinstance(w.base, np.memmap)
+        assert not w.flags.writeable                                 # read-only, as the file was
+    roots = {id(_root(w)) for layer in model.layers for w in (layer.wq, layer.wo, layer.w1, layer.w2)}
+    assert len(roots | {id(_root(model.tok_embeddings))}) == 1      # one buffer for all of them
+    np.testing.assert_array_equal(layer.wq, weights["layers.0.attention.wq.weight"])
+    np.testing.assert_array_equal(model.tok_embeddings, weights["tok_embeddings.weight"])
+
+
+def _root(array):
+    while isinstance(array.base, np.ndarray):
+        array = array.base
+    return array
 
 
 # --- quantized weights kept quantized ------------------------------------------------------------

@@ -1,0 +1,73 @@
+"""reference/memory.py: float32 weights read out of their file into one huge-page buffer.
+
+What the copy must keep: every value (bit for bit), file order (so wq|wk|wv stay fusable), the
+read-only flag, and everything that is not a float32 view of a file untouched. A file that shrank
+after it was mapped is a FormatError naming the tensor, not a short copy.
+"""
+
+import numpy as np
+import pytest
+
+from formats.errors import FormatError
+from reference.blockwise import fused_rows
+from reference.memory import HUGE_PAGE_BYTES, huge_page_buffer, resident
+
+
+def test_huge_page_buffer_is_aligned_zeroed_and_writable():
+    for nbytes in (1, 4096, HUGE_PAGE_BYTES + 3):
+        buf = huge_page_buffer(nbytes)
+        assert buf.dtype == np.uint8 and buf.shape == (nbytes,)
+        assert buf.ctypes.data % HUGE_PAGE_BYTES == 0
+        assert not buf.any()
+        buf[:] = 7
+        assert (buf == 7).all()
+
+
+def _mapped(tmp_path, arrays, gap=12):
+    """Write the arrays to one file with `gap` bytes between them; return memmap views of each."""
+    path = tmp_path / "w.bin"
+    blobs, offsets, offset = [], [], 0
+    for a in arrays:
+        offsets.append(offset)
+        blobs += [a.tobytes(), b"\xff" * gap]
+        offset += a.nbytes + gap
+    path.write_bytes(b"".join(blobs))
+    whole = np.memmap(path, dtype=np.uint8, mode="r")
+    return path, [whole[o:o + a.nbytes].view(a.dtype).reshape(a.shape) for o, a in zip(offsets, arrays)]
+
+
+def test_resident_copies_mapped_float32_arrays_bit_for_bit_in_file_order(tmp_path):
+    rng = np.random.default_rng(0)
+    arrays = [rng.standard_normal(shape, dtype=np.float32) for shape in [(5, 8), (3, 8), (2, 8), (7,)]]
+    arrays[0][0, 0] = np.float32("nan")                 # any bit pattern survives
+    _, views = _mapped(tmp_path, arrays)
+    names = ["wv", "wq", "wk", "norm"]                    # dict order is not file order
+    weights = dict(zip(names, [views[2], views[0], views[1], views[3]]))
+    got = resident(weights)
+    assert list(got) == names
+    for name, original in zip(names, [arrays[2], arrays[0], arrays[1], arrays[3]]):
+        w = got[name]
+        assert not isinstance(w, np.memmap) and not isinstance(w.base, np.memmap)
+        assert not w.flags.writeable
+        assert w.tobytes() == original.tobytes()
+    # Packed in file order without the gaps: matrices that followed one another are adjacent.
+    fused = fused_rows([got["wq"], got["wk"], got["wv"]])
+    assert fused is not None and fused.tobytes() == np.concatenate(arrays[:3]).tobytes()
+
+
+def test_resident_passes_everything_else_through(tmp_path):
+    in_memory = np.ones((4, 4), dtype=np.float32)
+    _, (codes, halves) = _mapped(tmp_path, [np.arange(16, dtype=np.int8), np.ones(4, dtype=np.float16)])
+    marker = object()
+    weights = {"a": in_memory, "codes": codes, "halves": halves, "other": marker}
+    got = resident(weights)
+    assert all(got[name] is weights[name] for name in weights)
+
+
+def test_a_file_truncated_after_mapping_is_a_format_error(tmp_path):
+    path, views = _mapped(tmp_path, [np.ones((64, 64), dtype=np.float32), np.ones((64, 64), dtype=np.float32)])
+    with open(path, "r+b") as f:
+        f.truncate(64 * 64 * 4 + 100)                     # the second matrix is cut
+    with pytest.raises(FormatError) as excinfo:
+        resident({"first": views[0], "second": views[1]})
+    assert "second" in str(excinfo.value) and str(path) in str(excinfo.value)

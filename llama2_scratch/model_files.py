@@ -22,7 +22,7 @@ def load_tokenizer(path, vocab_size=None):
 def load_model_and_tokenizer(model_path, tokenizer_path=None):
     """(FastLlama, Tokenizer); raises ValueError naming the file when they do not fit together.
 
-    The fast path (reference/fast.py): float32 weights stay views of the mapped file and
+    The fast path (reference/fast.py): float32 weights are read once into huge-page memory and
     quantized ones stay quantized, so memory stays near the file's size."""
     model = load_model(model_path, fast=True)
     vocab_size = model.args.vocab_size

@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from llama2_scratch.model_files import load_model_and_tokenizer
+from llama2_scratch.model_files import load_model_and_tokenizer, usable_cpus
 from reference.generate import generate
 
 HELP = "generate text with the NumPy model (no torch needed)"
@@ -33,6 +33,9 @@ def add_arguments(parser):
     parser.add_argument("--seed", type=int, default=None, help="seed for sampling (default: fresh entropy)")
     parser.add_argument("--stop-at-bos", action="store_true",
                         help="also stop when the model emits BOS (models trained with BOS between documents)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="threads that share large one-token products (default: the CPUs this process may use; "
+                             "prompts use BLAS's own threads, set by OPENBLAS_NUM_THREADS)")
     parser.add_argument("--json", action="store_true",
                         help="print one JSON document instead of streaming the text")
 
@@ -42,6 +45,8 @@ def _check(args):
         raise ValueError(f"--max-new-tokens must be >= 0, got {args.max_new_tokens}")
     if args.temperature < 0:
         raise ValueError(f"--temperature must be >= 0, got {args.temperature}")
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {args.threads}")
     if args.top_k < 0 or not 0 < args.top_p <= 1 or not 0 <= args.min_p < 1:
         raise ValueError("--top-k must be >= 0, --top-p in (0, 1], --min-p in [0, 1)")
 
@@ -53,7 +58,8 @@ def run(args):
             prompt = f.read()
     else:
         prompt = args.prompt
-    model, tokenizer = load_model_and_tokenizer(args.model, args.tokenizer)
+    threads = args.threads or usable_cpus()
+    model, tokenizer = load_model_and_tokenizer(args.model, args.tokenizer, threads=threads)
     vocab = tokenizer.vocab
     prompt_ids = tokenizer.encode(prompt)
     if not prompt_ids:
@@ -88,7 +94,7 @@ def run(args):
     decode_tok_s = n_decoded / (stamps[-1] - stamps[1]) if n_decoded else None
     if args.json:
         print(json.dumps({"prompt_ids": prompt_ids, "ids": ids, "text": "".join(texts),
-                          "prefill_tok_s": prefill_tok_s, "decode_tok_s": decode_tok_s}, ensure_ascii=False))
+                          "prefill_tok_s": prefill_tok_s, "decode_tok_s": decode_tok_s, "threads": threads}, ensure_ascii=False))
     else:
         sys.stdout.write(tail + "\n")
         sys.stdout.flush()

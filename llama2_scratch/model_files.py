@@ -5,6 +5,8 @@ llama2.c tokenizer.bin or a SentencePiece .model). Files are recognized by their
 not their names.
 """
 
+import os
+
 from formats import detect, gguf, llama2c
 from reference.load import load_model
 from reference.tokenizer import Tokenizer
@@ -19,12 +21,20 @@ def load_tokenizer(path, vocab_size=None):
     return Tokenizer(llama2c.read_tokenizer(path, vocab_size))
 
 
-def load_model_and_tokenizer(model_path, tokenizer_path=None):
+def usable_cpus():
+    """How many CPUs this process may run on (its affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def load_model_and_tokenizer(model_path, tokenizer_path=None, threads=1):
     """(FastLlama, Tokenizer); raises ValueError naming the file when they do not fit together.
 
     The fast path (reference/fast.py): float32 weights are read once into huge-page memory and
-    quantized ones stay quantized, so memory stays near the file's size."""
-    model = load_model(model_path, fast=True)
+    quantized ones stay quantized, so memory stays near the file's size; `threads` share large
+    one-token products (reference.fast.Linear)."""
+    model = load_model(model_path, fast=True, threads=threads)
     vocab_size = model.args.vocab_size
     if tokenizer_path is None:
         if not detect.is_gguf(model_path):

@@ -267,6 +267,7 @@ def test_products_shared_between_threads_give_the_same_logits(tmp_path, monkeypa
 
     expected = decode(load_model(path, fast=True))
     monkeypatch.setattr("reference.fast.Linear.SPLIT_ELEMENTS", 1)          # split every product
+    monkeypatch.setattr("reference.fast.Linear.SPLIT_QUANTIZED", 1)
     got = decode(load_model(path, fast=True, threads=3))
     if dtype == "f32":
         np.testing.assert_array_equal(got, expected)      # one dot per row, whichever thread runs it

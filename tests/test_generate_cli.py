@@ -61,6 +61,12 @@ def test_greedy_json_matches_full_recompute(model_gguf, llama2_vocab):
     assert doc["prompt_ids"][0] == 1
     assert doc["ids"] == greedy_reference(args, weights, doc["prompt_ids"], 12)
     assert doc["prefill_tok_s"] > 0 and doc["decode_tok_s"] > 0
+    assert doc["threads"] >= 1
+    # --threads reaches the model and changes no id (tests/test_fast_path.py splits every product).
+    for threads in ("1", "3"):
+        again = run_cli("generate", path, "--prompt", "Once upon a time", "--temperature", "0",
+                        "--max-new-tokens", "12", "--json", "--threads", threads)
+        assert json.loads(again.stdout)["ids"] == doc["ids"] and json.loads(again.stdout)["threads"] == int(threads)
 
 
 def test_streamed_text_equals_json_text_and_seed_reproduces(model_gguf):
@@ -136,6 +142,7 @@ def test_tokenize_matches_sentencepiece_from_every_source(model_gguf, shared_dat
     (lambda d: ("generate", d["bin"], "--tokenizer", d["tok"]), "the tokenizer has 32000 pieces but the model's "
                                                                 "embedding has 40 rows"),
     (lambda d: ("generate", d["gguf"], "--max-new-tokens", "-1"), "--max-new-tokens must be >= 0"),
+    (lambda d: ("generate", d["gguf"], "--threads", "0"), "--threads must be >= 1"),
     (lambda d: ("generate", d["gguf"], "--prompt", "x", "--prompt-file", "y"), "not allowed with argument"),
     (lambda d: ("generate", d["missing"]), "missing.gguf"),
     (lambda d: ("tokenize", d["bin"], "x"), "m.bin"),

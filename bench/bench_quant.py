@@ -10,14 +10,18 @@ median of N runs for each and the ratio (target: ours at least 1.5x faster).
 
 import argparse
 import functools
+import sys
+from pathlib import Path
 
 import numpy as np
 from gguf import GGMLQuantizationType
 from gguf import quants as gguf_quants
 
-from formats.ggml import GGMLType
-from formats.quant import quantize
-from timing import median_seconds
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from formats.ggml import GGMLType  # noqa: E402
+from formats.quant import quantize  # noqa: E402
+from timing import median_seconds  # noqa: E402
 
 SHAPE = (3750, 4000)                                       # 15,000,000 values
 

@@ -21,17 +21,20 @@ of the last 10 steps of each: the speed must not come from doing less work (targ
 
 import argparse
 import contextlib
+import sys
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from reference.config import ModelArgs
-from trainer.config import TrainConfig
-from trainer.flops import flops_per_token, measure_matmul_peak
-from trainer.model import Transformer
-from trainer.train import make_optimizer
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from reference.config import ModelArgs  # noqa: E402
+from trainer.config import TrainConfig  # noqa: E402
+from trainer.flops import flops_per_token, measure_matmul_peak  # noqa: E402
+from trainer.model import Transformer  # noqa: E402
+from trainer.train import make_optimizer  # noqa: E402
 
 SEED_ARGS = ModelArgs(dim=288, n_layers=6, n_heads=6, vocab_size=32000, max_seq_len=256)
 BATCH_SIZE = 16

@@ -7,9 +7,31 @@ not their names.
 
 import os
 
+import numpy as np
+
 from formats import detect, gguf, llama2c
-from reference.load import load_model
+from reference import load
+from reference.config import ModelArgs
 from reference.tokenizer import Tokenizer
+
+
+def load_model(path, dtype=np.float32, fast=False, threads=1):
+    """reference.load.load_model, plus torch checkpoints: a ckpt.pt is read by trainer/ (torch
+    needed; it resolves llama2.c-style model_args and tied weights as `export` does) and the
+    NumPy model built from its float32 weights."""
+    if not detect.is_torch_checkpoint(path):
+        return load.load_model(path, dtype, fast, threads)
+    try:
+        import torch  # noqa: F401  (only to fail early with a clear message)
+    except ImportError:
+        raise ImportError(f"reading {path} needs torch; GGUF and llama2.c files do not") from None
+    from trainer.export import ExportError, load_exportable
+
+    try:
+        exportable = load_exportable(path)
+    except ExportError as exc:
+        raise ValueError(str(exc)) from None
+    return load.build_model(ModelArgs.from_dict(exportable.model_args), exportable.weights, dtype, fast, threads)
 
 
 def load_tokenizer(path, vocab_size=None):

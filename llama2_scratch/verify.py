@@ -336,7 +336,7 @@ class NumpyModel:
     name = NUMPY
 
     def __init__(self, path):
-        from reference.load import load_model
+        from llama2_scratch.model_files import load_model
 
         self.model = load_model(path)
         self.args = self.model.args

@@ -1,7 +1,9 @@
-"""Build the NumPy model from a file: a GGUF, a llama2.c .bin (v0, v1, v2) or a torch ckpt.pt.
+"""Build the NumPy model from a file: a GGUF or a llama2.c .bin (v0, v1, v2).
 
 Each `weights_from_*` returns `(ModelArgs, weights)` with llama2.c tensor names; `load_model`
-picks the reader from the file's first bytes and returns a ready `Llama`.
+picks the reader from the file's first bytes and returns a ready `Llama`. A torch ckpt.pt needs
+torch to read, so it is read in trainer/ (trainer.checkpoint.numpy_weights) and the model built
+from its weights with `build_model`; llama2_scratch.model_files.load_model does both.
 
 How stored types become float32 (the dtype the model computes in):
 - F32: used as is; the arrays stay read-only views into the memory-mapped file (no copy).
@@ -13,7 +15,7 @@ are read out of the file into one huge-page buffer (reference/memory.py), and qu
 matrices are not expanded: Q8_0 and v2 int8 groups keep their int8 codes and scales, other block
 types their bytes, and each matmul dequantizes a cache-sized chunk of rows at a time
 (reference/blockwise.py); the values multiplied are the same.
-Torch is imported only to read ckpt.pt: GGUF and llama2.c files load without it.
+Nothing here imports torch.
 """
 
 import numpy as np
@@ -27,7 +29,6 @@ from reference.memory import resident
 from reference.model import Llama
 
 LLAMA2C_NORM_EPS = 1e-5             # llama2.c files store neither eps nor theta: its defaults
-COMPILED_PREFIX = "_orig_mod."      # torch.compile's wrapper prefixes every state-dict key
 
 
 def weights_from_gguf(path, keep_quantized=False):
@@ -123,37 +124,32 @@ def weights_from_llama2c(path, keep_quantized=False):
     return args, weights
 
 
-def weights_from_ckpt(path):
-    """(ModelArgs, weights) from a torch checkpoint dict {"model": state_dict, "model_args": ...},
-    ours or llama2.c's (whose model_args lack hidden_dim, norm_eps, rope_theta: derived as
-    llama2.c does). A tied model's output.weight is passed on; Llama checks it equals the
-    embeddings."""
-    try:
-        import torch  # noqa: F401  (only to fail early with a clear message)
-    except ImportError:
-        raise ImportError(f"reading {path} needs torch; GGUF and llama2.c files do not") from None
-    from trainer.checkpoint import load  # weights_only, and FormatError for a damaged file
+def read_weights(path, keep_quantized=False):
+    """(ModelArgs, weights) from a GGUF or a llama2.c file, told apart by their first bytes.
 
-    checkpoint = load(path)
-    args = ModelArgs.from_dict(checkpoint["model_args"])
-    weights = {name.removeprefix(COMPILED_PREFIX): tensor.detach().float().numpy()
-               for name, tensor in checkpoint["model"].items()}
-    return args, weights
+    A torch ckpt.pt is refused with a pointer: reading one needs torch, and reference/ runs
+    without it (llama2_scratch.model_files.load_model reads ckpt.pt through trainer/)."""
+    if detect.is_gguf(path):
+        return weights_from_gguf(path, keep_quantized=keep_quantized)
+    if detect.is_torch_checkpoint(path):
+        raise ValueError(f"{path}: a torch checkpoint; reference/ reads GGUF and llama2.c files "
+                         "(export it, or load it with llama2_scratch.model_files.load_model, which needs torch)")
+    # v1/v2 start with the magic (bytes "24ka"), v0 with none: llama2c.read tells them apart.
+    return weights_from_llama2c(path, keep_quantized=keep_quantized)
+
+
+def build_model(args, weights, dtype=np.float32, fast=False, threads=1):
+    """A `Llama` computing in `dtype`, or with fast=True a `FastLlama` (float32 only) that reads
+    float32 matrices into huge-page memory and shares large one-token products between
+    `threads` threads."""
+    if not fast:
+        return Llama(args, weights, dtype)
+    if np.dtype(dtype) != np.float32:
+        raise ValueError(f"the fast path computes in float32, not {np.dtype(dtype)}")
+    return FastLlama(args, resident(weights), threads)
 
 
 def load_model(path, dtype=np.float32, fast=False, threads=1):
-    """A `Llama` from a GGUF, llama2.c or ckpt.pt file, recognized by its first bytes; with
-    fast=True a `FastLlama` (float32 only) that keeps quantized matrices quantized and shares
-    large one-token products between `threads` threads."""
-    if fast and np.dtype(dtype) != np.float32:
-        raise ValueError(f"the fast path computes in float32, not {np.dtype(dtype)}")
-    if detect.is_gguf(path):
-        args, weights = weights_from_gguf(path, keep_quantized=fast)
-    elif detect.is_torch_checkpoint(path):
-        args, weights = weights_from_ckpt(path)
-    else:
-        # v1/v2 start with the magic (bytes "24ka"), v0 with none: llama2c.read tells them apart.
-        args, weights = weights_from_llama2c(path, keep_quantized=fast)
-    if fast:
-        return FastLlama(args, resident(weights), threads)
-    return Llama(args, weights, dtype)
+    """The model in a GGUF or llama2.c file (see read_weights and build_model)."""
+    args, weights = read_weights(path, keep_quantized=fast)
+    return build_model(args, weights, dtype, fast, threads)

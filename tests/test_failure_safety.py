@@ -20,7 +20,7 @@ import torch
 from formats import gguf, llama2c
 from formats.errors import FormatError
 from llama2_scratch import cli
-from reference.load import load_model
+from llama2_scratch.model_files import load_model
 from tests.fuzz_targets import build_valid_files, llama2c_checkpoint, llama_gguf, rich_gguf, small_ckpt
 from tests.pipeline_helpers import TINY_MODEL, VOCAB_SIZE, build_dataset, tiny_config
 from tests.test_fuzz import CKPT_CRAFTED, GGUF_CRAFTED, RAWS, tokenizer_bin

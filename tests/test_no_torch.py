@@ -21,7 +21,8 @@ except ImportError:
 import numpy as np
 from formats import gguf, llama2c, mapping
 from reference.config import ModelArgs
-from reference.load import load_model, weights_from_ckpt
+from llama2_scratch.model_files import load_model as load_any
+from reference.load import load_model
 from tests.llama_helpers import random_weights
 
 out = sys.argv[1]
@@ -39,11 +40,18 @@ for name in ("model.gguf", "model.bin"):
     logits = model.forward([int(np.argmax(logits))], start_pos=len(prompt))
     assert logits.shape == (300,) and logits.dtype == np.float32 and np.isfinite(logits).all(), name
 
+with open(f"{out}/ckpt.pt", "wb") as f:           # what a torch checkpoint starts with
+    f.write(b"PK\x03\x04" + bytes(60))
 try:
-    weights_from_ckpt(f"{out}/ckpt.pt")
+    load_any(f"{out}/ckpt.pt")
     raise AssertionError("a ckpt.pt loaded without torch")
 except ImportError as exc:
     assert "needs torch" in str(exc), exc
+try:
+    load_model(f"{out}/ckpt.pt")
+    raise AssertionError("reference.load read a ckpt.pt")
+except ValueError as exc:
+    assert "a torch checkpoint" in str(exc), exc
 assert sys.modules["torch"] is None
 print("inference without torch: ok")
 '''

@@ -11,9 +11,11 @@ from formats import llama2c, mapping, quant
 from formats.errors import FormatError
 from formats.ggml import GGMLType
 from reference.config import ModelArgs
-from reference.load import load_model, weights_from_ckpt, weights_from_gguf, weights_from_llama2c
+from llama2_scratch import model_files
+from reference.load import load_model, weights_from_gguf, weights_from_llama2c
 from reference.model import Llama
 from tests.llama_helpers import random_weights
+from trainer.export import load_exportable
 from trainer.model import Transformer
 
 # Q8_0 logits vs F32 logits: mean over positions of KL(softmax(f32) || softmax(q8_0)), in nats.
@@ -88,7 +90,8 @@ def test_llama2c_weights_are_the_state_dict_bit_for_bit(trained, tmp_path, versi
 
 
 def test_ckpt_weights_are_the_state_dict_bit_for_bit(trained, tmp_path):
-    """Including what torch.compile and llama2.c leave: `_orig_mod.` prefixes, no hidden_dim."""
+    """Including what torch.compile and llama2.c leave: `_orig_mod.` prefixes, no hidden_dim.
+    A ckpt.pt is read by trainer/ (it needs torch); the NumPy model is built from these."""
     args, state = trained
     model_args = args.to_dict()
     if args.tie_embeddings:    # a llama2.c-style dict: hidden_dim etc. derived on load
@@ -97,9 +100,17 @@ def test_ckpt_weights_are_the_state_dict_bit_for_bit(trained, tmp_path):
     path = tmp_path / "ckpt.pt"
     torch.save({"model": {f"_orig_mod.{k}": torch.from_numpy(v) for k, v in state.items()},
                 "model_args": model_args, "iter_num": 0}, path)
-    loaded_args, weights = weights_from_ckpt(path)
-    assert loaded_args == args
-    assert_same_bits(weights, state)
+    loaded = load_exportable(path)
+    assert ModelArgs.from_dict(loaded.model_args) == args
+    assert_same_bits(loaded.weights, state)
+
+
+def test_reference_load_points_a_torch_checkpoint_elsewhere(trained, tmp_path):
+    args, state = trained
+    path = tmp_path / "ckpt.pt"
+    torch.save({"model": {k: torch.from_numpy(v) for k, v in state.items()}, "model_args": args.to_dict()}, path)
+    with pytest.raises(ValueError, match="a torch checkpoint; reference/ reads GGUF and llama2.c files"):
+        load_model(path)
 
 
 @pytest.mark.parametrize("dtype, cast", [("f16", torch.float16), ("bf16", torch.bfloat16)])
@@ -174,8 +185,9 @@ def test_load_model_matches_the_model_built_in_memory(trained, tmp_path, kind):
         path = write_llama2c(args, state, tmp_path / "m.bin", version=int(kind[1]))
     tokens = np.random.default_rng(2).integers(0, args.vocab_size, 32)
     expected = Llama(args, state).forward(tokens, all_logits=True)
-    np.testing.assert_array_equal(load_model(path).forward(tokens, all_logits=True), expected)
-    assert load_model(path, dtype=np.float64).forward(tokens).dtype == np.float64
+    load = model_files.load_model if kind == "ckpt" else load_model
+    np.testing.assert_array_equal(load(path).forward(tokens, all_logits=True), expected)
+    assert load(path, dtype=np.float64).forward(tokens).dtype == np.float64
 
 
 def test_load_model_rejects_a_file_that_is_no_model(tmp_path):

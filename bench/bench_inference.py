@@ -11,6 +11,7 @@ load hits both alike:
 - prefill: a 255-token prompt from position 0 (last position's logits only, as llama.cpp),
   tok/s.
 Each figure is the median of --runs; the ratio is ours / llama.cpp (> 1: we are faster).
+Each request waits SETTLE_SECONDS first, so the last one's spinning threads are asleep.
 Threads: each worker's BLAS/OpenMP pools are pinned by OPENBLAS/OMP/MKL_NUM_THREADS before it
 imports NumPy, llama.cpp gets n_threads = n_threads_batch = --threads.
 Peak memory: `llama2-scratch generate` (256 greedy tokens) run as a subprocess per GGUF; its
@@ -40,6 +41,7 @@ MAX_SEQ_LEN = 512           # room for 1 + 256 decoded tokens; llama.cpp's n_ctx
 DECODE_TOKENS = 256
 PROMPT_TOKENS = 255
 BOS = 1
+SETTLE_SECONDS = 0.3
 
 
 # ------------------------------------------------------------------------------ model files
@@ -160,6 +162,9 @@ class Worker:
         return json.loads(line)
 
     def ask(self, **request):
+        # Both sides' idle threads spin for a while after a call (OpenBLAS's for up to ~0.1 s)
+        # before they sleep: a pause first keeps them off the cores the next timing needs.
+        time.sleep(SETTLE_SECONDS)
         self.proc.stdin.write(json.dumps(request) + "\n")
         self.proc.stdin.flush()
         return self._read()["seconds"]

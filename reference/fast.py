@@ -42,6 +42,7 @@ import numpy as np
 
 from reference.blockwise import BlockMatrix, Int8BlockMatrix, fused_rows, product
 from reference.config import ModelArgs
+from reference.memory import zeros_on_touch
 from reference.model import LAYER_TENSORS, check_positions, matching_weights
 from reference.rope import rope_tables
 
@@ -150,8 +151,8 @@ class FastLlama:
         self.rope = np.empty(cos.shape, dtype=np.complex64)
         self.rope.real, self.rope.imag = cos, sin
         cache_shape = (args.n_layers, args.n_kv_heads, args.max_seq_len, args.head_dim)
-        self.key_cache = np.zeros(cache_shape, dtype=np.float32)             # (L, Hkv, S_max, hd)
-        self.value_cache = np.zeros(cache_shape, dtype=np.float32)
+        self.key_cache = zeros_on_touch(cache_shape)                         # (L, Hkv, S_max, hd)
+        self.value_cache = zeros_on_touch(cache_shape)
         self.n_cached = 0
         self._decode = Buffers(args, 1, args.max_seq_len)                    # reused every step
 

@@ -10,7 +10,7 @@ import pytest
 
 from formats.errors import FormatError
 from reference.blockwise import fused_rows
-from reference.memory import HUGE_PAGE_BYTES, huge_page_buffer, resident
+from reference.memory import HUGE_PAGE_BYTES, huge_page_buffer, resident, zeros_on_touch
 
 
 def test_huge_page_buffer_is_aligned_zeroed_and_writable():
@@ -71,3 +71,10 @@ def test_a_file_truncated_after_mapping_is_a_format_error(tmp_path):
     with pytest.raises(FormatError) as excinfo:
         resident({"first": views[0], "second": views[1]})
     assert "second" in str(excinfo.value) and str(path) in str(excinfo.value)
+
+
+def test_zeros_on_touch_is_a_zeroed_writable_array_of_the_shape():
+    cache = zeros_on_touch((2, 3, 5, 4))
+    assert cache.shape == (2, 3, 5, 4) and cache.dtype == np.float32 and not cache.any()
+    cache[1, :, 2] = 1.5
+    assert cache.sum() == 1.5 * 3 * 4

@@ -17,7 +17,6 @@ old ones. Line endings are normalized to "\\n" (a "\\r" would otherwise become a
 import hashlib
 import io
 import json
-import urllib.request
 import zipfile
 from pathlib import Path
 
@@ -62,6 +61,8 @@ def tinyshakespeare_documents(input_path, data_dir):
 
 
 def _download(url, path, sha256):
+    import urllib.request  # here, not at the top: it costs every `llama2-scratch` command ~6 MB
+
     try:
         with urllib.request.urlopen(url, timeout=60) as response:
             data = response.read()

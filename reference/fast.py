@@ -26,7 +26,9 @@ identical, F32 and Q8_0). What is different, and why (measured with bench/run.py
 - RoPE is one complex multiply for q and k together: pair (x[2j], x[2j+1]) read as the complex
   number x[2j] + i x[2j+1], times cos + i sin, is exactly rope.apply_rope's formula.
 - Attention is one batched matmul over the heads (kv heads as the batch, their G query heads as
-  rows); a decode step needs no causal mask, since its one query may see every cached key.
+  rows); a decode step needs no causal mask, since its one query may see every cached key. A
+  prompt's queries go in blocks of QUERY_BLOCK, each scoring only the keys it may see: 1.11x
+  faster prefill at dim 288 (255 tokens, the same model alternating with one block, 9 runs).
 - Threads: prompts use BLAS's threads; a one-token step can share its largest products between
   `threads` Python threads (Linear), which pays only when the other core is idle.
 
@@ -45,6 +47,11 @@ from reference.config import ModelArgs
 from reference.memory import zeros_on_touch
 from reference.model import LAYER_TENSORS, check_positions, matching_weights
 from reference.rope import rope_tables
+
+
+# Queries per block in a prompt's attention (see FastLlama._attention). At a 255-token prompt,
+# blocks of 64 score 63% of the (T, S) pairs that one block would.
+QUERY_BLOCK = 64
 
 
 class Linear:
@@ -198,17 +205,23 @@ class FastLlama:
         v = b.qkv[:, D + kv:].reshape(T, Hkv, hd).swapaxes(0, 1)
         self.key_cache[i, :, start_pos:end_pos] = k
         self.value_cache[i, :, start_pos:end_pos] = v
-        keys = self.key_cache[i, :, None, :end_pos]                          # (Hkv, 1, S, hd)
-        values = self.value_cache[i, :, None, :end_pos]
-        scores = b.scores[..., :end_pos]                                     # (Hkv, G, T, S)
-        np.matmul(q, keys.swapaxes(-1, -2), out=scores)
-        scores *= 1 / math.sqrt(hd)                     # a Python float keeps float32 float32
-        if T > 1:   # query t sees keys 0 .. start_pos + t (a single query sees them all)
-            hidden = np.arange(end_pos)[None, :] > np.arange(start_pos, end_pos)[:, None]  # (T, S)
-            np.copyto(scores, -np.inf, where=hidden)
-        _softmax_(scores)
         out = b.attn.reshape(T, Hkv, G, hd).transpose(1, 2, 0, 3)           # (Hkv, G, T, hd) view
-        np.matmul(scores, values, out=out)                                   # heads -> (T, D)
+        # Queries in blocks: block [t0, t1) sees keys 0 .. start_pos + t1 - 1 at most, so the
+        # keys no query of the block may see are never scored (a prompt's causal mask hides half
+        # of the (T, S) scores). A single query is one block that sees every key.
+        for t0 in range(0, T, QUERY_BLOCK):
+            t1 = min(t0 + QUERY_BLOCK, T)
+            n_keys = start_pos + t1
+            keys = self.key_cache[i, :, None, :n_keys]                       # (Hkv, 1, S', hd)
+            values = self.value_cache[i, :, None, :n_keys]
+            scores = b.scores[:, :, t0:t1, :n_keys]                          # (Hkv, G, t1-t0, S')
+            np.matmul(q[:, :, t0:t1], keys.swapaxes(-1, -2), out=scores)
+            scores *= 1 / math.sqrt(hd)                 # a Python float keeps float32 float32
+            if t1 - t0 > 1:   # query t sees keys 0 .. start_pos + t
+                hidden = np.arange(n_keys)[None, :] > np.arange(start_pos + t0, start_pos + t1)[:, None]
+                np.copyto(scores, -np.inf, where=hidden)
+            _softmax_(scores)
+            np.matmul(scores, values, out=out[:, :, t0:t1])                  # heads -> (T, D)
         b.x += self.linear(b.attn, layer.wo, out=b.proj)
 
     def _feed_forward(self, layer, b):

@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import reference.fast
 from formats import gguf, llama2c, mapping, quant
 from formats.ggml import GGMLType
 from reference.blockwise import BlockMatrix, GGMLBlockMatrix, Int8BlockMatrix, block_matrix, fused_rows
@@ -90,15 +91,21 @@ def test_a_new_prompt_at_position_0_overwrites_the_cache(config):
 @given(args=small_configs(), seed=st.integers(0, 2**16), data=st.data())
 def test_chunked_decoding_matches_the_plain_model(args, seed, data):
     """Any chunking of a sequence (prompt, single tokens, more chunks) on any small config (MHA,
-    GQA, MQA, head_dim 2, odd hidden_dim and vocabularies) gives the plain model's logits."""
+    GQA, MQA, head_dim 2, odd hidden_dim and vocabularies), with prompts' queries attended in
+    blocks of any size, gives the plain model's logits."""
     weights = random_weights(args, seed)
+    query_block = data.draw(st.sampled_from([1, 3, 7, reference.fast.QUERY_BLOCK]))
     n_tokens = data.draw(st.integers(1, args.max_seq_len))
     tokens = np.random.default_rng(seed).integers(0, args.vocab_size, n_tokens)
     expected = Llama(args, weights).forward(tokens, all_logits=True)
     cuts = sorted(data.draw(st.sets(st.integers(1, n_tokens - 1), max_size=n_tokens - 1))) if n_tokens > 1 else []
     fast = FastLlama(args, weights)
-    stepped = [fast.forward(tokens[start:end], start_pos=start, all_logits=True)
-               for start, end in zip([0] + cuts, cuts + [n_tokens])]
+    default_block, reference.fast.QUERY_BLOCK = reference.fast.QUERY_BLOCK, query_block
+    try:
+        stepped = [fast.forward(tokens[start:end], start_pos=start, all_logits=True)
+                   for start, end in zip([0] + cuts, cuts + [n_tokens])]
+    finally:
+        reference.fast.QUERY_BLOCK = default_block
     np.testing.assert_allclose(np.concatenate(stepped), expected, rtol=0, atol=FAST_LOGITS_ATOL)
 
 

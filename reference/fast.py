@@ -38,7 +38,7 @@ hd, F, V.
 
 import dataclasses
 import math
-from concurrent.futures import ThreadPoolExecutor
+import threading
 
 import numpy as np
 
@@ -76,7 +76,7 @@ class Linear:
 
     def __init__(self, threads=1):
         self.threads = max(1, int(threads))
-        self._pool = ThreadPoolExecutor(self.threads - 1) if self.threads > 1 else None
+        self._helpers = [_Helper() for _ in range(self.threads - 1)]
 
     def __call__(self, x, w, out=None):
         """(T, in) @ (out, in).T -> (T, out), written into `out` when given."""
@@ -84,15 +84,51 @@ class Linear:
         if out is None:
             out = np.empty((x.shape[0], n_rows), dtype=np.float32)
         limit = self.SPLIT_QUANTIZED if isinstance(w, BlockMatrix) else self.SPLIT_ELEMENTS
-        if self._pool is None or x.shape[0] > 1 or n_rows * n_cols < limit:
+        if not self._helpers or x.shape[0] > 1 or n_rows * n_cols < limit:
             return product(x, w, out)
         bounds = [n_rows * i // self.threads for i in range(self.threads + 1)]
-        shares = [self._pool.submit(product, x, w, out, start, stop)
-                  for start, stop in zip(bounds[1:-1], bounds[2:])]
-        product(x, w, out, bounds[0], bounds[1])
-        for share in shares:
-            share.result()
+        for helper, start, stop in zip(self._helpers, bounds[1:-1], bounds[2:]):
+            helper.submit(product, x, w, out, start, stop)
+        try:
+            product(x, w, out, bounds[0], bounds[1])
+        finally:
+            for helper in self._helpers:
+                helper.wait()
         return out
+
+
+class _Helper:
+    """A daemon thread that runs one call at a time: `submit` hands it over, `wait` returns when it
+    is done and re-raises what it raised. Two locks and no queue: against a ThreadPoolExecutor
+    (a Future, a queue and a condition per call) decode measured 1.03x (dim 288 Q8_0), 1.06x
+    (768 Q8_0) and 1.02x (288 f32), the two alternating in one process, 7 runs each."""
+
+    def __init__(self):
+        self._go, self._done = threading.Lock(), threading.Lock()
+        self._go.acquire()
+        self._done.acquire()
+        self._call, self._error = None, None
+        threading.Thread(target=self._serve, daemon=True, name="llama2-scratch-linear").start()
+
+    def _serve(self):
+        while True:
+            self._go.acquire()
+            function, args = self._call
+            try:
+                function(*args)
+            except BaseException as exc:      # handed to the caller by wait()
+                self._error = exc
+            self._done.release()
+
+    def submit(self, function, *args):
+        self._call = (function, args)
+        self._go.release()
+
+    def wait(self):
+        self._done.acquire()
+        error, self._error = self._error, None
+        if error is not None:
+            raise error
 
 
 @dataclasses.dataclass(frozen=True)

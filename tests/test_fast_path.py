@@ -288,3 +288,24 @@ def test_docstring_examples():
     import reference.blockwise
     result = doctest.testmod(reference.blockwise)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_a_failure_in_a_helper_thread_reaches_the_caller_and_the_helper_lives_on(monkeypatch):
+    from reference.fast import Linear
+
+    class Flaky(BlockMatrix):
+        def __init__(self):
+            super().__init__((8, 4))
+            self.fail = True
+
+        def product(self, x, out, start, stop):
+            if start > 0 and self.fail:
+                raise RuntimeError("second share failed")
+            out[:, start:stop] = 1.0
+
+    monkeypatch.setattr(Linear, "SPLIT_QUANTIZED", 1)
+    linear, w = Linear(threads=2), Flaky()
+    with pytest.raises(RuntimeError, match="second share failed"):
+        linear(np.ones((1, 4), np.float32), w)
+    w.fail = False
+    assert (linear(np.ones((1, 4), np.float32), w) == 1.0).all()

@@ -12,7 +12,8 @@ identical, F32 and Q8_0). What is different, and why (measured with bench/run.py
   row), which streams weights at ~30 GB/s on one core here where OpenBLAS's sgemv reached 13
   (blockwise.product); prompts (T > 1) go to BLAS sgemm.
 - Weights are read once into memory backed by huge pages (reference/memory.py): streamed through
-  the file's memory map in 4 KiB pages, decode ran 6-17% slower (dim 288 to 768). The copy keeps
+  the file's memory map in 4 KiB pages, decode ran 6-17% slower (dim 288 to 768; a file the page
+  cache holds in 2 MiB folios maps as fast, see there). The copy keeps
   file order, so wq, wk and wv become one (D + 2*kv_dim, D) matrix, and one product makes q, k
   and v, for free: GGUF writers store the three back to back (ours, llama.cpp's convert), and the
   fused matrix is then a view spanning them (`fused_rows`).
@@ -27,8 +28,8 @@ identical, F32 and Q8_0). What is different, and why (measured with bench/run.py
   number x[2j] + i x[2j+1], times cos + i sin, is exactly rope.apply_rope's formula.
 - Attention is one batched matmul over the heads (kv heads as the batch, their G query heads as
   rows); a decode step needs no causal mask, since its one query may see every cached key. A
-  prompt's queries go in blocks of QUERY_BLOCK, each scoring only the keys it may see: 1.11x
-  faster prefill at dim 288 (255 tokens, the same model alternating with one block, 9 runs).
+  prompt's queries go in blocks of QUERY_BLOCK, each scoring only the keys it may see: prefill of
+  255 tokens ran 1.02-1.11x faster at dim 288 and 1.04x at 768 (bench/bench_fast_variants.py).
 - Threads: prompts use BLAS's threads; a one-token step can share its largest products between
   `threads` Python threads (Linear), which pays only when the other core is idle.
 

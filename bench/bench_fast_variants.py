@@ -1,0 +1,105 @@
+"""What each of reference/fast.py's speed choices is worth: the fast path with and without it.
+
+    python bench/bench_fast_variants.py [--sizes 288 768] [--runs 7]
+
+For each size (bench_inference.py's random-weight GGUFs), two variants of the same model run in
+one process, alternating (A B A B ...) so that drift in the machine's memory bandwidth hits both
+alike; each figure is the median of --runs:
+- weights: f32 decode with the weights read into huge-page memory (reference/memory.py, what
+  `load_model(fast=True)` does) vs the same arrays used where they lie in the file's map;
+- threads: decode with FastLlama(threads=2) vs threads=1, for f32 and q8_0 (Linear's split);
+- query blocks: f32 prefill of a 255-token prompt with QUERY_BLOCK = 64 vs one block.
+Decode is 128 greedy tokens after BOS. Threads are whatever OPENBLAS_NUM_THREADS says.
+"""
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import bench_inference  # noqa: E402
+import reference.fast  # noqa: E402
+from reference.fast import FastLlama  # noqa: E402
+from reference.load import load_model, weights_from_gguf  # noqa: E402
+
+DECODE_TOKENS = 128
+PROMPT_TOKENS = 255
+
+
+def decode_tok_s(model):
+    model.n_cached = 0
+    logits = model.forward([bench_inference.BOS])
+    start = time.perf_counter()
+    for pos in range(1, DECODE_TOKENS + 1):
+        logits = model.forward([int(np.argmax(logits))], start_pos=pos)
+    return DECODE_TOKENS / (time.perf_counter() - start)
+
+
+def prefill_tok_s(model, prompt):
+    start = time.perf_counter()
+    model.forward(prompt)
+    return len(prompt) / (time.perf_counter() - start)
+
+
+def alternate(runs, a, b):
+    """Medians of a() and b(), called in turn `runs` times after one warm-up call each."""
+    a(), b()
+    times = [(a(), b()) for _ in range(runs)]
+    return statistics.median(t[0] for t in times), statistics.median(t[1] for t in times)
+
+
+def with_query_block(model, prompt, block):
+    def run():
+        saved, reference.fast.QUERY_BLOCK = reference.fast.QUERY_BLOCK, block
+        try:
+            return prefill_tok_s(model, prompt)
+        finally:
+            reference.fast.QUERY_BLOCK = saved
+    return run
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", choices=sorted(bench_inference.SIZES), default=[288, 768])
+    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--tokenizer", type=Path, default=bench_inference.SHARED_DATA / "llama2" / "tokenizer.model")
+    args = parser.parse_args(argv)
+    prompt = np.random.default_rng(0).integers(3, 32000, PROMPT_TOKENS)
+    print(f"median of {args.runs} alternating runs; decode {DECODE_TOKENS} tokens, prefill {PROMPT_TOKENS}")
+    print(f"{'model':<14}{'variant':<40}{'with':>9}{'without':>9}{'ratio':>8}")
+    with tempfile.TemporaryDirectory() as folder:
+        paths = bench_inference.write_models(folder, args.sizes, ("f32", "q8_0"), args.tokenizer)
+        for dim in args.sizes:
+            name = f"{dim}/{bench_inference.SIZES[dim][0]}L"
+            rows = []
+            huge = load_model(paths[dim, "f32"], fast=True, threads=2)
+            model_args, mapped_weights = weights_from_gguf(paths[dim, "f32"], keep_quantized=True)
+            mapped = FastLlama(model_args, mapped_weights, threads=2)
+            rows.append(("f32 decode: huge-page copy vs file map",
+                         *alternate(args.runs, lambda: decode_tok_s(huge), lambda: decode_tok_s(mapped))))
+            del mapped
+            one = load_model(paths[dim, "f32"], fast=True, threads=1)
+            rows.append(("f32 decode: threads 2 vs 1",
+                         *alternate(args.runs, lambda: decode_tok_s(huge), lambda: decode_tok_s(one))))
+            del one
+            rows.append(("f32 prefill: query blocks of 64 vs one",
+                         *alternate(args.runs, with_query_block(huge, prompt, 64),
+                                    with_query_block(huge, prompt, PROMPT_TOKENS))))
+            del huge
+            q2 = load_model(paths[dim, "q8_0"], fast=True, threads=2)
+            q1 = load_model(paths[dim, "q8_0"], fast=True, threads=1)
+            rows.append(("q8_0 decode: threads 2 vs 1",
+                         *alternate(args.runs, lambda: decode_tok_s(q2), lambda: decode_tok_s(q1))))
+            for variant, with_it, without in rows:
+                print(f"{name:<14}{variant:<40}{with_it:>9.1f}{without:>9.1f}{with_it / without:>7.2f}x", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

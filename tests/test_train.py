@@ -57,6 +57,11 @@ def _assert_same_state(a, b):
         assert torch.equal(a[name], b[name]), name
 
 
+def test_float16_on_the_cpu_is_refused_with_a_reason(data_dir, tmp_path):
+    with pytest.raises(DataError, match="float16 is for GPUs.*use --dtype bfloat16 or float32"):
+        train(tiny_config(data_dir, tmp_path, dtype="float16"), out=quiet)
+
+
 def test_resume_is_bitwise_exact(data_dir, tmp_path):
     schedule = dict(max_iters=6, lr_decay_iters=6, dropout=0.1)    # dropout: the RNG is resumed too
     straight = train(tiny_config(data_dir, tmp_path / "straight", **schedule), out=quiet)

@@ -78,8 +78,9 @@ def test_resume_is_bitwise_exact(data_dir, tmp_path):
 def test_ddp_two_gloo_processes_match_one(data_dir, tmp_path):
     flags = ["--dataset", "text", "--vocab-size", "384", "--data-dir", str(data_dir), "--dim", "32",
              "--n-layers", "2", "--n-heads", "4", "--max-seq-len", "32", "--batch-size", "4",
-             "--grad-accum", "2", "--max-iters", "4", "--warmup-iters", "1", "--learning-rate", "0.003", "--device", "cpu", "--seed", "3"]
-    single = train(tiny_config(data_dir, tmp_path / "one", grad_accum=2, max_iters=4, warmup_iters=1,
+             "--grad-accum", "4", "--max-iters", "4", "--warmup-iters", "1", "--learning-rate", "0.003", "--device", "cpu", "--seed", "3"]
+    # grad_accum 4 over 2 ranks: each rank runs 2 micro-steps, and DDP must sync only on the last.
+    single = train(tiny_config(data_dir, tmp_path / "one", grad_accum=4, max_iters=4, warmup_iters=1,
                                n_kv_heads=None, seed=3), out=quiet)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "llama2_scratch", "train", *flags, "--out-dir", str(tmp_path / "two")]

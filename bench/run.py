@@ -8,7 +8,8 @@
 2. the other benchmarks, each run as its own script (their output is printed as they print it):
    bench_gguf.py (GGUF open: ours vs gguf-py), bench_quant.py (Q8_0 quantize: ours vs gguf-py),
    bench_tokenizer.py (encode: ours vs sentencepiece), bench_train.py (training tok/s and MFU vs a
-   llama2.c-style baseline).
+   llama2.c-style baseline), bench_fast_variants.py (each fast-path choice vs the same model
+   without it).
 --quick shortens every part (fewer runs, dim 288 only, 64 decode tokens); numbers are then rougher.
 Exits 1 if any part failed (after running the others).
 """
@@ -32,6 +33,7 @@ SCRIPTS = {
     "quant": ("bench_quant.py", [], ["--repeats", "3"]),
     "tokenizer": ("bench_tokenizer.py", [], ["--runs", "2"]),
     "train": ("bench_train.py", [], ["--steps", "2"]),
+    "variants": ("bench_fast_variants.py", ["--runs", "5"], ["--runs", "2", "--sizes", "288"]),
 }
 
 

@@ -36,6 +36,10 @@ def add_arguments(parser):
     parser.add_argument("--threads", type=int, default=None,
                         help="threads that share large one-token products (default: the CPUs this process may use; "
                              "prompts use BLAS's own threads, set by OPENBLAS_NUM_THREADS)")
+    parser.add_argument("--mmap", action="store_true",
+                        help="use float32 weights where they lie in the file's memory map instead of reading them "
+                             "into huge-page memory: no copy at load, pages shared with other processes, decode up "
+                             "to ~15%% slower where the page cache holds the file in 4 KiB pages")
     parser.add_argument("--json", action="store_true",
                         help="print one JSON document instead of streaming the text")
 
@@ -59,7 +63,7 @@ def run(args):
     else:
         prompt = args.prompt
     threads = args.threads or usable_cpus()
-    model, tokenizer = load_model_and_tokenizer(args.model, args.tokenizer, threads=threads)
+    model, tokenizer = load_model_and_tokenizer(args.model, args.tokenizer, threads=threads, mmap=args.mmap)
     vocab = tokenizer.vocab
     prompt_ids = tokenizer.encode(prompt)
     if not prompt_ids:

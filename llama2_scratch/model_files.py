@@ -15,12 +15,12 @@ from reference.config import ModelArgs
 from reference.tokenizer import Tokenizer
 
 
-def load_model(path, dtype=np.float32, fast=False, threads=1):
+def load_model(path, dtype=np.float32, fast=False, threads=1, mmap=False):
     """reference.load.load_model, plus torch checkpoints: a ckpt.pt is read by trainer/ (torch
     needed; it resolves llama2.c-style model_args and tied weights as `export` does) and the
     NumPy model built from its float32 weights."""
     if not detect.is_torch_checkpoint(path):
-        return load.load_model(path, dtype, fast, threads)
+        return load.load_model(path, dtype, fast, threads, mmap)
     try:
         import torch  # noqa: F401  (only to fail early with a clear message)
     except ImportError:
@@ -31,7 +31,8 @@ def load_model(path, dtype=np.float32, fast=False, threads=1):
         exportable = load_exportable(path)
     except ExportError as exc:
         raise ValueError(str(exc)) from None
-    return load.build_model(ModelArgs.from_dict(exportable.model_args), exportable.weights, dtype, fast, threads)
+    return load.build_model(ModelArgs.from_dict(exportable.model_args), exportable.weights, dtype, fast, threads,
+                            mmap)
 
 
 def load_tokenizer(path, vocab_size=None):
@@ -50,13 +51,13 @@ def usable_cpus():
     return os.cpu_count() or 1
 
 
-def load_model_and_tokenizer(model_path, tokenizer_path=None, threads=1):
+def load_model_and_tokenizer(model_path, tokenizer_path=None, threads=1, mmap=False):
     """(FastLlama, Tokenizer); raises ValueError naming the file when they do not fit together.
 
     The fast path (reference/fast.py): float32 weights are read once into huge-page memory and
     quantized ones stay quantized, so memory stays near the file's size; `threads` share large
     one-token products (reference.fast.Linear)."""
-    model = load_model(model_path, fast=True, threads=threads)
+    model = load_model(model_path, fast=True, threads=threads, mmap=mmap)
     vocab_size = model.args.vocab_size
     if tokenizer_path is None:
         if not detect.is_gguf(model_path):

@@ -138,18 +138,19 @@ def read_weights(path, keep_quantized=False):
     return weights_from_llama2c(path, keep_quantized=keep_quantized)
 
 
-def build_model(args, weights, dtype=np.float32, fast=False, threads=1):
-    """A `Llama` computing in `dtype`, or with fast=True a `FastLlama` (float32 only) that reads
-    float32 matrices into huge-page memory and shares large one-token products between
-    `threads` threads."""
+def build_model(args, weights, dtype=np.float32, fast=False, threads=1, mmap=False):
+    """A `Llama` computing in `dtype`, or with fast=True a `FastLlama` (float32 only) that shares
+    large one-token products between `threads` threads and reads float32 matrices into huge-page
+    memory (reference/memory.py) unless `mmap`: then they are used where they lie in the file's
+    memory map (no copy at load, pages shared with other processes; decode may be slower)."""
     if not fast:
         return Llama(args, weights, dtype)
     if np.dtype(dtype) != np.float32:
         raise ValueError(f"the fast path computes in float32, not {np.dtype(dtype)}")
-    return FastLlama(args, resident(weights), threads)
+    return FastLlama(args, weights if mmap else resident(weights), threads)
 
 
-def load_model(path, dtype=np.float32, fast=False, threads=1):
+def load_model(path, dtype=np.float32, fast=False, threads=1, mmap=False):
     """The model in a GGUF or llama2.c file (see read_weights and build_model)."""
     args, weights = read_weights(path, keep_quantized=fast)
-    return build_model(args, weights, dtype, fast, threads)
+    return build_model(args, weights, dtype, fast, threads, mmap)

@@ -150,6 +150,18 @@ def test_f32_gguf_weights_are_read_once_into_one_buffer(tmp_path):
     np.testing.assert_array_equal(model.tok_embeddings, weights["tok_embeddings.weight"])
 
 
+def test_with_mmap_f32_weights_stay_views_of_the_file(tmp_path):
+    args, weights = CONFIGS["mha"], random_weights(CONFIGS["mha"], seed=0)
+    path = write_gguf(args, weights, tmp_path / "m.gguf", "f32")
+    mapped, copied = load_model(path, fast=True, mmap=True), load_model(path, fast=True)
+    layer = mapped.layers[0]
+    assert layer.wqkv is not None and np.shares_memory(layer.wqkv, layer.wq)
+    for w in (layer.wq, layer.wo, layer.w1, layer.w2, mapped.tok_embeddings):   # wqkv spans wq: above
+        assert isinstance(_root(w), np.memmap) and not w.flags.writeable
+    tokens = np.arange(10)
+    np.testing.assert_array_equal(mapped.forward(tokens, all_logits=True), copied.forward(tokens, all_logits=True))
+
+
 def _root(array):
     while isinstance(array.base, np.ndarray):
         array = array.base

@@ -63,6 +63,9 @@ def test_greedy_json_matches_full_recompute(model_gguf, llama2_vocab):
     assert doc["prefill_tok_s"] > 0 and doc["decode_tok_s"] > 0
     assert doc["threads"] >= 1
     # --threads reaches the model and changes no id (tests/test_fast_path.py splits every product).
+    mapped = run_cli("generate", path, "--prompt", "Once upon a time", "--temperature", "0",
+                     "--max-new-tokens", "12", "--json", "--mmap")
+    assert json.loads(mapped.stdout)["ids"] == doc["ids"]                 # same weights, read in place
     for threads in ("1", "3"):
         again = run_cli("generate", path, "--prompt", "Once upon a time", "--temperature", "0",
                         "--max-new-tokens", "12", "--json", "--threads", threads)

@@ -81,29 +81,31 @@ def resident(weights):
     """`weights` (name -> array or other object) with every float32 array that is a contiguous
     view into a memory-mapped file replaced by a copy, read from the file into one huge-page
     buffer. The copies are packed in file order, so matrices that lie back to back in the file
-    (wq, wk, wv in a GGUF) lie back to back in the buffer too. Other values pass through."""
-    mapped = {}
+    (wq, wk, wv in a GGUF) lie back to back in the buffer too; names that view the same bytes
+    share one copy. Other values pass through."""
+    regions = {}                                    # (path, offset, shape) -> names viewing it
     for name, w in weights.items():
         if isinstance(w, np.ndarray) and w.dtype == np.float32 and w.flags.c_contiguous and w.size:
             where = _mapped_file(w)
             if where is not None:
-                mapped[name] = where
-    if not mapped:
+                regions.setdefault((*where, w.shape), []).append(name)
+    if not regions:
         return dict(weights)
-    order = sorted(mapped, key=lambda name: mapped[name])
-    buffer = huge_page_buffer(sum(weights[name].nbytes for name in order))
-    copies, position = {}, 0
-    files = {}
+    order = sorted(regions)
+    buffer = huge_page_buffer(sum(int(np.prod(shape)) * 4 for _, _, shape in order))
+    copies, position, files = {}, 0, {}
     try:
-        for name in order:
-            path, offset = mapped[name]
+        for path, offset, shape in order:
+            names = regions[path, offset, shape]
+            nbytes = int(np.prod(shape)) * 4
             if path not in files:
                 files[path] = open(path, "rb", buffering=0)
-            target = buffer[position:position + weights[name].nbytes]
-            _read_exactly(files[path], offset, target, path, name)
-            copies[name] = target.view(np.float32).reshape(weights[name].shape)
-            copies[name].flags.writeable = False        # as the mapped file was: read-only
-            position += weights[name].nbytes
+            target = buffer[position:position + nbytes]
+            _read_exactly(files[path], offset, target, path, names[0])
+            copy = target.view(np.float32).reshape(shape)
+            copy.flags.writeable = False                # as the mapped file was: read-only
+            copies.update(dict.fromkeys(names, copy))
+            position += nbytes
     finally:
         for f in files.values():
             f.close()

@@ -55,6 +55,13 @@ def test_resident_copies_mapped_float32_arrays_bit_for_bit_in_file_order(tmp_pat
     assert fused is not None and fused.tobytes() == np.concatenate(arrays[:3]).tobytes()
 
 
+def test_names_viewing_the_same_bytes_share_one_copy(tmp_path):
+    _, (embeddings,) = _mapped(tmp_path, [np.arange(12, dtype=np.float32).reshape(3, 4)])
+    got = resident({"tok_embeddings.weight": embeddings, "output.weight": embeddings[:]})
+    assert got["tok_embeddings.weight"] is got["output.weight"]
+    assert got["output.weight"].tobytes() == np.arange(12, dtype=np.float32).tobytes()
+
+
 def test_resident_passes_everything_else_through(tmp_path):
     in_memory = np.ones((4, 4), dtype=np.float32)
     _, (codes, halves) = _mapped(tmp_path, [np.arange(16, dtype=np.int8), np.ones(4, dtype=np.float16)])

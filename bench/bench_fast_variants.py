@@ -6,17 +6,17 @@ For each size (bench_inference.py's random-weight GGUFs), two variants of the sa
 one process, alternating (A B A B ...) so that drift in the machine's memory bandwidth hits both
 alike; each figure is the median of --runs:
 - weights: f32 decode with the weights read into huge-page memory (reference/memory.py, what
-  `load_model(fast=True)` does) vs the same arrays used where they lie in the file's map;
+  `load_model(fast=True)` does) vs used where they lie in the file's map (`mmap=True`);
 - threads: decode with FastLlama(threads=2) vs threads=1, for f32 and q8_0 (Linear's split);
 - query blocks: f32 prefill of a 255-token prompt with QUERY_BLOCK = 64 vs one block.
 Decode is 128 greedy tokens after BOS. Threads are whatever OPENBLAS_NUM_THREADS says.
 """
 
 import argparse
+import functools
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -25,43 +25,29 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import bench_inference  # noqa: E402
 import reference.fast  # noqa: E402
-from reference.fast import FastLlama  # noqa: E402
-from reference.load import load_model, weights_from_gguf  # noqa: E402
+from reference.load import load_model  # noqa: E402
 
 DECODE_TOKENS = 128
 PROMPT_TOKENS = 255
 
 
 def decode_tok_s(model):
-    model.n_cached = 0
-    logits = model.forward([bench_inference.BOS])
-    start = time.perf_counter()
-    for pos in range(1, DECODE_TOKENS + 1):
-        logits = model.forward([int(np.argmax(logits))], start_pos=pos)
-    return DECODE_TOKENS / (time.perf_counter() - start)
+    return DECODE_TOKENS / bench_inference.numpy_decode_seconds(model, DECODE_TOKENS)
 
 
-def prefill_tok_s(model, prompt):
-    start = time.perf_counter()
-    model.forward(prompt)
-    return len(prompt) / (time.perf_counter() - start)
+def prefill_tok_s(model, prompt, query_block):
+    saved, reference.fast.QUERY_BLOCK = reference.fast.QUERY_BLOCK, query_block
+    try:
+        return len(prompt) / bench_inference.numpy_prefill_seconds(model, prompt)
+    finally:
+        reference.fast.QUERY_BLOCK = saved
 
 
-def alternate(runs, a, b):
-    """Medians of a() and b(), called in turn `runs` times after one warm-up call each."""
-    a(), b()
-    times = [(a(), b()) for _ in range(runs)]
+def compare(runs, measure, a, b):
+    """Medians of measure(a) and measure(b), called in turn `runs` times after one warm-up each."""
+    measure(a), measure(b)
+    times = [(measure(a), measure(b)) for _ in range(runs)]
     return statistics.median(t[0] for t in times), statistics.median(t[1] for t in times)
-
-
-def with_query_block(model, prompt, block):
-    def run():
-        saved, reference.fast.QUERY_BLOCK = reference.fast.QUERY_BLOCK, block
-        try:
-            return prefill_tok_s(model, prompt)
-        finally:
-            reference.fast.QUERY_BLOCK = saved
-    return run
 
 
 def main(argv=None):
@@ -77,25 +63,21 @@ def main(argv=None):
         paths = bench_inference.write_models(folder, args.sizes, ("f32", "q8_0"), args.tokenizer)
         for dim in args.sizes:
             name = f"{dim}/{bench_inference.SIZES[dim][0]}L"
-            rows = []
-            huge = load_model(paths[dim, "f32"], fast=True, threads=2)
-            model_args, mapped_weights = weights_from_gguf(paths[dim, "f32"], keep_quantized=True)
-            mapped = FastLlama(model_args, mapped_weights, threads=2)
-            rows.append(("f32 decode: huge-page copy vs file map",
-                         *alternate(args.runs, lambda: decode_tok_s(huge), lambda: decode_tok_s(mapped))))
-            del mapped
-            one = load_model(paths[dim, "f32"], fast=True, threads=1)
-            rows.append(("f32 decode: threads 2 vs 1",
-                         *alternate(args.runs, lambda: decode_tok_s(huge), lambda: decode_tok_s(one))))
-            del one
-            rows.append(("f32 prefill: query blocks of 64 vs one",
-                         *alternate(args.runs, with_query_block(huge, prompt, 64),
-                                    with_query_block(huge, prompt, PROMPT_TOKENS))))
-            del huge
-            q2 = load_model(paths[dim, "q8_0"], fast=True, threads=2)
-            q1 = load_model(paths[dim, "q8_0"], fast=True, threads=1)
-            rows.append(("q8_0 decode: threads 2 vs 1",
-                         *alternate(args.runs, lambda: decode_tok_s(q2), lambda: decode_tok_s(q1))))
+            f32, q8_0 = paths[dim, "f32"], paths[dim, "q8_0"]
+            rows = [
+                ("f32 decode: huge-page copy vs file map",
+                 *compare(args.runs, decode_tok_s, load_model(f32, fast=True, threads=2),
+                          load_model(f32, fast=True, threads=2, mmap=True))),
+                ("f32 decode: threads 2 vs 1",
+                 *compare(args.runs, decode_tok_s, load_model(f32, fast=True, threads=2),
+                          load_model(f32, fast=True, threads=1))),
+                ("f32 prefill: query blocks of 64 vs one",
+                 *compare(args.runs, functools.partial(prefill_tok_s, load_model(f32, fast=True, threads=2), prompt),
+                          64, PROMPT_TOKENS)),
+                ("q8_0 decode: threads 2 vs 1",
+                 *compare(args.runs, decode_tok_s, load_model(q8_0, fast=True, threads=2),
+                          load_model(q8_0, fast=True, threads=1))),
+            ]
             for variant, with_it, without in rows:
                 print(f"{name:<14}{variant:<40}{with_it:>9.1f}{without:>9.1f}{with_it / without:>7.2f}x", flush=True)
     return 0

@@ -80,23 +80,32 @@ def write_models(folder, dims, dtypes, tokenizer_model):
 
 # ------------------------------------------------------------------------------ workers
 
+def numpy_decode_seconds(model, n):
+    """Seconds for n greedy one-token steps of a reference model after BOS (BOS not timed)."""
+    logits = model.forward([BOS])
+    start = time.perf_counter()
+    for pos in range(1, n + 1):
+        logits = model.forward([int(np.argmax(logits))], start_pos=pos)
+    return time.perf_counter() - start
+
+
+def numpy_prefill_seconds(model, tokens):
+    """Seconds for one forward pass over a prompt from position 0."""
+    start = time.perf_counter()
+    model.forward(tokens)
+    return time.perf_counter() - start
+
+
 class NumpyRunner:
     def __init__(self, path, threads):
         from reference.load import load_model
         self.model = load_model(path, fast=True, threads=threads)
 
     def decode(self, n):
-        model = self.model
-        logits = model.forward([BOS])
-        start = time.perf_counter()
-        for pos in range(1, n + 1):
-            logits = model.forward([int(np.argmax(logits))], start_pos=pos)
-        return time.perf_counter() - start
+        return numpy_decode_seconds(self.model, n)
 
     def prefill(self, tokens):
-        start = time.perf_counter()
-        self.model.forward(tokens)
-        return time.perf_counter() - start
+        return numpy_prefill_seconds(self.model, tokens)
 
 
 class LlamaCppRunner:

@@ -97,8 +97,8 @@ def run(args):
     n_decoded = max(len(ids) - 1, 0)
     decode_tok_s = n_decoded / (stamps[-1] - stamps[1]) if n_decoded else None
     if args.json:
-        print(json.dumps({"prompt_ids": prompt_ids, "ids": ids, "text": "".join(texts),
-                          "prefill_tok_s": prefill_tok_s, "decode_tok_s": decode_tok_s, "threads": threads}, ensure_ascii=False))
+        print(json.dumps({"prompt_ids": prompt_ids, "ids": ids, "text": "".join(texts), "prefill_tok_s": prefill_tok_s,
+                          "decode_tok_s": decode_tok_s, "threads": threads}, ensure_ascii=False))
     else:
         sys.stdout.write(tail + "\n")
         sys.stdout.flush()

@@ -13,13 +13,13 @@ identical, F32 and Q8_0). What is different, and why (measured with bench/run.py
   (blockwise.product); prompts (T > 1) go to BLAS sgemm.
 - Weights are read once into memory backed by huge pages (reference/memory.py): streamed through
   the file's memory map in 4 KiB pages, decode ran 6-17% slower (dim 288 to 768; a file the page
-  cache holds in 2 MiB folios maps as fast, see there). The copy keeps
-  file order, so wq, wk and wv become one (D + 2*kv_dim, D) matrix, and one product makes q, k
-  and v, for free: GGUF writers store the three back to back (ours, llama.cpp's convert), and the
-  fused matrix is then a view spanning them (`fused_rows`).
-  w1 and w3 are not adjacent (w2 lies between them); fusing them made prefill's two products 3%
-  faster and decode not at all, so float32 keeps them apart. Q8_0 matrices are gathered at load anyway (load.read_q8_0), w1 and w3 into
-  one array, so there they are fused too.
+  cache holds in 2 MiB folios maps as fast, see there). The copy keeps file order, so wq, wk and
+  wv become one (D + 2*kv_dim, D) matrix, and one product makes q, k and v, for free: GGUF
+  writers store the three back to back (ours, llama.cpp's convert), and the fused matrix is then
+  a view spanning them (`fused_rows`). w1 and w3 are not adjacent (w2 lies between them);
+  fusing them made prefill's two products 3% faster and decode not at all, so float32 keeps them
+  apart. Q8_0 matrices are gathered at load anyway (load.read_q8_0), w1 and w3 into one array,
+  so there they are fused too.
 - Quantized matrices stay quantized (reference/blockwise.py): Q8_0 keeps its int8 codes and block
   scales, and each product casts an L2-sized chunk of rows to float32 at a time.
 - A decode step runs in buffers allocated once, every op writing with `out=`; the Python work

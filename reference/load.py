@@ -2,7 +2,7 @@
 
 Each `weights_from_*` returns `(ModelArgs, weights)` with llama2.c tensor names; `load_model`
 picks the reader from the file's first bytes and returns a ready `Llama`. A torch ckpt.pt needs
-torch to read, so it is read in trainer/ (trainer.checkpoint.numpy_weights) and the model built
+torch to read, so it is read in trainer/ (trainer.export.load_exportable) and the model built
 from its weights with `build_model`; llama2_scratch.model_files.load_model does both.
 
 How stored types become float32 (the dtype the model computes in):

@@ -92,12 +92,13 @@ def resident(weights):
     if not regions:
         return dict(weights)
     order = sorted(regions)
-    buffer = huge_page_buffer(sum(int(np.prod(shape)) * 4 for _, _, shape in order))
+    itemsize = np.dtype(np.float32).itemsize
+    buffer = huge_page_buffer(sum(int(np.prod(shape)) * itemsize for _, _, shape in order))
     copies, position, files = {}, 0, {}
     try:
         for path, offset, shape in order:
             names = regions[path, offset, shape]
-            nbytes = int(np.prod(shape)) * 4
+            nbytes = int(np.prod(shape)) * itemsize
             if path not in files:
                 files[path] = open(path, "rb", buffering=0)
             target = buffer[position:position + nbytes]

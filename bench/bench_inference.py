@@ -55,8 +55,8 @@ def model_args(dim):
 def write_models(folder, dims, dtypes, tokenizer_model):
     """{(dim, dtype): path} of GGUFs with random N(0, 1/fan_in) weights and Llama 2's vocabulary."""
     from formats import gguf, mapping, spm
-    from reference.config import ModelArgs
-    from reference.model import weight_shapes
+    from formats.spec import ModelArgs
+    from formats.spec import weight_shapes
 
     vocab = spm.read(tokenizer_model).vocab
     paths = {}

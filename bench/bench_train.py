@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from reference.config import ModelArgs  # noqa: E402
+from formats.spec import ModelArgs  # noqa: E402
 from trainer.config import TrainConfig  # noqa: E402
 from trainer.flops import flops_per_token, measure_matmul_peak  # noqa: E402
 from trainer.model import Transformer  # noqa: E402

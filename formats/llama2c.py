@@ -48,9 +48,11 @@ import dataclasses
 import math
 import re
 import struct
+import types
 
 import numpy as np
 
+from formats import spec
 from formats.atomic import atomic_write
 from formats.binary import Cursor, map_file
 from formats.vocab import TokenType, Vocab
@@ -70,10 +72,7 @@ _V2_HEADER = struct.Struct("<Ii7iBi")  # ... and group_size at byte 37
 _CONFIG_OFFSET = {0: 0, 1: 8, 2: 8}
 _INT32_MAX = 2**31 - 1
 
-OUTPUT = "output.weight"
-# Per-layer tensors, named "layers.{i}.<kind>.weight".
-_LAYER_KINDS = ("attention_norm", "attention.wq", "attention.wk", "attention.wv", "attention.wo",
-                "ffn_norm", "feed_forward.w1", "feed_forward.w2", "feed_forward.w3")
+OUTPUT = spec.OUTPUT
 # The order each version stores its weights in; a layer kind expands to all L layers. The v0
 # RoPE tables go between norm and output; v2 stores _NORMS as f32 and _MATRICES as int8 groups.
 _V0_ORDER = ("tok_embeddings", "attention_norm", "attention.wq", "attention.wk", "attention.wv",
@@ -192,24 +191,17 @@ class TensorInfo:
 
 
 def weight_shapes(config, shared_classifier=True):
-    """llama2.c name -> shape of every weight a model with `config` has."""
-    D, F, V, KV = config.dim, config.hidden_dim, config.vocab_size, config.kv_dim
-    per_layer = {"attention_norm": (D,), "attention.wq": (D, D), "attention.wk": (KV, D),
-                 "attention.wv": (KV, D), "attention.wo": (D, D), "ffn_norm": (D,),
-                 "feed_forward.w1": (F, D), "feed_forward.w2": (D, F), "feed_forward.w3": (F, D)}
-    shapes = {"tok_embeddings.weight": (V, D), "norm.weight": (D,)}
-    for i in range(config.n_layers):
-        shapes.update({f"layers.{i}.{kind}.weight": shape for kind, shape in per_layer.items()})
-    if not shared_classifier:
-        shapes[OUTPUT] = (V, D)
-    return shapes
+    """llama2.c name -> shape of every weight a model with `config` has (formats.spec's table)."""
+    return spec.weight_shapes(types.SimpleNamespace(
+        dim=config.dim, hidden_dim=config.hidden_dim, n_layers=config.n_layers,
+        vocab_size=config.vocab_size, kv_dim=config.kv_dim, tie_embeddings=shared_classifier))
 
 
 def _names(kinds, n_layers):
     """Weight names in storage order: each layer kind expands to layers 0..L-1."""
     names = []
     for kind in kinds:
-        if kind in _LAYER_KINDS:
+        if kind in spec.LAYER_KINDS:
             names.extend(f"layers.{i}.{kind}.weight" for i in range(n_layers))
         else:
             names.append(f"{kind}.weight")
@@ -443,7 +435,7 @@ def write(checkpoint, path, version, group_size=None):
     if version == 2:
         group_size = _choose_group_size(checkpoint, group_size)
     shared = OUTPUT not in checkpoint.weights
-    _check_weights(checkpoint.weights, weight_shapes(config, shared))
+    spec.check_weights(checkpoint.weights, weight_shapes(config, shared))
     infos = layout(config, version, shared, group_size)
     arrays = _stored_arrays(checkpoint, infos, group_size)
     with atomic_write(path) as f:
@@ -459,18 +451,6 @@ def _choose_group_size(checkpoint, group_size):
     if group_size <= 0 or checkpoint.config.dim % group_size:
         raise ValueError(f"group_size {group_size} does not divide dim {checkpoint.config.dim}")
     return group_size
-
-
-def _check_weights(weights, shapes):
-    missing = sorted(shapes.keys() - weights.keys())
-    extra = sorted(weights.keys() - shapes.keys())
-    if missing or extra:
-        raise ValueError(f"weights do not match the config: missing {missing[:3]}, "
-                         f"unexpected {extra[:3]}")
-    for name, w in weights.items():
-        shape = w.shape if isinstance(w, Int8Groups) else tuple(np.shape(w))
-        if shape != shapes[name]:
-            raise ValueError(f"{name} has shape {shape}, the config needs {shapes[name]}")
 
 
 def _stored_arrays(checkpoint, infos, group_size):

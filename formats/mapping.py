@@ -13,9 +13,11 @@ What llama.cpp needs (llama-model.cpp, llama-vocab.cpp; see FORMATS.md):
 - the vocabulary as `tokenizer.ggml.*`, token types as an INT32 array, n_vocab = token_embd rows.
 """
 
+import types
+
 import numpy as np
 
-from formats import llama2c
+from formats import spec
 from formats.errors import FormatError
 from formats.ggml import GGMLType
 from formats.gguf import Array, GGUFFile, Tensor, Value, ValueType
@@ -68,8 +70,10 @@ _DEFAULTS = {"norm_eps": 1e-5, "rope_theta": 10000.0}
 
 def expected_shapes(args):
     """llama2.c name -> numpy shape for the hyperparameters in `args` (a model_args dict)."""
-    config = llama2c.Config(**{field: args[field] for field in llama2c.Config.__dataclass_fields__})
-    return llama2c.weight_shapes(config, shared_classifier=args.get("tie_embeddings", True))
+    return spec.weight_shapes(types.SimpleNamespace(
+        dim=args["dim"], hidden_dim=args["hidden_dim"], n_layers=args["n_layers"],
+        vocab_size=args["vocab_size"], kv_dim=args["dim"] // args["n_heads"] * args["n_kv_heads"],
+        tie_embeddings=args.get("tie_embeddings", True)))
 
 
 def gguf_name(name):

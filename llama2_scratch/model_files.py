@@ -11,7 +11,7 @@ import numpy as np
 
 from formats import detect, gguf, llama2c
 from reference import load
-from reference.config import ModelArgs
+from formats.spec import ModelArgs
 from reference.tokenizer import Tokenizer
 
 

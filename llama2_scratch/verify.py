@@ -284,7 +284,7 @@ class TorchModel:
     def __init__(self, exportable, threads=None):
         import torch
 
-        from reference.config import ModelArgs
+        from formats.spec import ModelArgs
         from trainer.model import Transformer
 
         self.torch = torch

@@ -44,7 +44,7 @@ import threading
 import numpy as np
 
 from reference.blockwise import BlockMatrix, Int8BlockMatrix, fused_rows, product
-from reference.config import ModelArgs
+from formats.spec import ModelArgs
 from reference.memory import zeros_on_touch
 from reference.model import LAYER_TENSORS, check_positions, matching_weights
 from reference.rope import rope_tables
@@ -312,12 +312,6 @@ def _softmax_(scores):
 def _checked(args, weights):
     """Names and shapes as model.checked_weights, keeping BlockMatrix objects and array views."""
     shapes, weights = matching_weights(args, weights)
-    checked = {}
-    for name, shape in shapes.items():
-        w = weights[name]
-        if not isinstance(w, BlockMatrix):
-            w = np.asarray(w, dtype=np.float32)       # no copy for a float32 array or memmap view
-        if tuple(w.shape) != shape:
-            raise ValueError(f"{name}: shape {tuple(w.shape)}, expected {shape}")
-        checked[name] = w
-    return checked
+    # np.asarray does not copy a float32 array or a memmap view.
+    return {name: w if isinstance(w, BlockMatrix) else np.asarray(w, dtype=np.float32)
+            for name, w in ((name, weights[name]) for name in shapes)}

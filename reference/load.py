@@ -23,7 +23,7 @@ import numpy as np
 from formats import detect, gguf, llama2c, mapping
 from formats.ggml import BLOCK, GGMLType
 from reference.blockwise import Int8BlockMatrix, block_matrix
-from reference.config import ModelArgs
+from formats.spec import ModelArgs
 from reference.fast import FastLlama
 from reference.memory import resident
 from reference.model import Llama

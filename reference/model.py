@@ -17,9 +17,8 @@ import dataclasses
 
 import numpy as np
 
-from formats import llama2c
 from reference.attention import attention
-from reference.config import ModelArgs
+from formats.spec import ModelArgs, check_weights, weight_shapes
 from reference.rmsnorm import rmsnorm
 from reference.rope import apply_rope, rope_tables
 from reference.swiglu import swiglu
@@ -28,17 +27,6 @@ from reference.swiglu import swiglu
 LAYER_TENSORS = {"attention_norm": "attention_norm", "wq": "attention.wq", "wk": "attention.wk",
                  "wv": "attention.wv", "wo": "attention.wo", "ffn_norm": "ffn_norm",
                  "w1": "feed_forward.w1", "w2": "feed_forward.w2", "w3": "feed_forward.w3"}
-
-
-def weight_shapes(args: ModelArgs):
-    """Every tensor the model needs, llama2.c name -> numpy shape ((out, in) for matrices).
-
-    `output.weight` is listed only when the output layer is not tied to the embeddings.
-    """
-    config = llama2c.Config(dim=args.dim, hidden_dim=args.hidden_dim, n_layers=args.n_layers,
-                            n_heads=args.n_heads, n_kv_heads=args.n_kv_heads,
-                            vocab_size=args.vocab_size, max_seq_len=args.max_seq_len)
-    return llama2c.weight_shapes(config, shared_classifier=args.tie_embeddings)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,7 +44,7 @@ class LayerWeights:
 
 
 def matching_weights(args: ModelArgs, weights):
-    """(shapes, weights): `weights` as a dict naming exactly the tensors of weight_shapes(args).
+    """(shapes, weights): `weights` as a dict holding exactly the tensors of weight_shapes(args).
 
     A tied model may still carry `output.weight` (a torch state dict does) if it is the
     embeddings bit for bit; it is then dropped. Errors name the tensors.
@@ -69,10 +57,7 @@ def matching_weights(args: ModelArgs, weights):
                                         and np.array_equal(output, embeddings))
         if not same:
             raise ValueError("tie_embeddings is set but output.weight differs from tok_embeddings.weight")
-    missing = [name for name in shapes if name not in weights]
-    unknown = [name for name in weights if name not in shapes]
-    if missing or unknown:
-        raise ValueError(f"weights do not match ModelArgs: missing {missing[:4]}, unknown {unknown[:4]}")
+    check_weights(weights, shapes)
     return shapes, weights
 
 
@@ -82,10 +67,7 @@ def checked_weights(args: ModelArgs, weights, dtype):
     checked = {}
     for name, shape in shapes.items():
         # np.asarray does not copy an array that already has the dtype (a memmap stays a view).
-        array = np.asarray(weights[name], dtype=dtype)
-        if array.shape != shape:
-            raise ValueError(f"{name}: shape {array.shape}, expected {shape}")
-        checked[name] = array
+        checked[name] = np.asarray(weights[name], dtype=dtype)
     return checked
 
 

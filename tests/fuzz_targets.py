@@ -27,7 +27,7 @@ from formats import gguf, llama2c, mapping, spm
 from formats.ggml import GGMLType
 from formats.gguf import Array, GGUFFile, Tensor, Value, ValueType
 from formats.vocab import TokenType, Vocab
-from reference.config import ModelArgs
+from formats.spec import ModelArgs
 from trainer import checkpoint
 from trainer.pretokenize import load_tokens
 

@@ -4,8 +4,8 @@ tests run without it."""
 
 import numpy as np
 
-from reference.config import ModelArgs
-from reference.model import weight_shapes
+from formats.spec import ModelArgs
+from formats.spec import weight_shapes
 
 
 def random_weights(args: ModelArgs, seed):

@@ -17,7 +17,7 @@ import reference.fast
 from formats import gguf, llama2c, mapping, quant
 from formats.ggml import GGMLType
 from reference.blockwise import BlockMatrix, GGMLBlockMatrix, Int8BlockMatrix, block_matrix, fused_rows
-from reference.config import ModelArgs
+from formats.spec import ModelArgs
 from reference.fast import FastLlama
 from reference.generate import generate
 from reference.load import load_model

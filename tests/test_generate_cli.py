@@ -11,7 +11,7 @@ import sentencepiece as spm
 from formats import gguf, llama2c, mapping
 from formats.spm import read as read_spm
 from formats.vocab import TokenType, Vocab
-from reference.config import ModelArgs
+from formats.spec import ModelArgs
 from reference.model import Llama
 
 NO_TORCH = "import sys; sys.modules['torch'] = None; from llama2_scratch.cli import main; sys.exit(main(sys.argv[1:]))"

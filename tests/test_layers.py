@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from reference.attention import attention
-from reference.config import ModelArgs
+from formats.spec import ModelArgs
 from reference.model import Llama
 from reference.rmsnorm import rmsnorm
 from reference.rope import apply_rope, rope_tables

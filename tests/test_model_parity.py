@@ -4,7 +4,7 @@ a 200-token greedy continuation decoded with the KV cache, and float64 agreement
 import numpy as np
 import pytest
 
-from reference.config import ModelArgs
+from formats.spec import ModelArgs
 from reference.model import Llama
 from tests.llama_helpers import random_weights, torch_logits, torch_model
 

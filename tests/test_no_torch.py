@@ -20,7 +20,7 @@ except ImportError:
 
 import numpy as np
 from formats import gguf, llama2c, mapping
-from reference.config import ModelArgs
+from formats.spec import ModelArgs
 from llama2_scratch.model_files import load_model as load_any
 from reference.load import load_model
 from tests.llama_helpers import random_weights

@@ -10,7 +10,7 @@ from formats import gguf as gguf_format
 from formats import llama2c, mapping, quant
 from formats.errors import FormatError
 from formats.ggml import GGMLType
-from reference.config import ModelArgs
+from formats.spec import ModelArgs
 from llama2_scratch import model_files
 from reference.load import load_model, weights_from_gguf, weights_from_llama2c
 from reference.model import Llama

@@ -9,13 +9,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import reference.attention
-import reference.config
+import formats.spec
 import reference.rmsnorm
 import reference.rope
 import reference.swiglu
 from reference.attention import attention, softmax
-from reference.config import ModelArgs, default_hidden_dim
-from reference.model import Llama, weight_shapes
+from formats.spec import ModelArgs, default_hidden_dim
+from reference.model import Llama
+from formats.spec import weight_shapes
 from reference.rmsnorm import rmsnorm
 from reference.rope import apply_rope, rope_tables
 from reference.swiglu import silu, swiglu
@@ -268,7 +269,7 @@ def test_every_layer_function_keeps_the_dtype(dtype):
     assert {name: out.dtype for name, out in outputs.items()} == {name: dtype for name in outputs}
 
 
-@pytest.mark.parametrize("module", [reference.config, reference.rmsnorm, reference.rope,
+@pytest.mark.parametrize("module", [formats.spec, reference.rmsnorm, reference.rope,
                                     reference.attention, reference.swiglu])
 def test_docstring_examples(module):
     result = doctest.testmod(module)

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from reference.config import ModelArgs
-from reference.model import Llama, weight_shapes
+from formats.spec import ModelArgs
+from reference.model import Llama
+from formats.spec import weight_shapes
 from tests.llama_helpers import random_weights, torch_model
 from trainer.model import INIT_STD, Transformer
 

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from formats import gguf
-from reference.config import ModelArgs
+from formats.spec import ModelArgs
 from tests.pipeline_helpers import build_dataset, tiny_config
 from trainer import checkpoint
 from trainer.export import export_gguf, load_exportable

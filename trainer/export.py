@@ -15,7 +15,7 @@ import dataclasses
 import numpy as np
 
 from formats import gguf, llama2c, mapping, spm
-from reference.config import ModelArgs
+from formats.spec import ModelArgs
 from trainer import checkpoint
 
 

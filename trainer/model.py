@@ -3,7 +3,7 @@
 Parameter names are llama2.c's (`tok_embeddings`, `layers.{i}.attention.{wq,wk,wv,wo}`,
 `layers.{i}.feed_forward.{w1,w2,w3}`, `attention_norm`, `ffn_norm`, `norm`, `output`), so a
 state dict is a ckpt.pt `model` entry and maps one to one onto llama2.c and GGUF files.
-Shapes: B batch, T positions, D, H, Hkv, hd, F, V as in reference/config.py.
+Shapes: B batch, T positions, D, H, Hkv, hd, F, V as in formats/spec.py.
 
 Init (llama2.c's, so a model trained here starts where llama2.c's does): every Linear and the
 embedding N(0, 0.02); wo and w3 N(0, 0.02/sqrt(2 * n_layers)), RMSNorm gains 1. The scaled
@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reference.config import ModelArgs
+from formats.spec import ModelArgs
 from trainer.loss import linear_cross_entropy
 
 INIT_STD = 0.02

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from data.paths import DataError, file_sha256, resolve_tokenizer, token_dir
-from reference.config import ModelArgs
+from formats.spec import ModelArgs
 from trainer import checkpoint
 from trainer.flops import flops_per_token, measure_matmul_peak
 from trainer.model import Transformer

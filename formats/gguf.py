@@ -367,11 +367,19 @@ def _read_tensor_info(cur, mv, i, names):
         ggml_type = GGMLType(raw_type)
     except ValueError:
         raise FormatError(cur.path, field + ".type", type_pos, f"unknown or unsupported ggml type {raw_type}") from None
-    block_size = BLOCK[ggml_type][0]
+    block_size, type_size = BLOCK[ggml_type]
     row = ne[0] if ne else 1
     if row % block_size:
         raise FormatError(cur.path, f"{field}.ne[0]", ne_pos, f"row length {row} is not a multiple of "
                                                               f"{ggml_type.name}'s block size {block_size}")
+    # The data view is shaped by every dim: bound its extent, a zero dim counted as 1 (NumPy
+    # refuses shapes whose other dims overflow the address space even when one dim is 0), by the
+    # file's size before any view is made.
+    extent = math.prod(max(n, 1) for n in ne) // block_size * type_size
+    if extent > cur.size:
+        raise FormatError(cur.path, f"{field}.ne", ne_pos, f"dims {ne} of {ggml_type.name} span {extent} "
+                                                           f"bytes, which passes the end of the file "
+                                                           f"({cur.size} bytes)")
     offset = cur.u64(field + ".offset")
     return name, ggml_type, tuple(reversed(ne)), offset, type_pos + 4
 

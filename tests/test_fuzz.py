@@ -190,6 +190,19 @@ def test_flips_and_splices(fuzz, kind, which, ops):
     fuzz.run(kind, {**valid, name: mutate(valid[name], ops)}, f"{name} {ops}")
 
 
+# Dims on the edges of int64 and of the address space, zeros among them: the products that
+# overflow NumPy's shapes, not only the file's size.
+DIM = st.sampled_from([0, 1, 2, 32, 2**31 - 1, 2**31, 2**32, 2**40, 2**62, 2**63 - 1, 2**63, 2**64 - 1])
+
+
+@settings(max_examples=MUTATIONS_PER_KIND)
+@given(ne=st.lists(DIM, min_size=1, max_size=4), ggml_type=st.sampled_from(list(GGMLType)),
+       n_data=st.integers(0, 256))
+def test_tensor_dims_near_the_limits(fuzz, ne, ggml_type, n_data):
+    data = gguf_header(1, 0, tensor_info(b"t", ne, int(ggml_type))) + bytes(n_data)
+    fuzz.run("gguf-rich", {"m.gguf": data}, f"dims {ne} of {ggml_type.name}")
+
+
 # ---------------------------------------------------------------------------- crafted headers
 
 
@@ -263,6 +276,12 @@ GGUF_CRAFTED = [
     ("n_dims 2**32-1", gguf_bytes(gguf_header(1, 0, gguf_string(b"t") + struct.pack("<I", 2**32 - 1) + bytes(64))),
      "n_dims"),
     ("ne[0] 2**63-1 of F32", gguf_bytes(gguf_header(1, 0, tensor_info(b"t", [2**63 - 1]))), "passes the end"),
+    # A zero dim makes the tensor empty, but NumPy still refuses a view whose other dims overflow
+    # the address space ("array is too big", found by atheris): the reader bounds them first.
+    ("dims [0, 2**40, 2**40] of F32", gguf_bytes(gguf_header(1, 0, tensor_info(b"t", [0, 2**40, 2**40]))
+                                                 + bytes(64)), "t).ne at byte"),
+    ("dims [0, 2**62] of Q8_0", gguf_bytes(gguf_header(1, 0, tensor_info(b"t", [0, 2**62], 8)) + bytes(64)),
+     "span"),
     ("key length 2**64-1", gguf_bytes(gguf_header(0, 1, struct.pack("<Q", 2**64 - 1) + bytes(16))), "kv[0].key"),
     ("2**60 strings", gguf_bytes(gguf_header(0, 1, gguf_string(b"k") + struct.pack("<IIQ", 9, 8, 2**60)
                                              + bytes(64))), "cannot fit"),

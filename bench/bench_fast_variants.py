@@ -24,6 +24,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import bench_inference  # noqa: E402
+from bench_data import data_file  # noqa: E402
 import reference.fast  # noqa: E402
 from reference.load import load_model  # noqa: E402
 
@@ -54,13 +55,14 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", choices=sorted(bench_inference.SIZES), default=[288, 768])
     parser.add_argument("--runs", type=int, default=7)
-    parser.add_argument("--tokenizer", type=Path, default=bench_inference.SHARED_DATA / "llama2" / "tokenizer.model")
+    parser.add_argument("--tokenizer", type=Path, help="default: Llama 2's tokenizer.model (bench_data.py)")
     args = parser.parse_args(argv)
     prompt = np.random.default_rng(0).integers(3, 32000, PROMPT_TOKENS)
     print(f"median of {args.runs} alternating runs; decode {DECODE_TOKENS} tokens, prefill {PROMPT_TOKENS}")
     print(f"{'model':<14}{'variant':<40}{'with':>9}{'without':>9}{'ratio':>8}")
     with tempfile.TemporaryDirectory() as folder:
-        paths = bench_inference.write_models(folder, args.sizes, ("f32", "q8_0"), args.tokenizer)
+        paths = bench_inference.write_models(folder, args.sizes, ("f32", "q8_0"),
+                                             args.tokenizer or data_file("llama2/tokenizer.model"))
         for dim in args.sizes:
             name = f"{dim}/{bench_inference.SIZES[dim][0]}L"
             f32, q8_0 = paths[dim, "f32"], paths[dim, "q8_0"]

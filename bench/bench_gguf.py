@@ -1,7 +1,7 @@
 """Open a GGUF holding the 32000-piece Llama 2 vocabulary and a 15M-parameter model, decode all
 metadata: ours (formats.gguf.read) vs gguf-py (gguf.GGUFReader), timed side by side in one run.
 
-    python bench/bench_gguf.py [--shared ../shared/data] [--repeat 7]
+    python bench/bench_gguf.py [--tokenizer tokenizer.model] [--repeat 7]
 
 Target (issue 2): ours >= 20x faster. Prints the median of --repeat runs for each, and the ratio.
 """
@@ -17,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from formats import gguf, mapping  # noqa: E402
 from formats.vocab import TokenType, Vocab  # noqa: E402
+from bench_data import data_file  # noqa: E402
 from timing import median_seconds  # noqa: E402
 
 SEED_CONFIG = {"dim": 288, "n_layers": 6, "n_heads": 6, "n_kv_heads": 6, "vocab_size": 32000,
@@ -35,7 +36,7 @@ def llama2_vocab(model_path):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shared", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
+    parser.add_argument("--tokenizer", type=Path, help="default: Llama 2's tokenizer.model (bench_data.py)")
     parser.add_argument("--repeat", type=int, default=7)
     args = parser.parse_args()
     import gguf as ggufpy
@@ -43,7 +44,7 @@ def main():
     rng = np.random.default_rng(0)
     weights = {name: (rng.standard_normal(shape) * 0.02).astype(np.float32)
                for name, shape in mapping.expected_shapes(SEED_CONFIG).items()}
-    vocab = llama2_vocab(Path(args.shared) / "llama2" / "tokenizer.model")
+    vocab = llama2_vocab(args.tokenizer or data_file("llama2/tokenizer.model"))
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "seed.gguf"
         gguf.write(mapping.to_gguf(weights, SEED_CONFIG, vocab), path)

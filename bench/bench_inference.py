@@ -33,7 +33,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-SHARED_DATA = Path(os.environ.get("LLAMA2_SCRATCH_SHARED", ROOT.parent / "shared")) / "data"
+from bench_data import data_file  # noqa: E402
+
 # (dim, n_layers): heads of 48 (288/6), 64 (512/8) and 64 (768/12) wide.
 SIZES = {288: (6, 6), 512: (8, 8), 768: (12, 12)}
 DTYPES = ("f32", "q8_0")
@@ -258,7 +259,7 @@ def run(args, out=print):
     prompt = np.random.default_rng(0).integers(3, 32000, PROMPT_TOKENS).tolist()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        paths = write_models(tmp, dims, DTYPES, args.tokenizer)
+        paths = write_models(tmp, dims, DTYPES, args.tokenizer or data_file("llama2/tokenizer.model"))
         out(f"decode: {args.decode_tokens} greedy tokens after BOS; prefill: {PROMPT_TOKENS}-token "
             f"prompt; median of {args.runs} runs, interleaved")
         header = (f"{'model':16} {'MB':>6} | {'decode ours':>11} {'llama.cpp':>9} {'ratio':>6} | "
@@ -309,7 +310,7 @@ def parse_args(argv=None):
     parser.add_argument("--sizes", type=int, nargs="+", choices=sorted(SIZES), default=sorted(SIZES))
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--decode-tokens", type=int, default=DECODE_TOKENS)
-    parser.add_argument("--tokenizer", type=Path, default=SHARED_DATA / "llama2" / "tokenizer.model")
+    parser.add_argument("--tokenizer", type=Path, help="default: Llama 2's tokenizer.model (bench_data.py)")
     parser.add_argument("--worker", choices=sorted(RUNNERS), help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

@@ -2,14 +2,12 @@
 
     python bench/bench_tokenizer.py [--model tokenizer.model] [--text input.txt] [--runs 5]
 
-Defaults: Llama 2's tokenizer.model and Tiny Shakespeare from ../shared/data (or
-$LLAMA2_SCRATCH_SHARED/data). The text is encoded as one string. Our per-chunk cache is emptied
+Defaults: Llama 2's tokenizer.model and Tiny Shakespeare, found as bench/bench_data.py says. The text is encoded as one string. Our per-chunk cache is emptied
 before every run, so each run pays for every distinct word; the warm line shows a second pass.
 Prints the median of the runs and our time / sentencepiece's time (the target is <= 3).
 """
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -17,19 +15,20 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from reference.tokenizer import Tokenizer  # noqa: E402
+from bench_data import data_file  # noqa: E402
 from timing import median_seconds  # noqa: E402
 
-SHARED_DATA = Path(os.environ.get("LLAMA2_SCRATCH_SHARED",
-                                  Path(__file__).resolve().parents[2] / "shared")) / "data"
 
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, default=SHARED_DATA / "llama2" / "tokenizer.model")
-    parser.add_argument("--text", type=Path, default=SHARED_DATA / "tinyshakespeare" / "input.txt")
+    parser.add_argument("--model", type=Path, help="default: Llama 2's tokenizer.model")
+    parser.add_argument("--text", type=Path, help="default: Tiny Shakespeare")
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args(argv)
+    args.model = args.model or data_file("llama2/tokenizer.model")
+    args.text = args.text or data_file("tinyshakespeare/input.txt")
 
     import sentencepiece as spm
 

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench_data import data_file  # noqa: E402
 from formats.spec import ModelArgs  # noqa: E402
 from trainer.config import TrainConfig  # noqa: E402
 from trainer.flops import flops_per_token, measure_matmul_peak  # noqa: E402
@@ -88,9 +89,8 @@ def shakespeare_batches(n_steps, device):
     import numpy as np
 
     from reference.tokenizer import Tokenizer
-    shared = Path(__file__).resolve().parents[2] / "shared" / "data"
-    tokenizer = Tokenizer.from_spm(shared / "llama2" / "tokenizer.model")
-    ids = np.array(tokenizer.encode((shared / "tinyshakespeare" / "input.txt").read_text(encoding="utf-8")))
+    tokenizer = Tokenizer.from_spm(data_file("llama2/tokenizer.model"))
+    ids = np.array(tokenizer.encode(data_file("tinyshakespeare/input.txt").read_text(encoding="utf-8")))
     rng = np.random.default_rng(0)
     span = SEED_ARGS.max_seq_len + 1
     batches = []

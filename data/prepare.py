@@ -20,13 +20,10 @@ import json
 import zipfile
 from pathlib import Path
 
+from data import corpora
 from data.paths import DataError, SPLITS, dataset_dir, split_path
 from formats.atomic import atomic_write
 
-TINYSHAKESPEARE_URL = ("https://raw.githubusercontent.com/karpathy/char-rnn/master/data/"
-                       "tinyshakespeare/input.txt")
-# sha256 of the file at TINYSHAKESPEARE_URL (1,115,394 bytes), computed once from our copy.
-TINYSHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
 DATASETS = ("tinyshakespeare", "prachathai", "wisesight", "text")
 DEFAULT_VAL_FRACTION = 0.1
 _HASH_RANGE = 1 << 64
@@ -56,24 +53,9 @@ def tinyshakespeare_documents(input_path, data_dir):
     if input_path is None:
         input_path = dataset_dir(data_dir, "tinyshakespeare") / "input.txt"
         if not input_path.is_file():
-            _download(TINYSHAKESPEARE_URL, input_path, TINYSHAKESPEARE_SHA256)
+            url, sha256 = corpora.FILES["tinyshakespeare/input.txt"]
+            corpora.download(url, input_path, sha256)
     return paragraphs(read_utf8(_existing(input_path)))
-
-
-def _download(url, path, sha256):
-    import urllib.request  # here, not at the top: it costs every `llama2-scratch` command ~6 MB
-
-    try:
-        with urllib.request.urlopen(url, timeout=60) as response:
-            data = response.read()
-    except OSError as exc:
-        raise DataError(f"cannot download {url} ({exc}); pass --input PATH to a local copy") from None
-    actual = hashlib.sha256(data).hexdigest()
-    if actual != sha256:
-        raise DataError(f"{url}: sha256 {actual} is not the expected {sha256}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(path) as f:
-        f.write(data)
 
 
 def prachathai_documents(input_path):

@@ -1,7 +1,8 @@
-"""Shared fixtures: where the read-only corpora live, and hypothesis profiles.
+"""Shared fixtures: where the reference corpora live, and hypothesis profiles.
 
-Tests read real data from ../shared/data (beside the checkout; never copied into the repo) and
-write only under pytest's tmp_path. LLAMA2_SCRATCH_SHARED overrides the location.
+Tests read real data through `data.corpora.data_folder`: $LLAMA2_SCRATCH_DATA, else the
+read-only copies in ../shared/data beside the checkout, else the user cache (filled by checksummed
+downloads). They write only under pytest's tmp_path.
 """
 
 import os
@@ -10,8 +11,10 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
-SHARED_DATA = Path(os.environ.get("LLAMA2_SCRATCH_SHARED",
-                                  Path(__file__).resolve().parents[2] / "shared")) / "data"
+from data import corpora
+from data.paths import DataError
+
+BESIDE_CHECKOUT = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 # Deterministic in CI (derandomize): a failure seen there reproduces locally with the same profile.
 settings.register_profile("ci", derandomize=True, deadline=None,
@@ -22,7 +25,8 @@ settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 @pytest.fixture(scope="session")
 def shared_data():
-    """Path to ../shared/data; the tests that need it fail (not skip) when it is missing."""
-    if not SHARED_DATA.is_dir():
-        pytest.fail(f"shared data folder not found at {SHARED_DATA} (set LLAMA2_SCRATCH_SHARED)")
-    return SHARED_DATA
+    """The folder of reference corpora; the tests that need it fail (not skip) when it cannot be had."""
+    try:
+        return corpora.data_folder([BESIDE_CHECKOUT])
+    except DataError as exc:
+        pytest.fail(str(exc))

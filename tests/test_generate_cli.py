@@ -83,6 +83,11 @@ def test_streamed_text_equals_json_text_and_seed_reproduces(model_gguf):
     assert streamed.stdout == doc["text"] + "\n"
     assert json.loads(again.stdout)["ids"] == doc["ids"]
     assert "prefill:" in streamed.stderr and "tok/s" in streamed.stderr
+    # Another seed draws other tokens: 30 draws at temperature 1.2 from a random model's flat
+    # distributions over 32,000 ids all coinciding would mean the seed never reaches the sampler.
+    other = run_cli(*common[:-3], "8", "--temperature", "1.2", "--json")
+    assert len(json.loads(other.stdout)["ids"]) == len(doc["ids"]) == 30
+    assert json.loads(other.stdout)["ids"] != doc["ids"]
 
 
 def test_llama2c_model_with_each_tokenizer_kind(tmp_path, model_gguf, shared_data):

@@ -569,7 +569,8 @@ def test_huge_config_fails_on_size_without_allocating(tmp_path, tiny_files):
 
 
 def test_missing_file(tmp_path):
-    assert_format_error("file", llama2c.read, tmp_path / "absent.bin")
+    path = tmp_path / "absent.bin"
+    assert_format_error(f"{path}: file: No such file or directory", llama2c.read, path)
 
 
 # ---------------------------------------------------------------------------------------------

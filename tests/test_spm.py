@@ -49,7 +49,8 @@ def check_against_sentencepiece(model, sp):
 
 
 def test_docstring_examples():
-    assert doctest.testmod(spm_format).failed == 0
+    result = doctest.testmod(spm_format)
+    assert result.attempted > 0 and result.failed == 0
 
 
 def test_known_bytes(tmp_path):
@@ -162,8 +163,9 @@ def test_damaged_files_parse_or_raise_format_error(tmp_path_factory, cut, at, ju
 
 
 def test_missing_file_is_a_format_error(tmp_path):
-    with pytest.raises(FormatError):
+    with pytest.raises(FormatError) as info:
         spm_format.read(tmp_path / "absent.model")
+    assert str(info.value) == f"{tmp_path / 'absent.model'}: file: No such file or directory"
 
 
 def test_from_bytes_equals_reading_the_file(shared_data):

@@ -87,9 +87,9 @@ def shakespeare_batches(n_steps, device):
     """n_steps (x, y) batches of random windows of Tiny Shakespeare in Llama 2 tokens (seed 0)."""
     import numpy as np
 
-    from reference.tokenizer import Tokenizer
+    from reference.runtime.fast_tokenizer import FastTokenizer
     shared = Path(__file__).resolve().parents[2] / "shared" / "data"
-    tokenizer = Tokenizer.from_spm(shared / "llama2" / "tokenizer.model")
+    tokenizer = FastTokenizer.from_spm(shared / "llama2" / "tokenizer.model")
     ids = np.array(tokenizer.encode((shared / "tinyshakespeare" / "input.txt").read_text(encoding="utf-8")))
     rng = np.random.default_rng(0)
     span = SEED_ARGS.max_seq_len + 1

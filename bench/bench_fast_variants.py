@@ -1,11 +1,11 @@
-"""What each of reference/fast.py's speed choices is worth: the fast path with and without it.
+"""What each of reference/runtime/fast.py's speed choices is worth: the fast path with and without it.
 
     python bench/bench_fast_variants.py [--sizes 288 768] [--runs 7]
 
 For each size (bench_inference.py's random-weight GGUFs), two variants of the same model run in
 one process, alternating (A B A B ...) so that drift in the machine's memory bandwidth hits both
 alike; each figure is the median of --runs:
-- weights: f32 decode with the weights read into huge-page memory (reference/memory.py, what
+- weights: f32 decode with the weights read into huge-page memory (reference/runtime/memory.py, what
   `load_model(fast=True)` does) vs used where they lie in the file's map (`mmap=True`);
 - threads: decode with FastLlama(threads=2) vs threads=1, for f32 and q8_0 (Linear's split);
 - query blocks: f32 prefill of a 255-token prompt with QUERY_BLOCK = 64 vs one block.
@@ -25,8 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import bench_inference  # noqa: E402
 from bench_data import data_file  # noqa: E402
-import reference.fast  # noqa: E402
-from reference.load import load_model  # noqa: E402
+import reference.runtime.fast  # noqa: E402
+from reference.runtime.load import load_model  # noqa: E402
 
 DECODE_TOKENS = 128
 PROMPT_TOKENS = 255
@@ -37,11 +37,11 @@ def decode_tok_s(model):
 
 
 def prefill_tok_s(model, prompt, query_block):
-    saved, reference.fast.QUERY_BLOCK = reference.fast.QUERY_BLOCK, query_block
+    saved, reference.runtime.fast.QUERY_BLOCK = reference.runtime.fast.QUERY_BLOCK, query_block
     try:
         return len(prompt) / bench_inference.numpy_prefill_seconds(model, prompt)
     finally:
-        reference.fast.QUERY_BLOCK = saved
+        reference.runtime.fast.QUERY_BLOCK = saved
 
 
 def compare(runs, measure, a, b):

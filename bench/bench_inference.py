@@ -4,7 +4,7 @@
 
 For each size (dim 288/6 layers, 512/8, 768/12; vocab 32000 from Llama 2's tokenizer.model;
 random weights, which do not change the speed) and each type (f32, q8_0), one GGUF is written
-and two worker processes load it: ours (reference.fast.FastLlama, NumPy) and llama.cpp
+and two worker processes load it: ours (reference.runtime.fast.FastLlama, NumPy) and llama.cpp
 (llama-cpp-python's Llama). The parent asks them in turn, A B A B ..., so drift in the machine's
 load hits both alike:
 - decode: after one BOS token, 256 greedy steps (forward one token, argmax), tok/s;
@@ -99,7 +99,7 @@ def numpy_prefill_seconds(model, tokens):
 
 class NumpyRunner:
     def __init__(self, path, threads):
-        from reference.load import load_model
+        from reference.runtime.load import load_model
         self.model = load_model(path, fast=True, threads=threads)
 
     def decode(self, n):

@@ -1,4 +1,4 @@
-"""Encode speed: reference.tokenizer against sentencepiece on the same text, in the same run.
+"""Encode speed: reference.runtime.fast_tokenizer against sentencepiece on the same text, in the same run.
 
     python bench/bench_tokenizer.py [--model tokenizer.model] [--text input.txt] [--runs 5]
 
@@ -14,8 +14,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from reference.tokenizer import Tokenizer  # noqa: E402
 from bench_data import data_file  # noqa: E402
+from reference.runtime.fast_tokenizer import FastTokenizer  # noqa: E402
 from timing import median_seconds  # noqa: E402
 
 
@@ -34,7 +34,7 @@ def main(argv=None):
 
     text = args.text.read_text(encoding="utf-8")
     start = time.perf_counter()
-    ours = Tokenizer.from_spm(args.model)
+    ours = FastTokenizer.from_spm(args.model)
     load = time.perf_counter() - start
     sp = spm.SentencePieceProcessor(model_file=str(args.model))
     if ours.encode(text, bos=False) != sp.encode(text):

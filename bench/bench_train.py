@@ -88,8 +88,8 @@ def shakespeare_batches(n_steps, device):
     """n_steps (x, y) batches of random windows of Tiny Shakespeare in Llama 2 tokens (seed 0)."""
     import numpy as np
 
-    from reference.tokenizer import Tokenizer
-    tokenizer = Tokenizer.from_spm(data_file("llama2/tokenizer.model"))
+    from reference.runtime.fast_tokenizer import FastTokenizer
+    tokenizer = FastTokenizer.from_spm(data_file("llama2/tokenizer.model"))
     ids = np.array(tokenizer.encode(data_file("tinyshakespeare/input.txt").read_text(encoding="utf-8")))
     rng = np.random.default_rng(0)
     span = SEED_ARGS.max_seq_len + 1

@@ -117,11 +117,11 @@ def sample_text(gguf_path, prompt, max_new_tokens, seed, temperature=0.8, top_k=
 
     from formats import gguf
     from reference.generate import generate
-    from reference.load import load_model
-    from reference.tokenizer import Tokenizer
+    from reference.runtime.load import load_model
+    from reference.runtime.fast_tokenizer import FastTokenizer
 
     model = load_model(gguf_path)
-    tokenizer = Tokenizer.from_gguf(gguf.read(gguf_path))
+    tokenizer = FastTokenizer.from_gguf(gguf.read(gguf_path))
     ids = tokenizer.encode(prompt, bos=True)
     new_ids = list(generate(model, ids, np.random.default_rng(seed), max_new_tokens, {tokenizer.vocab.eos_id},
                             temperature=temperature, top_k=top_k))

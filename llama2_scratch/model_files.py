@@ -10,13 +10,13 @@ import os
 import numpy as np
 
 from formats import detect, gguf, llama2c
-from reference import load
+from reference.runtime import load
 from formats.spec import ModelArgs
-from reference.tokenizer import Tokenizer
+from reference.runtime.fast_tokenizer import FastTokenizer as Tokenizer
 
 
 def load_model(path, dtype=np.float32, fast=False, threads=1, mmap=False):
-    """reference.load.load_model, plus torch checkpoints: a ckpt.pt is read by trainer/ (torch
+    """reference.runtime.load.load_model, plus torch checkpoints: a ckpt.pt is read by trainer/ (torch
     needed; it resolves llama2.c-style model_args and tied weights as `export` does) and the
     NumPy model built from its float32 weights."""
     if not detect.is_torch_checkpoint(path):
@@ -54,9 +54,9 @@ def usable_cpus():
 def load_model_and_tokenizer(model_path, tokenizer_path=None, threads=1, mmap=False):
     """(FastLlama, Tokenizer); raises ValueError naming the file when they do not fit together.
 
-    The fast path (reference/fast.py): float32 weights are read once into huge-page memory and
+    The fast path (reference/runtime/fast.py): float32 weights are read once into huge-page memory and
     quantized ones stay quantized, so memory stays near the file's size; `threads` share large
-    one-token products (reference.fast.Linear)."""
+    one-token products (reference.runtime.fast.Linear)."""
     model = load_model(model_path, fast=True, threads=threads, mmap=mmap)
     vocab_size = model.args.vocab_size
     if tokenizer_path is None:

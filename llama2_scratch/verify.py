@@ -43,7 +43,7 @@ import numpy as np
 
 from formats import detect, gguf, llama2c, mapping
 from formats.ggml import GGMLType
-from reference.load import LLAMA2C_NORM_EPS
+from reference.runtime.load import LLAMA2C_NORM_EPS
 
 # Greedy continuations run this many tokens (llama2.c's and llama.cpp's demos print about as
 # many), fewer when the context is shorter.
@@ -544,7 +544,7 @@ def _our_tokenizer(model_path, is_gguf, tokenizer_path, exportable, notes):
     """reference/tokenizer.py on MODEL's vocabulary (a llama2.c file has none: --tokenizer, else
     the ckpt's), or None with a note when it cannot be built."""
     from llama2_scratch.model_files import load_tokenizer
-    from reference.tokenizer import Tokenizer
+    from reference.runtime.fast_tokenizer import FastTokenizer as Tokenizer
 
     try:
         if is_gguf:

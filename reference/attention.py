@@ -5,6 +5,8 @@
 GQA: n_heads query heads share n_kv_heads key/value heads; query head h reads kv head
 h // (n_heads / n_kv_heads). With n_kv_heads == n_heads it is plain multi-head attention.
 Shapes: H query heads, Hkv kv heads, G = H / Hkv queries per kv head, T queries, S keys, hd.
+
+Maths, read 3rd of reference/'s eight (reference/__init__.py gives the order).
 """
 
 import math

@@ -5,6 +5,9 @@
 
 The model runs lazily: each new token's forward pass happens only when the caller asks for the
 token after it, so stopping early costs nothing extra and the caller can time each step.
+
+Maths, read 7th of reference/'s eight (reference/__init__.py gives the order); it runs
+model.Llama and runtime.fast.FastLlama alike.
 """
 
 from reference.sampling import sample

@@ -10,7 +10,10 @@ Built from `(ModelArgs, weights)` where weights use llama2.c's state-dict names 
 `weight_shapes`). `Llama.forward(tokens, start_pos)` runs a whole prompt at once (prefill,
 start_pos 0) and then one token at a time (decode), each call writing the keys and values of its
 positions into the cache and attending over everything cached before them.
-Shapes: T new tokens, S = start_pos + T cached positions, D, H, Hkv, hd, F, V as in config.py.
+Shapes: T new tokens, S = start_pos + T cached positions, D, H, Hkv, hd, F, V as in formats/spec.py.
+
+Maths, read 5th of reference/'s eight, after the layers it is built from
+(reference/__init__.py gives the order); reference/runtime/fast.py computes the same, fast.
 """
 
 import dataclasses

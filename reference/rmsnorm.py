@@ -4,6 +4,8 @@
 
 Unlike LayerNorm there is no mean subtraction and no bias. Llama 2 applies it before attention,
 before the feed-forward network and once more before the output layer.
+
+Maths, read 1st of reference/'s eight (reference/__init__.py gives the order).
 """
 
 import numpy as np

@@ -9,6 +9,8 @@ angle m * freq_j, with freq_j = theta^(-2j/hd):
 Rotating both q (at position m) and k (at position n) makes q·k depend on m - n only, which is
 how attention sees relative position. Hugging Face checkpoints pair x[j] with x[j + hd/2]
 instead; llama2.c, llama.cpp's "llama" architecture and this project all use adjacent pairs.
+
+Maths, read 2nd of reference/'s eight (reference/__init__.py gives the order).
 """
 
 import numpy as np

@@ -9,6 +9,8 @@ bool. `sample` applies the steps in llama2.c's and Hugging Face's order:
 
 each filter renormalizing what it keeps, so top-p measures mass after top-k. Temperature 0 means
 greedy: argmax, lowest id on ties.
+
+Maths, read 6th of reference/'s eight (reference/__init__.py gives the order).
 """
 
 import numpy as np

@@ -4,6 +4,8 @@
 
 w1 (the gate) and w3 (the up projection) map D -> F, w2 maps F -> D. Weights are stored as torch
 `nn.Linear.weight`, (out, in), so `x @ w.T` is the torch `w(x)`.
+
+Maths, read 4th of reference/'s eight (reference/__init__.py gives the order).
 """
 
 import numpy as np

@@ -1,4 +1,9 @@
-"""A SentencePiece-compatible BPE tokenizer in plain Python, built from a `Vocab`.
+"""A SentencePiece-compatible BPE tokenizer in plain Python, built from a `Vocab`: the algorithm.
+
+Maths, read 8th of reference/'s eight (reference/__init__.py gives the order; it stands alone):
+one merge at a time, as on paper, O(n^2) in the length of the text. FastTokenizer
+(reference/runtime/fast_tokenizer.py) gives the same ids fast, a word at a time through a cache and
+a heap of candidate pairs; the CLI uses that one.
 
 It gives the ids sentencepiece gives for a BPE model with the identity normalization (Llama 2's
 tokenizer.model, and the vocabularies `train-vocab` makes), and it loads from a .model file, a
@@ -24,7 +29,6 @@ time and only lets a multibyte character out once all its bytes have arrived.
 """
 
 import codecs
-import heapq
 import re
 
 from formats.vocab import TokenType
@@ -34,7 +38,6 @@ _BYTE_PIECE = re.compile(r"<0x([0-9A-Fa-f]{2})>")
 # Pieces the BPE merges may build (ModelInterface::pieces_ in sentencepiece); the others
 # (UNKNOWN, CONTROL, BYTE) are only ever emitted whole.
 _MERGEABLE = (TokenType.NORMAL, TokenType.USER_DEFINED, TokenType.UNUSED)
-_CACHE_SIZE = 1 << 17
 
 
 def _replace_one_byte(error):
@@ -48,42 +51,6 @@ def _replace_one_byte(error):
 
 
 codecs.register_error("sentencepiece_replace", _replace_one_byte)
-
-
-def _char_class(chars):
-    """A regex character class matching exactly `chars` (which may be empty)."""
-    if not chars:
-        return r"[^\s\S]"
-    return "[" + "".join(re.escape(c) for c in sorted(chars)) + "]"
-
-
-def _chunk_pattern(pieces, space):
-    """A regex whose matches cut normalized text into chunks that BPE can encode one at a time.
-
-    BPE only joins adjacent symbols into a piece of the vocabulary, and a user-defined piece only
-    matches text equal to it. So if no such piece contains the two characters on either side of a
-    cut, no symbol ever spans the cut, and each side's merges are exactly those it would make
-    alone: the pairs a merge creates or destroys lie on its own side, and the order of merges
-    within a side (highest score, then leftmost) is unaffected by merges on the other. Two kinds
-    of cut are safe by that argument, and both are decided from the vocabulary:
-    - on both sides of a character that occurs in no multi-character piece ("\\n" for Llama 2):
-      it can never join anything;
-    - before a `space` that follows a character c, when no piece contains c + space. In Llama 2
-      only '▁' itself precedes '▁' inside pieces ("▁▁▁"), so every word with its leading spaces
-      is a chunk: "▁Hi", "▁▁there".
-    When some other character precedes `space` inside a piece, only the first kind is used.
-    """
-    joined = set()  # characters that occur in some multi-character piece
-    before_space = set()  # characters that precede `space` inside some piece
-    for piece in pieces:
-        if len(piece) > 1:
-            joined.update(piece)
-            before_space.update(piece[i - 1] for i in range(1, len(piece)) if piece[i] == space)
-    if before_space <= {space}:
-        word = _char_class(joined - {space})
-        s = re.escape(space)
-        return re.compile(f"{s}*{word}+|{s}+|.", re.S)
-    return re.compile(f"{_char_class(joined)}+|.", re.S)
 
 
 class Tokenizer:
@@ -138,14 +105,9 @@ class Tokenizer:
                 self._byte_value[i] = int(m.group(1), 16)
         self._byte_ids = [self.piece_to_id.get(f"<0x{b:02X}>", vocab.unk_id) for b in range(256)]
 
-        # Which piece resegments an UNUSED piece is decided by the last time that piece was a merge
-        # candidate anywhere in the text (bpe_model.cc's rev_merge), so chunks are not independent
-        # when the vocabulary has UNUSED pieces: then the text is encoded whole.
-        self._chunk_re = None if self._unused else _chunk_pattern(
-            [p for p in self._merge_score] + user, self.space)
-        self._cache = {}
-
     # ------------------------------------------------------------------------------- loaders
+    # formats/ parses the files; these hand its Vocab to `cls`, so FastTokenizer.from_spm(path)
+    # gives a FastTokenizer.
 
     @classmethod
     def from_vocab(cls, vocab, **options):
@@ -210,122 +172,106 @@ class Tokenizer:
 
     def encode(self, text, bos=None, eos=None):
         """Token ids of `text`; `bos`/`eos` default to the vocabulary's add_bos/add_eos."""
-        normalized = self.normalize(text)
-        if self._chunk_re is None:
-            ids = self._encode_chunk(normalized)
-        else:
-            ids = []
-            cache = self._cache
-            if len(cache) > _CACHE_SIZE:
-                cache.clear()
-            for chunk in self._chunk_re.findall(normalized):
-                chunk_ids = cache.get(chunk)
-                if chunk_ids is None:
-                    chunk_ids = cache[chunk] = self._encode_chunk(chunk)
-                ids += chunk_ids
-            if not self.byte_fallback:
-                ids = self._squeeze_unknown(ids)
-        vocab = self.vocab
-        add_bos = vocab.add_bos if bos is None else bos
-        add_eos = vocab.add_eos if eos is None else eos
-        if (add_bos and vocab.bos_id < 0) or (add_eos and vocab.eos_id < 0):
-            raise ValueError("BOS/EOS requested but the vocabulary has no such piece (id -1)")
-        if add_bos:
-            ids.insert(0, vocab.bos_id)
-        if add_eos:
-            ids.append(vocab.eos_id)
-        return ids
+        symbols = self.symbols(self.normalize(text))                   # step 2
+        pieces, formed_by = self.merge(symbols)                          # step 3
+        return self.with_bos_eos(self.piece_ids(pieces, formed_by), bos, eos)   # steps 4, 5
 
     def encode_as_pieces(self, text, bos=None, eos=None):
         """The pieces of `encode(text)`, e.g. ["<s>", "▁Hi", "▁", "▁there"]."""
         return [self.vocab.pieces[i] for i in self.encode(text, bos, eos)]
 
-    def _squeeze_unknown(self, ids):
-        """One unk id per run of unknown symbols, as sentencepiece merges them (chunks can end and
-        start with one)."""
-        unk = self.vocab.unk_id
-        return [i for k, i in enumerate(ids) if i != unk or k == 0 or ids[k - 1] != unk]
+    def symbols(self, text):
+        """Normalized text cut into the symbols BPE starts from: one per character, except that a
+        user-defined piece is one symbol (the longest one that matches, as sentencepiece's
+        PrefixMatcher takes it), which no merge ever joins to its neighbours.
 
-    def _encode_chunk(self, text):
-        if self._symbol_re is None:
-            symbols = list(text)
-            frozen = ()
-        else:
-            symbols = self._symbol_re.findall(text)
-            frozen = {k for k, s in enumerate(symbols) if s in self._user}
-        rev_merge = {}
-        ids = []
-        for piece in self._merge(symbols, frozen, rev_merge):
-            self._emit(piece, rev_merge, ids)
-        return ids
+        With the user-defined piece "555": "a5555" -> ["a", "555", "5"].
+        """
+        return list(text) if self._symbol_re is None else self._symbol_re.findall(text)
 
-    def _merge(self, symbols, frozen, rev_merge):
-        """BPE over `symbols` (a list of str); returns the merged symbols in order.
+    def pair_score(self, left, right):
+        """The score of merging adjacent symbols `left` and `right`: that of the piece left+right,
+        or None when it is no piece merges may build or either side is a user-defined piece.
 
-        A heap of candidate pairs ordered by (-score, left index) and a doubly linked list over
-        the symbols, as in bpe_model.cc: O(n log n). A popped pair is stale when either side has
-        been merged away or has grown since it was pushed, which the summed length detects
-        (symbols only ever grow to the right by absorbing their right neighbour).
+        A user-defined symbol is always one that `symbols` cut out: no merge can rebuild one,
+        since the text it spans starts where `symbols` would have cut that piece (or a longer one).
+        """
+        if left in self._user or right in self._user:
+            return None
+        return self._merge_score.get(left + right)
+
+    def merge(self, symbols):
+        """BPE: repeatedly join the adjacent pair with the best score (the leftmost on ties) until
+        no adjacent pair forms a piece. Returns (pieces, formed_by).
 
         Toy vocabulary {"▁a": -1, "ab": -2, "▁ab": -3}, text "▁ab":
             ▁ a b   candidates ▁a (-1), ab (-2)  -> merge ▁a
             ▁a b    candidates ▁ab (-3)          -> merge ▁ab
             ▁ab
+
+        formed_by maps an UNUSED piece to the pair it was last seen forming: UNUSED pieces may be
+        merged through but never emitted, and `piece_ids` splits one back into that pair. "Last"
+        follows sentencepiece (bpe_model.cc's rev_merge): a pair is seen when it becomes adjacent,
+        first every pair left to right, then after each merge the new symbol's pairs with its left
+        and its right neighbour. Each step rescans every pair: O(n^2) for n symbols, clear for a
+        sentence; reference/runtime/fast_tokenizer.py keeps the candidates in a heap instead.
         """
-        n = len(symbols)
-        if n < 2:
-            return symbols
-        score = self._merge_score
-        unused = self._unused
-        nxt = list(range(1, n + 1))
-        nxt[-1] = -1
-        prv = list(range(-1, n - 1))
-        heap = []
+        symbols = list(symbols)
+        formed_by = {}
 
-        def candidate(left, right):
-            if left in frozen or right in frozen:
-                return
-            a, b = symbols[left], symbols[right]
-            merged = a + b
-            s = score.get(merged)
-            if s is not None:
-                heapq.heappush(heap, (-s, left, right, len(merged)))
-                if merged in unused:
-                    rev_merge[merged] = (a, b)
+        def seen(k):
+            """Symbols k and k+1 have just become adjacent."""
+            if 0 <= k < len(symbols) - 1 and self.pair_score(symbols[k], symbols[k + 1]) is not None:
+                if symbols[k] + symbols[k + 1] in self._unused:
+                    formed_by[symbols[k] + symbols[k + 1]] = (symbols[k], symbols[k + 1])
 
-        for k in range(n - 1):
-            candidate(k, k + 1)
-        while heap:
-            _, left, right, size = heapq.heappop(heap)
-            a, b = symbols[left], symbols[right]
-            if not a or not b or len(a) + len(b) != size:
-                continue
-            symbols[left] = a + b
-            symbols[right] = ""
-            after = nxt[left] = nxt[right]
-            if after >= 0:
-                prv[after] = left
-            if prv[left] >= 0:
-                candidate(prv[left], left)
-            if after >= 0:
-                candidate(left, after)
-        return [s for s in symbols if s]
+        for k in range(len(symbols) - 1):
+            seen(k)
+        while True:
+            # (score, -k): the highest score first, then the lowest k
+            candidates = [(score, -k) for k, score in
+                          enumerate(self.pair_score(a, b) for a, b in zip(symbols, symbols[1:]))
+                          if score is not None]
+            if not candidates:
+                return symbols, formed_by
+            k = -max(candidates)[1]
+            symbols[k:k + 2] = [symbols[k] + symbols[k + 1]]
+            seen(k - 1)
+            seen(k)
 
-    def _emit(self, piece, rev_merge, ids):
-        """Append the id(s) of one merged symbol."""
+    def piece_ids(self, pieces, formed_by):
+        """The ids of the merged symbols, in order (see `_emit`)."""
+        ids = []
+        for piece in pieces:
+            self._emit(piece, formed_by, ids)
+        return ids
+
+    def _emit(self, piece, formed_by, ids):
+        """Append the id(s) of one merged symbol: its piece's id; an UNUSED piece's pair (see
+        `merge`); for no piece (or the unknown piece), its UTF-8 bytes as <0xXX> pieces with byte
+        fallback, else one unk id per run of unknown symbols, as sentencepiece merges them."""
         i = self.piece_to_id.get(piece)
         if i is None or self.types[i] == TokenType.UNKNOWN:
             if self.byte_fallback:
                 ids.extend(self._byte_ids[b] for b in piece.encode("utf-8"))
             elif not ids or ids[-1] != self.vocab.unk_id:
                 ids.append(self.vocab.unk_id)
-        elif piece in rev_merge:
-            # An UNUSED piece is never emitted: split it back into the pair that last formed it.
-            left, right = rev_merge[piece]
-            self._emit(left, rev_merge, ids)
-            self._emit(right, rev_merge, ids)
+        elif piece in formed_by:
+            left, right = formed_by[piece]
+            self._emit(left, formed_by, ids)
+            self._emit(right, formed_by, ids)
         else:
             ids.append(i)
+
+    def with_bos_eos(self, ids, bos, eos):
+        """`ids` with BOS before and EOS after, as asked; None means the vocabulary's add_bos /
+        add_eos. Asking for a piece the vocabulary lacks (id -1) is an error."""
+        vocab = self.vocab
+        add_bos = vocab.add_bos if bos is None else bos
+        add_eos = vocab.add_eos if eos is None else eos
+        if (add_bos and vocab.bos_id < 0) or (add_eos and vocab.eos_id < 0):
+            raise ValueError("BOS/EOS requested but the vocabulary has no such piece (id -1)")
+        return [vocab.bos_id] * bool(add_bos) + ids + [vocab.eos_id] * bool(add_eos)
 
     # ------------------------------------------------------------------------------- decoding
 

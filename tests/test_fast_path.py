@@ -1,4 +1,4 @@
-"""The fast path (reference/fast.py, reference/blockwise.py) against the plain reference model.
+"""The fast path (reference/runtime/fast.py, reference/runtime/blockwise.py) against the plain reference model.
 
 Same weights, same maths: logits agree to float32 rounding and greedy decoding picks the same ids,
 for float32 weights and for quantized ones kept quantized (compared with the plain model that
@@ -13,14 +13,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import reference.fast
+import reference.runtime.fast
 from formats import gguf, llama2c, mapping, quant
 from formats.ggml import GGMLType
-from reference.blockwise import BlockMatrix, GGMLBlockMatrix, Int8BlockMatrix, block_matrix, fused_rows
+from reference.runtime.blockwise import BlockMatrix, GGMLBlockMatrix, Int8BlockMatrix, block_matrix, fused_rows
 from formats.spec import ModelArgs
-from reference.fast import FastLlama
+from reference.runtime.fast import FastLlama
 from reference.generate import generate
-from reference.load import load_model
+from reference.runtime.load import load_model
 from reference.model import Llama
 from tests.llama_helpers import random_weights
 from tests.test_reference_props import small_configs
@@ -94,18 +94,18 @@ def test_chunked_decoding_matches_the_plain_model(args, seed, data):
     GQA, MQA, head_dim 2, odd hidden_dim and vocabularies), with prompts' queries attended in
     blocks of any size, gives the plain model's logits."""
     weights = random_weights(args, seed)
-    query_block = data.draw(st.sampled_from([1, 3, 7, reference.fast.QUERY_BLOCK]))
+    query_block = data.draw(st.sampled_from([1, 3, 7, reference.runtime.fast.QUERY_BLOCK]))
     n_tokens = data.draw(st.integers(1, args.max_seq_len))
     tokens = np.random.default_rng(seed).integers(0, args.vocab_size, n_tokens)
     expected = Llama(args, weights).forward(tokens, all_logits=True)
     cuts = sorted(data.draw(st.sets(st.integers(1, n_tokens - 1), max_size=n_tokens - 1))) if n_tokens > 1 else []
     fast = FastLlama(args, weights)
-    default_block, reference.fast.QUERY_BLOCK = reference.fast.QUERY_BLOCK, query_block
+    default_block, reference.runtime.fast.QUERY_BLOCK = reference.runtime.fast.QUERY_BLOCK, query_block
     try:
         stepped = [fast.forward(tokens[start:end], start_pos=start, all_logits=True)
                    for start, end in zip([0] + cuts, cuts + [n_tokens])]
     finally:
-        reference.fast.QUERY_BLOCK = default_block
+        reference.runtime.fast.QUERY_BLOCK = default_block
     np.testing.assert_allclose(np.concatenate(stepped), expected, rtol=0, atol=FAST_LOGITS_ATOL)
 
 
@@ -137,7 +137,7 @@ def test_f32_gguf_weights_are_read_once_into_one_buffer(tmp_path):
     path = write_gguf(args, weights, tmp_path / "m.gguf", "f32")
     model = load_model(path, fast=True)
     layer = model.layers[0]
-    # Our GGUF stores wq, wk, wv back to back, and reference/memory.py keeps file order: the
+    # Our GGUF stores wq, wk, wv back to back, and reference/runtime/memory.py keeps file order: the
     # fused matrix spans the three copies without a further copy.
     assert layer.wqkv is not None and np.shares_memory(layer.wqkv, layer.wq)
     matrices = [layer.wqkv, layer.wo, layer.w1, layer.w2, layer.w3, model.tok_embeddings]
@@ -187,7 +187,7 @@ def test_chunked_matmul_equals_a_matmul_with_the_dequantized_matrix(ggml_type, m
     x = rng.standard_normal((5, 64), dtype=np.float32)
     raw = quant.quantize(w, ggml_type)
     tensor = gguf.Tensor("t", ggml_type, w.shape, raw)
-    monkeypatch.setattr("reference.blockwise.CHUNK_ELEMENTS", 64 * 7)      # 43 chunks of 7 rows
+    monkeypatch.setattr("reference.runtime.blockwise.CHUNK_ELEMENTS", 64 * 7)      # 43 chunks of 7 rows
     m = block_matrix(tensor)
     assert isinstance(m, Int8BlockMatrix if ggml_type == GGMLType.Q8_0 else GGMLBlockMatrix)
     assert m.chunk_rows == 7
@@ -230,7 +230,7 @@ def test_q8_0_model_never_holds_its_weights_in_float32(tmp_path, monkeypatch):
     """Load and run a Q8_0 model under tracemalloc (NumPy reports its allocations to it; the
     mapped file is not an allocation): the peak stays far below the float32 size of the weights.
     Expanding at load, as the plain path does, allocates all of it."""
-    monkeypatch.setattr("reference.blockwise.CHUNK_ELEMENTS", 1 << 14)     # a 64 KiB scratch
+    monkeypatch.setattr("reference.runtime.blockwise.CHUNK_ELEMENTS", 1 << 14)     # a 64 KiB scratch
     args = ModelArgs(dim=256, n_layers=4, n_heads=8, vocab_size=4096, max_seq_len=32)
     weights = random_weights(args, seed=7)
     f32_bytes = sum(w.nbytes for w in weights.values())                       # ~18 MB
@@ -284,8 +284,8 @@ def test_products_shared_between_threads_give_the_same_logits(tmp_path, monkeypa
         return np.stack([model.forward(tokens[p:p + 1], p) for p in range(4, len(tokens))])
 
     expected = decode(load_model(path, fast=True))
-    monkeypatch.setattr("reference.fast.Linear.SPLIT_ELEMENTS", 1)          # split every product
-    monkeypatch.setattr("reference.fast.Linear.SPLIT_QUANTIZED", 1)
+    monkeypatch.setattr("reference.runtime.fast.Linear.SPLIT_ELEMENTS", 1)          # split every product
+    monkeypatch.setattr("reference.runtime.fast.Linear.SPLIT_QUANTIZED", 1)
     got = decode(load_model(path, fast=True, threads=3))
     if dtype == "f32":
         np.testing.assert_array_equal(got, expected)      # one dot per row, whichever thread runs it
@@ -296,13 +296,13 @@ def test_products_shared_between_threads_give_the_same_logits(tmp_path, monkeypa
 def test_docstring_examples():
     import doctest
 
-    import reference.blockwise
-    result = doctest.testmod(reference.blockwise)
+    import reference.runtime.blockwise
+    result = doctest.testmod(reference.runtime.blockwise)
     assert result.attempted > 0 and result.failed == 0
 
 
 def test_a_failure_in_a_helper_thread_reaches_the_caller_and_the_helper_lives_on(monkeypatch):
-    from reference.fast import Linear
+    from reference.runtime.fast import Linear
 
     class Flaky(BlockMatrix):
         def __init__(self):

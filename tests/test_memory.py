@@ -1,4 +1,4 @@
-"""reference/memory.py: float32 weights read out of their file into one huge-page buffer.
+"""reference/runtime/memory.py: float32 weights read out of their file into one huge-page buffer.
 
 What the copy must keep: every value (bit for bit), file order (so wq|wk|wv stay fusable), the
 read-only flag, and everything that is not a float32 view of a file untouched. A file that shrank
@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from formats.errors import FormatError
-from reference.blockwise import fused_rows
-from reference.memory import HUGE_PAGE_BYTES, huge_page_buffer, resident, zeros_on_touch
+from reference.runtime.blockwise import fused_rows
+from reference.runtime.memory import HUGE_PAGE_BYTES, huge_page_buffer, resident, zeros_on_touch
 
 
 def test_huge_page_buffer_is_aligned_zeroed_and_writable():

@@ -22,7 +22,7 @@ import numpy as np
 from formats import gguf, llama2c, mapping
 from formats.spec import ModelArgs
 from llama2_scratch.model_files import load_model as load_any
-from reference.load import load_model
+from reference.runtime.load import load_model
 from tests.llama_helpers import random_weights
 
 out = sys.argv[1]
@@ -49,7 +49,7 @@ except ImportError as exc:
     assert "needs torch" in str(exc), exc
 try:
     load_model(f"{out}/ckpt.pt")
-    raise AssertionError("reference.load read a ckpt.pt")
+    raise AssertionError("reference.runtime.load read a ckpt.pt")
 except ValueError as exc:
     assert "a torch checkpoint" in str(exc), exc
 assert sys.modules["torch"] is None

@@ -12,7 +12,7 @@ from formats.errors import FormatError
 from formats.ggml import GGMLType
 from formats.spec import ModelArgs
 from llama2_scratch import model_files
-from reference.load import load_model, weights_from_gguf, weights_from_llama2c
+from reference.runtime.load import load_model, weights_from_gguf, weights_from_llama2c
 from reference.model import Llama
 from tests.llama_helpers import random_weights
 from trainer.export import load_exportable

@@ -1,4 +1,5 @@
-"""reference.tokenizer against sentencepiece, the oracle: identical ids and identical text.
+"""reference.tokenizer (the plain algorithm) and reference.runtime.fast_tokenizer (the one the CLI
+uses) against sentencepiece, the oracle: identical ids and identical text.
 
 Models: Meta's Llama 2 tokenizer.model; small BPE models trained here on Thai text (identity
 normalization, byte fallback exercised by every character outside a 1000-piece vocabulary,
@@ -20,6 +21,7 @@ from hypothesis import strategies as st
 from formats import gguf, mapping
 from formats import spm as spm_format
 from formats.vocab import TokenType, Vocab
+from reference.runtime.fast_tokenizer import FastTokenizer
 from reference.tokenizer import Tokenizer
 
 USER_DEFINED = ["\n", "ครับ", "555"]
@@ -40,11 +42,13 @@ def thai_lines(shared_data, name="pos"):
 
 
 class Pair:
-    """Our tokenizer and sentencepiece's processor for the same .model file."""
+    """Our tokenizers (the fast one as `ours`, the plain algorithm as `plain`) and sentencepiece's
+    processor for the same .model file."""
 
     def __init__(self, path):
         self.path = path
-        self.ours = Tokenizer.from_spm(path)
+        self.ours = FastTokenizer.from_spm(path)
+        self.plain = Tokenizer.from_spm(path)
         self.sp = spm.SentencePieceProcessor(model_file=str(path))
         self.lossless = not self.ours.remove_extra_whitespaces
 
@@ -175,9 +179,9 @@ def test_stream_holds_partial_characters(llama):
 
 def test_loaders_agree(llama, shared_data, tmp_path):
     """The same ids from the .model file (our parser), tokenizer.bin and a GGUF that formats/ wrote."""
-    from_bin = Tokenizer.from_llama2c(shared_data / "llama2" / "tokenizer.bin", 32000)
+    from_bin = FastTokenizer.from_llama2c(shared_data / "llama2" / "tokenizer.bin", 32000)
     gguf.write(gguf.GGUFFile(metadata=mapping.vocab_to_metadata(llama.ours.vocab)), tmp_path / "t.gguf")
-    from_gguf = Tokenizer.from_gguf(gguf.read(tmp_path / "t.gguf"))
+    from_gguf = FastTokenizer.from_gguf(gguf.read(tmp_path / "t.gguf"))
     text = (shared_data / "tinyshakespeare" / "input.txt").read_text(encoding="utf-8")[:200_000]
     text += "".join(thai_lines(shared_data)[:200]) + " 🎉\x00<s>"
     expected = llama.ours.encode(text)
@@ -228,6 +232,43 @@ def test_trained_model_exercises_the_paths(thai_models):
     assert no_bf.ours.encode("🦜🦜 🦜", bos=False) == no_bf.sp.encode("🦜🦜 🦜")
     assert no_bf.ours.vocab.unk_id in no_bf.ours.encode("🦜🦜", bos=False)
     assert thai_models["thai_unused"].ours._chunk_re is None  # whole-text path
+
+
+# ------------------------------------------------------------------------------- the plain algorithm
+
+
+def test_plain_merge_known_answer():
+    """The toy example of Tokenizer.merge's docstring, one merge at a time."""
+    normal = TokenType.NORMAL
+    vocab = Vocab(["<unk>", "\u2581", "a", "b", "\u2581a", "ab", "\u2581ab"], [0, 0, 0, 0, -1, -2, -3],
+                  [TokenType.UNKNOWN] + [normal] * 6, bos_id=-1, eos_id=-1, add_bos=False)
+    tok = Tokenizer(vocab)
+    assert tok.merge(["\u2581", "a", "b"]) == (["\u2581ab"], {})
+    assert tok.encode("ab") == [6]
+    assert tok.encode("ba") == [1, 3, 2]            # "▁b" and "ba" are no pieces
+
+
+def test_plain_known_answers(llama):
+    assert llama.plain.encode("a  b") == [1, 263, 29871, 289]
+    assert llama.plain.encode("Hi  there", eos=True) == [1, 6324, 29871, 727, 2]
+    assert llama.plain.encode("a\nb", bos=False) == [263, 13, 29890]
+    assert llama.plain.encode("") == [1]
+
+
+def test_plain_tinyshakespeare_lines(llama, shared_data):
+    """The plain merge loop is O(n^2) in a line's length: the first 2000 lines, not the file."""
+    lines = (shared_data / "tinyshakespeare" / "input.txt").read_text(encoding="utf-8").split("\n")[:2000]
+    assert [llama.plain.encode(line, bos=False) for line in lines] == llama.sp.encode(lines)
+
+
+@pytest.mark.parametrize("name", ["llama", *THAI_NAMES])
+@settings(max_examples=100)
+@given(text=TEXTS)
+def test_plain_equals_sentencepiece_and_fast(llama, thai_models, name, text):
+    """Every model variant (byte fallback or not, UNUSED pieces, user-defined pieces): the plain
+    algorithm, the fast encoder and sentencepiece give the same ids."""
+    pair = llama if name == "llama" else thai_models[name]
+    assert pair.plain.encode(text, bos=False) == pair.sp.encode(text) == pair.ours.encode(text, bos=False)
 
 
 # ------------------------------------------------------------------------------- chunking

@@ -11,7 +11,7 @@ identical, F32 and Q8_0). What is different, and why (measured with bench/run.py
   config in float32) and used for one multiply-add. Its products are np.vecdot (a SIMD dot per
   row), which streams weights at ~30 GB/s on one core here where OpenBLAS's sgemv reached 13
   (blockwise.product); prompts (T > 1) go to BLAS sgemm.
-- Weights are read once into memory backed by huge pages (reference/memory.py): streamed through
+- Weights are read once into memory backed by huge pages (reference/runtime/memory.py): streamed through
   the file's memory map in 4 KiB pages, decode ran 6-17% slower (dim 288 to 768; a file the page
   cache holds in 2 MiB folios maps as fast, see there). The copy keeps file order, so wq, wk and
   wv become one (D + 2*kv_dim, D) matrix, and one product makes q, k and v, for free: GGUF
@@ -20,7 +20,7 @@ identical, F32 and Q8_0). What is different, and why (measured with bench/run.py
   fusing them made prefill's two products 3% faster and decode not at all, so float32 keeps them
   apart. Q8_0 matrices are gathered at load anyway (load.read_q8_0), w1 and w3 into one array,
   so there they are fused too.
-- Quantized matrices stay quantized (reference/blockwise.py): Q8_0 keeps its int8 codes and block
+- Quantized matrices stay quantized (reference/runtime/blockwise.py): Q8_0 keeps its int8 codes and block
   scales, and each product casts an L2-sized chunk of rows to float32 at a time.
 - A decode step runs in buffers allocated once, every op writing with `out=`; the Python work
   per layer is a fixed ~25 NumPy calls, none of them per head.
@@ -35,6 +35,8 @@ identical, F32 and Q8_0). What is different, and why (measured with bench/run.py
 
 Shapes as in model.py: T new tokens, S = start_pos + T cached positions, D, H, Hkv, G = H / Hkv,
 hd, F, V.
+
+Runtime (reference/runtime/__init__.py): read reference/model.py first.
 """
 
 import dataclasses
@@ -43,9 +45,9 @@ import threading
 
 import numpy as np
 
-from reference.blockwise import BlockMatrix, Int8BlockMatrix, fused_rows, product
+from reference.runtime.blockwise import BlockMatrix, Int8BlockMatrix, fused_rows, product
 from formats.spec import ModelArgs
-from reference.memory import zeros_on_touch
+from reference.runtime.memory import zeros_on_touch
 from reference.model import LAYER_TENSORS, check_positions, matching_weights
 from reference.rope import rope_tables
 
@@ -173,7 +175,7 @@ class FastLlama:
     (up to float32 rounding; see tests/test_fast_path.py).
 
     weights: llama2.c names -> float32 arrays (views are kept, never copied) or, for matrices,
-    BlockMatrix objects (quantized weights that stay quantized; reference/load.py makes them).
+    BlockMatrix objects (quantized weights that stay quantized; reference/runtime/load.py makes them).
     threads: how many threads share a large one-token product (see Linear).
     """
 

@@ -2,7 +2,8 @@
 
 A one-token step reads every weight once, front to back; the speed of that stream is the speed of
 decode. Read through the file's memory map, the weights sit in the page cache in whatever pages
-it happens to hold (4 KiB ones on most kernels), and the stream takes a TLB miss every 4 KiB. Read once into an anonymous buffer that starts on a 2 MiB boundary and asks the kernel for
+it happens to hold (4 KiB ones on most kernels), and the stream takes a TLB miss every 4 KiB.
+Read once into an anonymous buffer that starts on a 2 MiB boundary and asks the kernel for
 transparent huge pages (madvise MADV_HUGEPAGE, the mode Linux ships by default), one TLB entry
 covers 2 MiB. Measured with bench/bench_inference.py's models, decode over the copy ran 1.06x
 (dim 288), 1.10x (512) and 1.17x (768) the speed of the same weights through the map of files
@@ -12,11 +13,15 @@ ext4 files written in large pieces): on GGUFs just written by bench/bench_fast_v
 copy measured 1.02x (288) and 1.00x (768). The copy makes the fast case the only case.
 
 What it costs: the read at load (the file's bytes once, from the page cache: 0.1-1 s for 440 MB
-here, most of it the kernel finding and zeroing huge pages), and the weights are no longer shared with other processes mapping the same
-file. Resident memory is unchanged: a mapped file's pages count once touched, and every weight is
-touched by the first token; the copy is read with readinto, so the file's pages are never mapped.
+here, most of it the kernel finding and zeroing huge pages), and the weights are no longer shared
+with other processes mapping the same file. Resident memory is unchanged: a mapped file's pages
+count once touched, and every weight is touched by the first token; the copy is read with
+readinto, so the file's pages are never mapped.
 Where the OS has no huge pages (no MADV_HUGEPAGE, or THP set to "never") the buffer is an ordinary
 one and only the copy's cost remains.
+
+Runtime (reference/runtime/__init__.py): how fast.py's weights and KV cache sit in memory;
+no maths here.
 """
 
 import mmap

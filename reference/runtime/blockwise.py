@@ -2,7 +2,7 @@
 blocks multiplied a chunk of rows at a time.
 
 `product(x, w, out, start, stop)` is out[:, start:stop] = x @ w[start:stop].T for every kind of
-weight; reference/fast.py splits the rows of a large product between threads with it.
+weight; reference/runtime/fast.py splits the rows of a large product between threads with it.
 
 Float32 weights, one token (T = 1): a matrix-vector product, which only streams the weights from
 memory. np.vecdot (a SIMD dot per row) reads them at ~30 GB/s on one core of this machine, where
@@ -24,6 +24,9 @@ int8 matrix product, so the cast itself cannot be avoided). Both forms hold at m
 float32 weights per thread.
 
 Shapes: a matrix is (rows, cols) as torch's nn.Linear.weight (out, in); x is (T, cols).
+
+Runtime (reference/runtime/__init__.py): the matrix products of model.py's `x @ w.T`, for
+every way a weight is stored.
 """
 
 import numpy as np

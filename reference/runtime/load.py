@@ -10,22 +10,24 @@ How stored types become float32 (the dtype the model computes in):
 - F16, BF16: upcast, which is exact (every half and bfloat16 value is a float32 value).
 - GGUF Q8_0, Q4_0, ... and llama2.c v2 int8 groups: dequantized once at load by formats/, so
   the model multiplies by exactly the values the file encodes.
-With `fast=True` (what `generate` uses) the model is reference.fast.FastLlama: float32 matrices
-are read out of the file into one huge-page buffer (reference/memory.py), and quantized
+With `fast=True` (what `generate` uses) the model is reference.runtime.fast.FastLlama: float32 matrices
+are read out of the file into one huge-page buffer (reference/runtime/memory.py), and quantized
 matrices are not expanded: Q8_0 and v2 int8 groups keep their int8 codes and scales, other block
 types their bytes, and each matmul dequantizes a cache-sized chunk of rows at a time
-(reference/blockwise.py); the values multiplied are the same.
+(reference/runtime/blockwise.py); the values multiplied are the same.
 Nothing here imports torch.
+
+Runtime (reference/runtime/__init__.py): files -> models; the maths is in reference/model.py.
 """
 
 import numpy as np
 
 from formats import detect, gguf, llama2c, mapping
 from formats.ggml import BLOCK, GGMLType
-from reference.blockwise import Int8BlockMatrix, block_matrix
+from reference.runtime.blockwise import Int8BlockMatrix, block_matrix
 from formats.spec import ModelArgs
-from reference.fast import FastLlama
-from reference.memory import resident
+from reference.runtime.fast import FastLlama
+from reference.runtime.memory import resident
 from reference.model import Llama
 
 LLAMA2C_NORM_EPS = 1e-5             # llama2.c files store neither eps nor theta: its defaults
@@ -141,7 +143,7 @@ def read_weights(path, keep_quantized=False):
 def build_model(args, weights, dtype=np.float32, fast=False, threads=1, mmap=False):
     """A `Llama` computing in `dtype`, or with fast=True a `FastLlama` (float32 only) that shares
     large one-token products between `threads` threads and reads float32 matrices into huge-page
-    memory (reference/memory.py) unless `mmap`: then they are used where they lie in the file's
+    memory (reference/runtime/memory.py) unless `mmap`: then they are used where they lie in the file's
     memory map (no copy at load, pages shared with other processes; decode may be slower)."""
     if not fast:
         return Llama(args, weights, dtype)

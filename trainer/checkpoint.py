@@ -1,6 +1,6 @@
 """ckpt.pt: save atomically, load with weights_only=True, and normalize foreign checkpoints.
 
-The dict (../shared/SPEC.md): "model" (llama2.c names), "model_args" (plain dict), and for
+The dict (docs/interfaces.md, "ckpt.pt"): "model" (llama2.c names), "model_args" (plain dict), and for
 resuming "optimizer", "scaler", "iter_num", "rng" (torch CPU and CUDA generator states),
 "data_cursor" (the sampler's seed and next step: batches are a function of those two), "config"
 (the TrainConfig as a dict) and "tokenizer" ({"path", "sha256", "model": the .model bytes}), so

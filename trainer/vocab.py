@@ -1,6 +1,6 @@
 """Train a SentencePiece BPE vocabulary (llama2.c's custom-vocab settings) and measure it.
 
-Settings, and why (see ../shared/FORMATS.md, "Training a SentencePiece vocabulary"):
+Settings, and why (also in docs/formats.md, "Training a SentencePiece vocabulary"):
 - BPE, byte_fallback, character_coverage 1.0: every character is either a piece or its UTF-8
   bytes (<0xXX>), so nothing maps to <unk> and Thai works.
 - identity normalization with remove_extra_whitespaces=False: decode(encode(x)) == x, runs of

@@ -10,7 +10,6 @@ sentencepiece loads too, so each variant is checked against the real thing.
 
 import dataclasses
 import io
-import time
 
 import numpy as np
 import pytest
@@ -287,25 +286,6 @@ def test_chunked_encoding_equals_whole_text_bpe(llama, thai_models, name, text):
 def test_llama_chunks_are_words(llama):
     chunks = llama.ours._chunk_re.findall(llama.ours.normalize("Hi  there,\nyou"))
     assert chunks == ["▁Hi", "▁▁there,", "\n", "you"]
-
-
-@pytest.mark.slow
-def test_encode_speed_within_3x_of_sentencepiece(llama, shared_data):
-    """The issue's bound, measured as bench/bench_tokenizer.py does (cold cache, median of 3)."""
-    text = (shared_data / "tinyshakespeare" / "input.txt").read_text(encoding="utf-8")
-
-    def median_seconds(fn, before=lambda: None):
-        times = []
-        for _ in range(3):
-            before()
-            start = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start)
-        return sorted(times)[1]
-
-    ours = median_seconds(lambda: llama.ours.encode(text), before=llama.ours._cache.clear)
-    ref = median_seconds(lambda: llama.sp.encode(text))
-    assert ours <= 3 * ref, f"ours {ours:.2f} s, sentencepiece {ref:.2f} s"
 
 
 # ------------------------------------------------------------------------------- errors

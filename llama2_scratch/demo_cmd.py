@@ -47,7 +47,7 @@ def run(args):
 
 def _run(args):
     from data.prepare import prepare, read_documents
-    from trainer.config import TrainConfig
+    from trainer.config import from_settings
     from trainer.export import export_gguf, export_llama2c, load_exportable
     from trainer.pretokenize import pretokenize
     from trainer.train import train
@@ -76,9 +76,9 @@ def _run(args):
     print(f"   {meta['splits']['train']['tokens']:,} train / {meta['splits']['val']['tokens']:,} val tokens -> {tokens_dir}")
 
     print("== 4/7 train")
-    config = TrainConfig(dataset=DATASET, vocab_size=VOCAB_SIZE, data_dir=args.data_dir, out_dir=str(out_dir),
-                         max_iters=args.max_iters, dtype=args.dtype, device=args.device, seed=args.seed,
-                         **DEMO_TRAINING)
+    config = from_settings(dict(DEMO_TRAINING, dataset=DATASET, vocab_size=VOCAB_SIZE, data_dir=args.data_dir,
+                                out_dir=str(out_dir), max_iters=args.max_iters, dtype=args.dtype,
+                                device=args.device, seed=args.seed))
     result = train(config, out=lambda line: print("   " + line))
 
     print("== 5/7 export")

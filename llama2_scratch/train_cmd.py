@@ -29,7 +29,7 @@ def run(args):
     except DataError as exc:
         raise UsageError(f"llama2-scratch train: {exc}") from None
     except KeyboardInterrupt as exc:
-        # trainer.train.Interrupted says where it saved; a bare KeyboardInterrupt (a second
+        # trainer.runtime.Interrupted says where it saved; a bare KeyboardInterrupt (a second
         # Ctrl-C, or one before training started) saved nothing. 130 = 128 + SIGINT, as shells do.
         print(f"llama2-scratch train: {str(exc) or 'interrupted; nothing new was saved'}", file=sys.stderr)
         return 130

@@ -7,7 +7,7 @@ trains in well under a second and the models below take milliseconds per step.
 
 from data.prepare import prepare, read_documents
 from data.paths import token_dir, vocab_model_path
-from trainer.config import TrainConfig
+from trainer.config import from_settings
 from trainer.pretokenize import pretokenize
 from trainer.vocab import train_vocab
 
@@ -35,4 +35,4 @@ def tiny_config(data_dir, out_dir, **overrides):
                     out_dir=str(out_dir), max_iters=8, warmup_iters=2, learning_rate=3e-3,
                     eval_interval=1000, eval_batches=4, log_interval=1000, device="cpu", seed=7)
     settings.update(overrides)
-    return TrainConfig(**settings)
+    return from_settings(settings)

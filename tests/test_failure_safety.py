@@ -2,7 +2,6 @@
 code, bad files reach the user as one line, and training survives SIGKILL and SIGINT."""
 
 import contextlib
-import dataclasses
 import errno
 import json
 import os
@@ -260,7 +259,7 @@ def test_sigint_saves_a_checkpoint_and_exits_130(data_dir, tmp_path):
 CHILD = """
 import contextlib, json, os, signal, sys
 from trainer import checkpoint
-from trainer.config import TrainConfig
+from trainer.config import from_settings
 from trainer.train import train
 
 when, nth = os.environ.get("DIE_IN_SAVE", "never:0").split(":")
@@ -296,13 +295,13 @@ def atomic_write(path):
 
 
 checkpoint.atomic_write = atomic_write
-train(TrainConfig(**json.loads(sys.argv[1])), out=lambda *args: None)
+train(from_settings(json.loads(sys.argv[1])), out=lambda *args: None)
 """
 
 
 def start_training(config, die_in_save=None):
     env = dict(CHILD_ENV, **({"DIE_IN_SAVE": die_in_save} if die_in_save else {}))
-    return subprocess.Popen([sys.executable, "-c", CHILD, json.dumps(dataclasses.asdict(config))], cwd=REPO,
+    return subprocess.Popen([sys.executable, "-c", CHILD, json.dumps(config.settings())], cwd=REPO,
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 

@@ -1,5 +1,6 @@
 """The trainer: loss falls, resume is exact, DDP (2 gloo processes) equals one process, config."""
 
+import argparse
 import json
 import os
 import subprocess
@@ -9,9 +10,11 @@ import pytest
 import torch
 
 from data.paths import DataError
+from formats.spec import FIELDS, ModelArgs
 from tests.pipeline_helpers import build_dataset, tiny_config
 from trainer import checkpoint
-from trainer.config import TrainConfig, load_toml
+from trainer.config import (NOT_MODEL_SETTINGS, SETTINGS, TrainConfig, add_arguments, from_args, from_settings,
+                            load_toml)
 from trainer.train import batch_starts, get_lr, train
 
 # DDP sums gradients in another order than one process does; float32 rounding differs by a few
@@ -117,6 +120,23 @@ def test_toml_config_and_unknown_key(tmp_path):
     bad.write_text("dimm = 64\n")
     with pytest.raises(DataError, match="dimm"):
         load_toml(bad)
+
+
+def test_model_settings_are_the_model_args_fields():
+    """Every ModelArgs field but the fixed ones is a flag and a key; the flags build config.model."""
+    assert set(FIELDS) - set(NOT_MODEL_SETTINGS) <= set(SETTINGS)
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    config = from_args(parser.parse_args(["--dim", "64", "--n-heads", "4", "--n-kv-heads", "2",
+                                          "--max-seq-len", "32", "--dropout", "0.1", "--batch-size", "2"]))
+    assert config.model == ModelArgs(dim=64, n_heads=4, n_kv_heads=2, max_seq_len=32, dropout=0.1)
+    assert config.batch_size == 2
+    assert from_settings(config.settings()) == config
+
+
+def test_an_impossible_model_is_one_line_data_error():
+    with pytest.raises(DataError, match="^bad setting: dim 100 is not divisible by n_heads 6$"):
+        from_settings({"dim": 100})
 
 
 def test_bfloat16_autocast_trains_on_cpu(data_dir, tmp_path):

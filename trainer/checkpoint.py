@@ -3,8 +3,8 @@
 The dict (docs/interfaces.md, "ckpt.pt"): "model" (llama2.c names), "model_args" (plain dict), and for
 resuming "optimizer", "scaler", "iter_num", "rng" (torch CPU and CUDA generator states),
 "data_cursor" (the sampler's seed and next step: batches are a function of those two), "config"
-(the TrainConfig as a dict) and "tokenizer" ({"path", "sha256", "model": the .model bytes}), so
-export finds the vocabulary even after the data folder is gone.
+(the TrainConfig's flat settings, `TrainConfig.settings()`) and "tokenizer" ({"path", "sha256",
+"model": the .model bytes}), so export finds the vocabulary even after the data folder is gone.
 """
 
 import io

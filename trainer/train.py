@@ -9,17 +9,19 @@ N - k, bit for bit on a CPU in float32 (tests/test_train.py checks it).
 Under torchrun (DDP), rank r runs micro-steps r*A/W ... (r+1)*A/W - 1 of each step (A =
 grad_accum, W = world size), scales its loss by W/A and lets DDP average the gradients: the same
 global batch and the same mean loss as one process running all A micro-steps. Only rank 0
-evaluates, prints and writes.
+evaluates, prints and writes (processes and Ctrl-C: trainer/runtime.py).
+
+The shape is nanoGPT's: `setup` builds a `RunState` (model, optimizer, scaler, step count, data,
+measurements), then the loop in `_train` runs `train_step`, logs, and every eval_interval steps
+`evaluate_and_save`s.
 """
 
 import contextlib
 import dataclasses
 import json
 import math
-import os
-import signal
-import threading
 import time
+import typing
 from pathlib import Path
 
 import numpy as np
@@ -28,10 +30,12 @@ import torch
 from data.paths import DataError, file_sha256, resolve_tokenizer, token_dir
 from formats.spec import ModelArgs
 from trainer import checkpoint
+from trainer.config import TrainConfig
 from trainer.flops import flops_per_token, measure_matmul_peak
 from trainer.model import Transformer
 from trainer.plot import write_loss_curve
 from trainer.pretokenize import load_tokens
+from trainer.runtime import Distributed, Interrupted, init_distributed, sigint_between_steps, stop_requested
 
 CKPT_NAME = "ckpt.pt"
 LOG_NAME = "log.jsonl"
@@ -71,37 +75,6 @@ def eval_starts(n_tokens, seq_len, max_windows):
     return picked * seq_len
 
 
-@torch.no_grad()
-def evaluate(model, tokens, meta_split, config, device, autocast):
-    """(val loss in nats/token, bits per byte) over the chosen val windows.
-
-    bits/byte = loss * (tokens / bytes of the split) / ln 2: nats per token times tokens per
-    byte, so models with different tokenizers compare on the same text.
-    """
-    model.eval()
-    starts = eval_starts(len(tokens), config.max_seq_len, config.eval_batches * config.batch_size)
-    total, count = 0.0, 0
-    for i in range(0, len(starts), config.batch_size):
-        x, y = make_batch(tokens, starts[i:i + config.batch_size], config.max_seq_len, device)
-        with autocast():
-            _, loss = model(x, y)
-        total += loss.item() * y.numel()
-        count += y.numel()
-    model.train()
-    loss = total / count
-    return loss, loss * meta_split["tokens"] / meta_split["bytes"] / math.log(2)
-
-
-def pick_device(name):
-    if name != "auto":
-        return name
-    if torch.cuda.is_available():
-        return "cuda"
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
-
-
 def make_optimizer(model, config, device_type):
     """AdamW; matrices and embeddings decay, norm gains do not (decaying a gain toward 0 only hurts)."""
     params = [p for p in model.parameters() if p.requires_grad]
@@ -112,63 +85,78 @@ def make_optimizer(model, config, device_type):
                              fused=device_type in ("cuda", "cpu"))
 
 
-class Interrupted(KeyboardInterrupt):
-    """SIGINT stopped training between two steps; the state after `iter_num` steps is in `ckpt`."""
-
-    def __init__(self, iter_num, ckpt):
-        super().__init__(f"interrupted after iter {iter_num}; saved {ckpt} (continue with --resume)")
-        self.iter_num, self.ckpt = iter_num, ckpt
-
-
-@contextlib.contextmanager
-def sigint_between_steps():
-    """Yield an Event that the first SIGINT sets instead of raising KeyboardInterrupt.
-
-    The loop checks it between steps, so the checkpoint it then saves holds whole steps: an
-    interrupt inside optimizer.step() would leave some weights updated and others not. A second
-    SIGINT interrupts at once, as usual. Signal handlers can only be set from the main thread;
-    elsewhere the event is never set.
-    """
-    requested = threading.Event()
-    if threading.current_thread() is not threading.main_thread():
-        yield requested
-        return
-    previous = signal.getsignal(signal.SIGINT)
-
-    def handler(signum, frame):
-        requested.set()
-        signal.signal(signal.SIGINT, previous)
-
-    signal.signal(signal.SIGINT, handler)
-    try:
-        yield requested
-    finally:
-        signal.signal(signal.SIGINT, previous)
+@dataclasses.dataclass
+class Data:
+    """The token splits of one dataset, and the tokenizer that made them (saved in every checkpoint)."""
+    train: np.ndarray
+    val: np.ndarray
+    val_split: dict         # the val split's {"tokens", "bytes"}: bits/byte needs the ratio
+    vocab_size: int
+    tokenizer_path: Path
+    tokenizer_sha: str
 
 
 @dataclasses.dataclass
-class Distributed:
-    rank: int = 0
-    local_rank: int = 0
-    world_size: int = 1
+class RunState:
+    """Everything a run holds between steps: what it trains, how far it is, what it measured.
+
+    `raw_model` is the Transformer (its weights are evaluated and saved); `model` is what the
+    training forward runs, the same module compiled and/or wrapped in DistributedDataParallel.
+    """
+    config: TrainConfig
+    dist: Distributed
+    device: str
+    out: typing.Callable
+    data: Data
+    raw_model: Transformer
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    iter_num: int = 0
+    losses: list = dataclasses.field(default_factory=list)    # train loss of each step run here
+    val_loss: float | None = None
+    val_bpb: float | None = None
+    saved_at: int | None = None     # the iter_num ckpt.pt holds, when saved by this run
+    flops_token: float = 0.0        # model FLOPs per token and the measured matmul peak: MFU
+    peak: float = 0.0
+    tokens_per_s: float = 0.0       # of the last step
+    step_time: float = 0.0          # time.perf_counter() when the current step's clock started
 
     @property
-    def is_main(self):
-        return self.rank == 0
+    def device_type(self):
+        return torch.device(self.device).type
 
+    @property
+    def micro_steps(self):
+        """Micro-batches this rank runs per step."""
+        return self.config.grad_accum // self.dist.world_size
 
-def init_distributed(device_name):
-    """Join the process group when launched by torchrun (RANK set); otherwise one process."""
-    if "RANK" not in os.environ:
-        return Distributed(), pick_device(device_name)
-    dist = Distributed(int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"]), int(os.environ["WORLD_SIZE"]))
-    device = pick_device(device_name)
-    backend = "nccl" if device == "cuda" else "gloo"
-    if device == "cuda":
-        device = f"cuda:{dist.local_rank}"
-        torch.cuda.set_device(device)
-    torch.distributed.init_process_group(backend=backend)
-    return dist, device
+    @property
+    def tokens_per_step(self):
+        return self.config.batch_size * self.config.grad_accum * self.config.model.max_seq_len
+
+    @property
+    def n_params(self):
+        return sum(p.numel() for p in self.raw_model.parameters())
+
+    @property
+    def out_dir(self):
+        return Path(self.config.out_dir)
+
+    @property
+    def ckpt_path(self):
+        return self.out_dir / CKPT_NAME
+
+    def autocast(self):
+        """The mixed-precision context of --dtype: torch.autocast, or nothing for float32."""
+        if self.config.dtype == "float32":
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device_type, dtype=_TORCH_DTYPES[self.config.dtype])
+
+    def result(self):
+        return {"val_loss": self.val_loss, "val_bpb": self.val_bpb, "iter_num": self.iter_num,
+                "ckpt": self.ckpt_path, "losses": self.losses, "tokens_per_s": self.tokens_per_s,
+                "n_params": self.n_params, "model_args": self.raw_model.args.to_dict()}
 
 
 def train(config, out=print):
@@ -189,7 +177,55 @@ def train(config, out=print):
 
 
 def _train(config, dist, device, out, stop):
+    """The loop: step, log, every eval_interval evaluate and save; stop cleanly on SIGINT."""
+    run = setup(config, dist, device, out)
+    run.step_time = time.perf_counter()
+    while run.iter_num < config.max_iters:
+        record = train_step(run)
+        if run.iter_num % config.log_interval == 0 or run.iter_num == 1:
+            out(f"iter {run.iter_num:6d} | loss {record['loss']:.4f} | lr {record['lr']:.2e} | "
+                f"{record['ms']:7.1f} ms | {record['tok_s']:9,.0f} tok/s | mfu {100 * record['mfu']:5.1f}%")
+        if run.iter_num % config.eval_interval == 0 or run.iter_num == config.max_iters:
+            evaluate_and_save(run, record)
+        append_log(run, record)
+        if stop_requested(stop, dist, device):
+            if dist.is_main and run.saved_at != run.iter_num:
+                save(run)
+            raise Interrupted(run.iter_num, run.ckpt_path)
+    return run.result()
+
+
+# ---- setup ----------------------------------------------------------------------------------
+
+def setup(config, dist, device, out):
+    """Check the settings against the data, build (or resume) model and optimizer, announce them."""
     device_type = torch.device(device).type
+    _check_runtime(config, dist, device_type)
+    data = load_data(config)
+    resumed = checkpoint.load(Path(config.out_dir) / CKPT_NAME) if config.resume else None
+    model_args = _model_args(config, data, resumed)
+    torch.manual_seed(config.seed)     # the same init on every rank (DDP also broadcasts rank 0's)
+    raw_model = Transformer(model_args).to(device)
+    run = RunState(config, dist, device, out, data, raw_model, model=raw_model,
+                   optimizer=make_optimizer(raw_model, config, device_type),
+                   scaler=torch.amp.GradScaler(device_type, enabled=config.dtype == "float16"))
+    if resumed is not None:
+        _restore(run, resumed)
+        del resumed     # its tensors (optimizer state: twice the weights) are loaded: free them
+    else:
+        torch.manual_seed(config.seed + dist.rank)    # dropout masks differ across ranks
+    _compile_and_wrap(run)
+    run.flops_token = flops_per_token(run.n_params, model_args.n_layers, model_args.dim, config.model.max_seq_len)
+    run.peak = measure_matmul_peak(device, _TORCH_DTYPES[config.dtype], size=2048, seconds=0.3)
+    out(f"model: {run.n_params / 1e6:.2f}M parameters, {model_args.to_dict()}")
+    out(f"device {device} ({dist.world_size} process(es)), dtype {config.dtype}, "
+        f"{run.tokens_per_step:,} tokens/step, matmul peak {run.peak / 1e9:.1f} GFLOP/s")
+    if dist.is_main:
+        run.out_dir.mkdir(parents=True, exist_ok=True)
+    return run
+
+
+def _check_runtime(config, dist, device_type):
     if config.dtype == "float16" and device_type == "cpu":
         # Measured on this project's CPU (AVX-512, no FP16 units): float16 matmuls ran at 1-22
         # GFLOP/s against ~195 for float32, and timing the matmul peak alone took over a minute.
@@ -197,7 +233,10 @@ def _train(config, dist, device, out, stop):
                         "emulated and ~10x slower than float32: use --dtype bfloat16 or float32")
     if config.grad_accum % dist.world_size:
         raise DataError(f"grad_accum {config.grad_accum} must be a multiple of the world size {dist.world_size}")
-    micro_steps = config.grad_accum // dist.world_size
+
+
+def load_data(config):
+    """The pretokenized splits of config.dataset, checked against the tokenizer that must have made them."""
     tokenizer_path, tag = resolve_tokenizer(config.data_dir, config.dataset, config.vocab_size, config.tokenizer)
     folder = token_dir(config.data_dir, config.dataset, tag)
     train_tokens, meta = load_tokens(folder, "train")
@@ -205,134 +244,142 @@ def _train(config, dist, device, out, stop):
     tokenizer_sha = file_sha256(tokenizer_path)
     if meta["tokenizer_sha256"] != tokenizer_sha:
         raise DataError(f"{folder}: token files were made with another tokenizer; run pretokenize again")
-    if len(train_tokens) < config.max_seq_len + 2:
+    if len(train_tokens) < config.model.max_seq_len + 2:
         raise DataError(f"the train split has {len(train_tokens)} tokens, fewer than max_seq_len + 2")
+    return Data(train_tokens, val_tokens, meta["splits"]["val"], meta["vocab_size"], Path(tokenizer_path),
+                tokenizer_sha)
 
-    out_dir = Path(config.out_dir)
-    ckpt_path = out_dir / CKPT_NAME
-    resumed = checkpoint.load(ckpt_path) if config.resume else None
-    if config.resume and resumed is None:
-        raise DataError(f"{ckpt_path}: nothing to resume")
-    if resumed is not None:
+
+def _model_args(config, data, resumed):
+    """A resumed run's ModelArgs are its checkpoint's; a new run's, the config's with the data's vocab_size."""
+    if resumed is None:
+        model_args = config.model_args(data.vocab_size)
+    else:
         model_args = ModelArgs.from_dict(resumed["model_args"])
-    else:
-        model_args = ModelArgs(dim=config.dim, n_layers=config.n_layers, n_heads=config.n_heads,
-                               n_kv_heads=config.n_kv_heads, vocab_size=meta["vocab_size"],
-                               hidden_dim=config.hidden_dim, multiple_of=config.multiple_of,
-                               max_seq_len=config.max_seq_len, dropout=config.dropout)
-    if model_args.vocab_size != meta["vocab_size"] or model_args.max_seq_len < config.max_seq_len:
+    if model_args.vocab_size != data.vocab_size or model_args.max_seq_len < config.model.max_seq_len:
         raise DataError("the checkpoint's vocab_size/max_seq_len do not fit these token files")
+    return model_args
 
-    torch.manual_seed(config.seed)     # the same init on every rank (DDP also broadcasts rank 0's)
-    model = Transformer(model_args).to(device)
-    optimizer = make_optimizer(model, config, device_type)
-    scaler = torch.amp.GradScaler(device_type, enabled=config.dtype == "float16")
-    iter_num = 0
-    if resumed is not None:
-        model.load_state_dict(checkpoint.clean_state_dict(resumed["model"]))
-        optimizer.load_state_dict(resumed["optimizer"])
-        scaler.load_state_dict(resumed["scaler"])
-        iter_num = resumed["iter_num"]
-        torch.set_rng_state(resumed["rng"]["torch"])
-        if device_type == "cuda" and resumed["rng"].get("cuda") is not None:
-            torch.cuda.set_rng_state(resumed["rng"]["cuda"])
-        del resumed
-    else:
-        torch.manual_seed(config.seed + dist.rank)    # dropout masks differ across ranks
 
-    if device_type == "cuda":
+def _restore(run, resumed):
+    """Continue where the ckpt.pt dict `resumed` stopped: weights, optimizer, scaler, step, generators."""
+    run.raw_model.load_state_dict(checkpoint.clean_state_dict(resumed["model"]))
+    run.optimizer.load_state_dict(resumed["optimizer"])
+    run.scaler.load_state_dict(resumed["scaler"])
+    run.iter_num = resumed["iter_num"]
+    torch.set_rng_state(resumed["rng"]["torch"])
+    if run.device_type == "cuda" and resumed["rng"].get("cuda") is not None:
+        torch.cuda.set_rng_state(resumed["rng"]["cuda"])
+
+
+def _compile_and_wrap(run):
+    """TF32 matmuls on CUDA, then run.model = raw_model, compiled if asked, in DDP under torchrun."""
+    if run.device_type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    raw_model = model
-    if config.compile:
-        model = torch.compile(model)
-    if dist.world_size > 1:
-        model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[dist.local_rank] if device_type == "cuda" else None)
-    amp_dtype = _TORCH_DTYPES[config.dtype]
+    if run.config.compile:
+        run.model = torch.compile(run.model)
+    if run.dist.world_size > 1:
+        run.model = torch.nn.parallel.DistributedDataParallel(
+            run.model, device_ids=[run.dist.local_rank] if run.device_type == "cuda" else None)
 
-    def autocast():
-        if amp_dtype == torch.float32:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=device_type, dtype=amp_dtype)
 
-    n_params = sum(p.numel() for p in raw_model.parameters())
-    flops_token = flops_per_token(n_params, model_args.n_layers, model_args.dim, config.max_seq_len)
-    peak = measure_matmul_peak(device, amp_dtype, size=2048, seconds=0.3)
-    tokens_per_step = config.batch_size * config.grad_accum * config.max_seq_len
-    out(f"model: {n_params / 1e6:.2f}M parameters, {model_args.to_dict()}")
-    out(f"device {device} ({dist.world_size} process(es)), dtype {config.dtype}, "
-        f"{tokens_per_step:,} tokens/step, matmul peak {peak / 1e9:.1f} GFLOP/s")
+# ---- one step ---------------------------------------------------------------------------------
 
-    log_path = out_dir / LOG_NAME
-    if dist.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    losses, result = [], {"val_loss": None, "val_bpb": None}
-    tokens_per_s = 0.0
-    saved_at = None
-    step_time = time.perf_counter()
-    while iter_num < config.max_iters:
-        lr = get_lr(iter_num, config)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        step_loss = 0.0
-        for micro in range(micro_steps):
-            starts = batch_starts(config.seed, iter_num, dist.rank * micro_steps + micro,
-                                  len(train_tokens), config.max_seq_len, config.batch_size)
-            x, y = make_batch(train_tokens, starts, config.max_seq_len, device)
-            # Gradients are all-reduced on the last micro-step only.
-            sync = micro == micro_steps - 1 or dist.world_size == 1
-            with contextlib.nullcontext() if sync else model.no_sync():
-                with autocast():
-                    _, loss = model(x, y)
-                    loss = loss / micro_steps
-                scaler.scale(loss).backward()
-            step_loss += loss.item()
-        if config.grad_clip > 0:
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(raw_model.parameters(), config.grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
-        iter_num += 1
-        losses.append(step_loss)
+def train_step(run):
+    """One optimizer step over this rank's micro-batches; -> the step's log record."""
+    config = run.config
+    lr = get_lr(run.iter_num, config)
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr
+    step_loss = 0.0
+    for micro in range(run.micro_steps):
+        step_loss += _forward_backward(run, micro)
+    if config.grad_clip > 0:
+        run.scaler.unscale_(run.optimizer)
+        torch.nn.utils.clip_grad_norm_(run.raw_model.parameters(), config.grad_clip)
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    run.optimizer.zero_grad(set_to_none=True)
+    run.iter_num += 1
+    run.losses.append(step_loss)
 
-        now = time.perf_counter()
-        dt, step_time = now - step_time, now
-        tokens_per_s = tokens_per_step / dt
-        mfu = flops_token * tokens_per_s / dist.world_size / peak
-        record = {"iter": iter_num, "loss": step_loss, "lr": lr, "ms": 1000 * dt,
-                  "tok_s": tokens_per_s, "mfu": mfu}
-        if iter_num % config.log_interval == 0 or iter_num == 1:
-            out(f"iter {iter_num:6d} | loss {step_loss:.4f} | lr {lr:.2e} | {1000 * dt:7.1f} ms | "
-                f"{tokens_per_s:9,.0f} tok/s | mfu {100 * mfu:5.1f}%")
-        if iter_num % config.eval_interval == 0 or iter_num == config.max_iters:
-            if dist.is_main:
-                val_loss, val_bpb = evaluate(raw_model, val_tokens, meta["splits"]["val"], config,
-                                             device, autocast)
-                result.update(val_loss=val_loss, val_bpb=val_bpb)
-                record.update(val_loss=val_loss, val_bpb=val_bpb)
-                out(f"eval {iter_num:6d} | val loss {val_loss:.4f} | val {val_bpb:.4f} bits/byte")
-                checkpoint.save(_checkpoint_dict(raw_model, optimizer, scaler, iter_num, config,
-                                                 tokenizer_path, tokenizer_sha, device_type), ckpt_path)
-                saved_at = iter_num
-                out(f"saved {ckpt_path}")
-            step_time = time.perf_counter()     # the eval is not part of the next step's time
-        if dist.is_main:
-            with open(log_path, "a", encoding="utf-8") as log:
-                log.write(json.dumps(record) + "\n")
-            if "val_loss" in record:
-                # Redrawn from the whole log, so a resumed run's curve includes the steps before it.
-                with open(log_path, encoding="utf-8") as log:
-                    write_loss_curve(_log_records(log), out_dir / CURVE_NAME)
-        if _stop_requested(stop, dist, device):
-            if dist.is_main and saved_at != iter_num:
-                checkpoint.save(_checkpoint_dict(raw_model, optimizer, scaler, iter_num, config,
-                                                 tokenizer_path, tokenizer_sha, device_type), ckpt_path)
-            raise Interrupted(iter_num, ckpt_path)
-    result.update(iter_num=iter_num, ckpt=ckpt_path, losses=losses, tokens_per_s=tokens_per_s,
-                  n_params=n_params, model_args=model_args.to_dict())
-    return result
+    now = time.perf_counter()
+    dt, run.step_time = now - run.step_time, now
+    run.tokens_per_s = run.tokens_per_step / dt
+    mfu = run.flops_token * run.tokens_per_s / run.dist.world_size / run.peak
+    return {"iter": run.iter_num, "loss": step_loss, "lr": lr, "ms": 1000 * dt, "tok_s": run.tokens_per_s,
+            "mfu": mfu}
+
+
+def _forward_backward(run, micro):
+    """Loss and gradients of this rank's micro-batch `micro`; -> its share of the step's mean loss."""
+    config, dist, seq_len = run.config, run.dist, run.config.model.max_seq_len
+    starts = batch_starts(config.seed, run.iter_num, dist.rank * run.micro_steps + micro,
+                          len(run.data.train), seq_len, config.batch_size)
+    x, y = make_batch(run.data.train, starts, seq_len, run.device)
+    # Gradients are all-reduced on the last micro-step only.
+    sync = micro == run.micro_steps - 1 or dist.world_size == 1
+    with contextlib.nullcontext() if sync else run.model.no_sync():
+        with run.autocast():
+            _, loss = run.model(x, y)
+            loss = loss / run.micro_steps
+        run.scaler.scale(loss).backward()
+    return loss.item()
+
+
+# ---- evaluate, save, log --------------------------------------------------------------------
+
+@torch.no_grad()
+def evaluate(run):
+    """(val loss in nats/token, bits per byte) of run.raw_model over the chosen val windows.
+
+    bits/byte = loss * (tokens / bytes of the split) / ln 2: nats per token times tokens per
+    byte, so models with different tokenizers compare on the same text.
+    """
+    config, model, tokens, seq_len = run.config, run.raw_model, run.data.val, run.config.model.max_seq_len
+    model.eval()
+    starts = eval_starts(len(tokens), seq_len, config.eval_batches * config.batch_size)
+    total, count = 0.0, 0
+    for i in range(0, len(starts), config.batch_size):
+        x, y = make_batch(tokens, starts[i:i + config.batch_size], seq_len, run.device)
+        with run.autocast():
+            _, loss = model(x, y)
+        total += loss.item() * y.numel()
+        count += y.numel()
+    model.train()
+    loss = total / count
+    return loss, loss * run.data.val_split["tokens"] / run.data.val_split["bytes"] / math.log(2)
+
+
+def evaluate_and_save(run, record):
+    """Rank 0 evaluates (into run and `record`) and saves ckpt.pt; the eval is not timed as a step."""
+    if run.dist.is_main:
+        run.val_loss, run.val_bpb = evaluate(run)
+        record.update(val_loss=run.val_loss, val_bpb=run.val_bpb)
+        run.out(f"eval {run.iter_num:6d} | val loss {run.val_loss:.4f} | val {run.val_bpb:.4f} bits/byte")
+        save(run)
+        run.out(f"saved {run.ckpt_path}")
+    run.step_time = time.perf_counter()
+
+
+def save(run):
+    """ckpt.pt of the state after run.iter_num steps (atomically replaced)."""
+    checkpoint.save(_checkpoint_dict(run), run.ckpt_path)
+    run.saved_at = run.iter_num
+
+
+def append_log(run, record):
+    """Rank 0 appends the step's record to log.jsonl and, after an eval, redraws loss.png."""
+    if not run.dist.is_main:
+        return
+    log_path = run.out_dir / LOG_NAME
+    with open(log_path, "a", encoding="utf-8") as log:
+        log.write(json.dumps(record) + "\n")
+    if "val_loss" in record:
+        # Redrawn from the whole log, so a resumed run's curve includes the steps before it.
+        with open(log_path, encoding="utf-8") as log:
+            write_loss_curve(_log_records(log), run.out_dir / CURVE_NAME)
 
 
 def _log_records(lines):
@@ -345,28 +392,20 @@ def _log_records(lines):
     return records
 
 
-def _stop_requested(stop, dist, device):
-    """Whether SIGINT asked to stop; under DDP, whether it reached any rank, so that all ranks stop
-    at the same step (one that stopped alone would leave the others waiting in an all-reduce)."""
-    if dist.world_size == 1:
-        return stop.is_set()
-    flag = torch.tensor([float(stop.is_set())], device=device)
-    torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-    return flag.item() > 0
-
-
-def _checkpoint_dict(model, optimizer, scaler, iter_num, config, tokenizer_path, tokenizer_sha, device_type):
+def _checkpoint_dict(run):
+    """The ckpt.pt dict (layout in trainer/checkpoint.py) of the state after run.iter_num steps."""
+    tokenizer_path = run.data.tokenizer_path
     return {
-        "model": checkpoint.clean_state_dict(model.state_dict()),
-        "model_args": model.args.to_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scaler": scaler.state_dict(),
-        "iter_num": iter_num,
+        "model": checkpoint.clean_state_dict(run.raw_model.state_dict()),
+        "model_args": run.raw_model.args.to_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "scaler": run.scaler.state_dict(),
+        "iter_num": run.iter_num,
         "rng": {"torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state() if device_type == "cuda" else None},
-        "data_cursor": {"sampler": "default_rng((seed, step, micro))", "seed": config.seed,
-                        "next_step": iter_num},
-        "config": dataclasses.asdict(config),
-        "tokenizer": {"path": str(Path(tokenizer_path).resolve()), "sha256": tokenizer_sha,
-                      "model": Path(tokenizer_path).read_bytes()},
+                "cuda": torch.cuda.get_rng_state() if run.device_type == "cuda" else None},
+        "data_cursor": {"sampler": "default_rng((seed, step, micro))", "seed": run.config.seed,
+                        "next_step": run.iter_num},
+        "config": run.config.settings(),
+        "tokenizer": {"path": str(tokenizer_path.resolve()), "sha256": run.data.tokenizer_sha,
+                      "model": tokenizer_path.read_bytes()},
     }

@@ -1,6 +1,7 @@
 """The trainer: loss falls, resume is exact, DDP (2 gloo processes) equals one process, config."""
 
 import argparse
+import dataclasses
 import json
 import os
 import subprocess
@@ -28,6 +29,21 @@ def data_dir(shared_data, tmp_path_factory):
     return build_dataset(shared_data, tmp_path_factory.mktemp("train"))
 
 
+@dataclasses.dataclass
+class Llama2cModelArgs:
+    """llama2.c's model.py ModelArgs, field for field, with its defaults (Llama 7B's shape)."""
+    dim: int = 4096
+    n_layers: int = 32
+    n_heads: int = 32
+    n_kv_heads: int | None = None
+    vocab_size: int = 32000
+    hidden_dim: int | None = None
+    multiple_of: int = 256
+    norm_eps: float = 1e-5
+    max_seq_len: int = 2048
+    dropout: float = 0.0
+
+
 def quiet(*args, **kwargs):
     pass
 
@@ -38,8 +54,10 @@ def test_loss_falls_on_a_fixed_seed(data_dir, tmp_path):
     assert last < first - 0.5
     assert result["val_bpb"] is not None and result["val_bpb"] > 0
     ckpt = checkpoint.load(tmp_path / "ckpt.pt")
-    assert set(ckpt["model_args"]) >= {"dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "hidden_dim",
-                                       "multiple_of", "norm_eps", "rope_theta", "max_seq_len", "dropout"}
+    # llama2.c's scripts build ModelArgs(**ckpt["model_args"]): exactly its fields there, ours beside.
+    assert dataclasses.asdict(Llama2cModelArgs(**ckpt["model_args"])) == ckpt["model_args"]
+    assert ckpt["model_args"]["dim"] == 32 and ckpt["model_args"]["vocab_size"] == 384
+    assert ckpt["extra_model_args"] == {"rope_theta": 10000.0, "tie_embeddings": True}
     assert "layers.1.feed_forward.w3.weight" in ckpt["model"]
     assert ckpt["tokenizer"]["model"] == (data_dir / "text" / "tok384.model").read_bytes()
     log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]

@@ -1,6 +1,9 @@
 """ckpt.pt: save atomically, load with weights_only=True, and normalize foreign checkpoints.
 
-The dict (docs/interfaces.md, "ckpt.pt"): "model" (llama2.c names), "model_args" (plain dict), and for
+The dict (docs/interfaces.md, "ckpt.pt"): "model" (llama2.c names); "model_args", a plain dict of
+exactly llama2.c's ModelArgs fields (LLAMA2C_FIELDS), so llama2.c's sample.py, export.py and
+train.py build `ModelArgs(**ckpt["model_args"])` from it; "extra_model_args", the fields of
+formats.spec.ModelArgs that llama2.c lacks (rope_theta, tie_embeddings, ...); and for
 resuming "optimizer", "scaler", "iter_num", "rng" (torch CPU and CUDA generator states),
 "data_cursor" (the sampler's seed and next step: batches are a function of those two), "config"
 (the TrainConfig's flat settings, `TrainConfig.settings()`) and "tokenizer" ({"path", "sha256",
@@ -15,6 +18,12 @@ import zipfile
 from formats import detect
 from formats.atomic import atomic_write
 from formats.errors import FormatError
+from formats.spec import FIELDS
+
+# llama2.c's model.py ModelArgs, every field (its scripts call ModelArgs(**model_args)).
+LLAMA2C_FIELDS = ("dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "hidden_dim", "multiple_of",
+                  "norm_eps", "max_seq_len", "dropout")
+EXTRA_FIELDS = tuple(name for name in FIELDS if name not in LLAMA2C_FIELDS)
 
 # Buffers llama2.c's model.py keeps in some state dicts; they are derived, not weights.
 _DERIVED = ("freqs_cos", "freqs_sin")
@@ -52,13 +61,14 @@ def load(path):
             raise FormatError(path, "pickle", None, f"not a loadable checkpoint: {_summary(exc)}") from None
     if not isinstance(ckpt, dict):
         raise FormatError(path, "checkpoint", None, f"is a {type(ckpt).__name__}, not a dict")
-    # Every reader indexes these two: a state dict of tensors and a model_args dict.
+    # Every reader indexes these: a state dict of tensors and the model_args dicts.
     model, args = ckpt.get("model"), ckpt.get("model_args")
     if not isinstance(model, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
                                               for k, v in model.items()):
         raise FormatError(path, "model", None, "must be a dict of named tensors (a state_dict)")
-    if not isinstance(args, dict) or not all(isinstance(k, str) for k in args):
-        raise FormatError(path, "model_args", None, "must be a dict keyed by field name")
+    for key, value in (("model_args", args), ("extra_model_args", ckpt.get("extra_model_args", {}))):
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise FormatError(path, key, None, "must be a dict keyed by field name")
     return ckpt
 
 
@@ -94,6 +104,19 @@ def _summary(exc):
         lines = lines[1:]
     first = lines[0].split(". ")[0] if lines else ""
     return f"{type(exc).__name__}: {first}"[:300]
+
+
+def model_args_entries(args):
+    """{"model_args": llama2.c's fields, "extra_model_args": ours} of a formats.spec.ModelArgs."""
+    fields = args.to_dict()
+    return {"model_args": {name: fields[name] for name in LLAMA2C_FIELDS},
+            "extra_model_args": {name: fields[name] for name in EXTRA_FIELDS}}
+
+
+def stored_model_args(ckpt):
+    """The model_args dict of any checkpoint we read: ours (extra_model_args merged in), an earlier
+    one of ours (every field in model_args) or llama2.c's (its fields only)."""
+    return {**ckpt["model_args"], **ckpt.get("extra_model_args", {})}
 
 
 def clean_state_dict(state_dict):

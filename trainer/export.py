@@ -38,7 +38,7 @@ def load_exportable(ckpt_path, tokenizer_path=None):
     if not isinstance(ckpt, dict) or "model" not in ckpt or "model_args" not in ckpt:
         raise ExportError(f"{ckpt_path}: not a training checkpoint (needs 'model' and 'model_args')")
     state = checkpoint.clean_state_dict(ckpt["model"])
-    raw_args = dict(ckpt["model_args"])
+    raw_args = checkpoint.stored_model_args(ckpt)
     if "tie_embeddings" not in raw_args:
         out, emb = state.get("output.weight"), state.get("tok_embeddings.weight")
         raw_args["tie_embeddings"] = out is None or (emb is not None and torch.equal(out, emb))

@@ -255,7 +255,7 @@ def _model_args(config, data, resumed):
     if resumed is None:
         model_args = config.model_args(data.vocab_size)
     else:
-        model_args = ModelArgs.from_dict(resumed["model_args"])
+        model_args = ModelArgs.from_dict(checkpoint.stored_model_args(resumed))
     if model_args.vocab_size != data.vocab_size or model_args.max_seq_len < config.model.max_seq_len:
         raise DataError("the checkpoint's vocab_size/max_seq_len do not fit these token files")
     return model_args
@@ -397,7 +397,7 @@ def _checkpoint_dict(run):
     tokenizer_path = run.data.tokenizer_path
     return {
         "model": checkpoint.clean_state_dict(run.raw_model.state_dict()),
-        "model_args": run.raw_model.args.to_dict(),
+        **checkpoint.model_args_entries(run.raw_model.args),
         "optimizer": run.optimizer.state_dict(),
         "scaler": run.scaler.state_dict(),
         "iter_num": run.iter_num,

@@ -121,6 +121,7 @@ class RunState:
     peak: float = 0.0
     tokens_per_s: float = 0.0       # of the last step
     step_time: float = 0.0          # time.perf_counter() when the current step's clock started
+    curve_note: str | None = None   # why loss.png is not drawn (no matplotlib), said once
 
     @property
     def device_type(self):
@@ -379,7 +380,10 @@ def append_log(run, record):
     if "val_loss" in record:
         # Redrawn from the whole log, so a resumed run's curve includes the steps before it.
         with open(log_path, encoding="utf-8") as log:
-            write_loss_curve(_log_records(log), run.out_dir / CURVE_NAME)
+            note = write_loss_curve(_log_records(log), run.out_dir / CURVE_NAME)
+        if note and not run.curve_note:
+            run.out(note)
+        run.curve_note = note
 
 
 def _log_records(lines):

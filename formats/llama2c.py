@@ -40,8 +40,9 @@ nn.Linear weights, (out, in), row-major.
 (the size a header implies, without listing its tensors) are both read from it.
 
 A checkpoint in memory is a formats.spec.ModelArgs and llama2.c-named weights: the config's 7
-fields and tie_embeddings (= shared classifier) come from the file, the fields it does not store
-(norm_eps, rope_theta, multiple_of, dropout) keep ModelArgs' defaults, which are llama2.c's.
+fields and tie_embeddings (= shared classifier) come from the file; the fields it does not store
+(norm_eps, rope_theta, multiple_of, dropout) keep ModelArgs' defaults (its eps and theta are
+llama2.c's; hidden_dim is stored, so multiple_of is not needed).
 tokenizer.bin is formats/llama2c_tokenizer.py; its read_tokenizer and write_tokenizer are part
 of this module's API.
 """

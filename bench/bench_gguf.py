@@ -16,12 +16,13 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from formats import gguf, mapping  # noqa: E402
+from formats.spec import ModelArgs, weight_shapes  # noqa: E402
 from formats.vocab import TokenType, Vocab  # noqa: E402
 from bench_data import data_file  # noqa: E402
 from timing import median_seconds  # noqa: E402
 
-SEED_CONFIG = {"dim": 288, "n_layers": 6, "n_heads": 6, "n_kv_heads": 6, "vocab_size": 32000,
-               "hidden_dim": 768, "max_seq_len": 256, "norm_eps": 1e-5, "rope_theta": 10000.0}
+SEED_CONFIG = ModelArgs(dim=288, n_layers=6, n_heads=6, n_kv_heads=6, vocab_size=32000,
+                        hidden_dim=768, max_seq_len=256, norm_eps=1e-5, rope_theta=10000.0)
 
 
 def llama2_vocab(model_path):
@@ -43,7 +44,7 @@ def main():
 
     rng = np.random.default_rng(0)
     weights = {name: (rng.standard_normal(shape) * 0.02).astype(np.float32)
-               for name, shape in mapping.expected_shapes(SEED_CONFIG).items()}
+               for name, shape in weight_shapes(SEED_CONFIG).items()}
     vocab = llama2_vocab(args.tokenizer or data_file("llama2/tokenizer.model"))
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "seed.gguf"

@@ -73,7 +73,7 @@ def write_models(folder, dims, dtypes, tokenizer_model):
                 weights[name] = rng.standard_normal(shape, dtype=np.float32) * scale
         for dtype in dtypes:
             path = Path(folder) / f"d{dim}_{dtype}.gguf"
-            gguf.write(mapping.to_gguf(weights, args.to_dict(), vocab, dtype=dtype), path)
+            gguf.write(mapping.to_gguf(weights, args, vocab, dtype=dtype), path)
             paths[dim, dtype] = path
         del weights
     return paths

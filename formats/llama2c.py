@@ -1,7 +1,7 @@
-"""llama2.c checkpoints (v0, v1, v2) and tokenizer.bin, read and written with NumPy.
+"""llama2.c checkpoints (v0, v1, v2), read and written with NumPy.
 
-Layouts, little-endian throughout (checked against llama2.c's export.py, run.c, runq.c and
-tokenizer.py). D dim, F hidden_dim, L n_layers, V vocab_size, T max_seq_len, hd = D / n_heads,
+Layouts, little-endian throughout (checked against llama2.c's export.py, run.c and runq.c).
+D dim, F hidden_dim, L n_layers, V vocab_size, T max_seq_len, hd = D / n_heads,
 KV = n_kv_heads * hd. "×L" means one tensor per layer, layer 0 first; matrices are torch
 nn.Linear weights, (out, in), row-major.
 
@@ -32,129 +32,77 @@ nn.Linear weights, (out, in), row-major.
     256   f32 attention_norm ×L, ffn_norm ×L, norm
           then for each of tok_embeddings, wq ×L, wk ×L, wv ×L, wo ×L, w1 ×L, w2 ×L, w3 ×L,
           [output]: int8 q[numel] and right after it f32 scales[numel / group_size], over the
-          row-major flattened tensor; w[k] ≈ q[k] * scales[k // group_size]. (An early export.py
-          wrote every q first and all scales after; runq.c and later export.py interleave them.)
+          row-major flattened tensor; w[k] ≈ q[k] * scales[k // group_size] (formats/llama2c_quant.py).
+          (An early export.py wrote every q first and all scales after; runq.c and later
+          export.py interleave them.)
 
-  tokenizer.bin (the vocabulary size is not stored: it comes from the model)
-    0     uint32 max_token_length, the longest piece in bytes
-    4     per id 0..V-1: f32 score, uint32 n, n bytes of UTF-8 piece text
+`ORDER` below is these layouts as data: `layout` (every array with its offset) and `file_size`
+(the size a header implies, without listing its tensors) are both read from it.
 
-A checkpoint in memory uses llama2.c's (Meta's) state-dict names: `tok_embeddings.weight`,
-`layers.{i}.attention.wq.weight`, `layers.{i}.feed_forward.w1.weight`, `norm.weight`, ...; an
-absent `output.weight` means the classifier is shared with the embedding.
+A checkpoint in memory is a formats.spec.ModelArgs and llama2.c-named weights: the config's 7
+fields and tie_embeddings (= shared classifier) come from the file; the fields it does not store
+(norm_eps, rope_theta, multiple_of, dropout) keep ModelArgs' defaults (its eps and theta are
+llama2.c's; hidden_dim is stored, so multiple_of is not needed).
+tokenizer.bin is formats/llama2c_tokenizer.py; its read_tokenizer and write_tokenizer are part
+of this module's API.
 """
 
 import dataclasses
 import math
-import re
 import struct
-import types
 
 import numpy as np
 
 from formats import spec
 from formats.atomic import atomic_write
 from formats.binary import Cursor, map_file
-from formats.vocab import TokenType, Vocab
+from formats.llama2c_quant import Int8Groups, default_group_size, quantize
+from formats.llama2c_tokenizer import read_tokenizer, write_tokenizer
+
+__all__ = ["Checkpoint", "TensorInfo", "CONFIG_FIELDS", "read", "write", "read_tokenizer", "write_tokenizer",
+           "args_from_config", "config_of", "file_size", "layout", "tensor_table", "rope_tables"]
 
 MAGIC = 0x616B3432
 HEADER_SIZE = 256        # v1 and v2
 VERSIONS = (0, 1, 2)
-DEFAULT_GROUP_SIZE = 64  # export.py's starting group size; halved until it divides dim
-ROPE_THETA = 10000.0     # llama2.c's precompute_freqs_cis default
+ROPE_THETA = 10000.0     # llama2.c's precompute_freqs_cis default, for the v0 tables
 
 F32 = np.dtype("<f4")
 I8 = np.dtype("i1")
 
-_CONFIG = struct.Struct("<7i")
-_V1_HEADER = struct.Struct("<Ii7iB")   # magic, version, config, shared_classifier
-_V2_HEADER = struct.Struct("<Ii7iBi")  # ... and group_size at byte 37
+# The config, in file order: each an int32, each a formats.spec.ModelArgs field.
+CONFIG_FIELDS = ("dim", "hidden_dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "max_seq_len")
+_CONFIG = struct.Struct("<" + "i" * len(CONFIG_FIELDS))
+_V1_HEADER = struct.Struct("<Ii" + "i" * len(CONFIG_FIELDS) + "B")   # magic, version, config, shared
+_V2_HEADER = struct.Struct("<Ii" + "i" * len(CONFIG_FIELDS) + "Bi")  # ... and group_size at byte 37
 _CONFIG_OFFSET = {0: 0, 1: 8, 2: 8}
+_DATA_OFFSET = {0: _CONFIG.size, 1: HEADER_SIZE, 2: HEADER_SIZE}
 _INT32_MAX = 2**31 - 1
 
 OUTPUT = spec.OUTPUT
-# The order each version stores its weights in; a layer kind expands to all L layers. The v0
-# RoPE tables go between norm and output; v2 stores _NORMS as f32 and _MATRICES as int8 groups.
-_V0_ORDER = ("tok_embeddings", "attention_norm", "attention.wq", "attention.wk", "attention.wv",
-             "attention.wo", "ffn_norm", "feed_forward.w1", "feed_forward.w2", "feed_forward.w3",
-             "norm")
+ROPE_TABLES = ("freq_cis_real", "freq_cis_imag")
+# What each version stores, in file order, by kind (formats.spec.kind_shapes): a layer kind is one
+# array per layer, "output" is stored only when the classifier is not shared, ROPE_TABLES are
+# v0's. v2 stores every matrix (2-D) as int8 groups and the norms (1-D) as f32.
 _NORMS = ("attention_norm", "ffn_norm", "norm")
 _MATRICES = ("tok_embeddings", "attention.wq", "attention.wk", "attention.wv", "attention.wo",
-             "feed_forward.w1", "feed_forward.w2", "feed_forward.w3")
-_V1_ORDER = _NORMS + _MATRICES
-
-# tokenizer.py's export writes BOS and EOS with newlines around them, so that run.c prints them
-# on a line of their own, and every '▁' as a plain space.
-_BOS_TEXT = "\n<s>\n"
-_EOS_TEXT = "\n</s>\n"
-_MARKER_PIECES = {_BOS_TEXT: "<s>", _EOS_TEXT: "</s>"}
-_BYTE_PIECE = re.compile(r"<0x[0-9A-F]{2}>")
-_F32 = struct.Struct("<f")
-_U32 = struct.Struct("<I")
-_SCORE_AND_LENGTH = struct.Struct("<fI")
-
-
-@dataclasses.dataclass(frozen=True)
-class Config:
-    """The 7 int32 every llama2.c file starts its config with (vocab_size always positive here)."""
-    dim: int
-    hidden_dim: int
-    n_layers: int
-    n_heads: int
-    n_kv_heads: int
-    vocab_size: int
-    max_seq_len: int
-
-    @property
-    def head_dim(self):
-        return self.dim // self.n_heads
-
-    @property
-    def kv_dim(self):
-        return self.n_kv_heads * self.head_dim
-
-
-_FIELDS = tuple(f.name for f in dataclasses.fields(Config))
-
-
-@dataclasses.dataclass(eq=False)
-class Int8Groups:
-    """A v2 tensor: w[k] ≈ q[k] * scales[k // group_size] over the row-major flattened tensor.
-
-    q: [numel] int8, scales: [numel / group_size] float32, shape: the tensor's shape.
-    """
-    q: np.ndarray
-    scales: np.ndarray
-    group_size: int
-    shape: tuple
-
-    def __post_init__(self):
-        self.shape = tuple(int(n) for n in self.shape)
-        numel = math.prod(self.shape)
-        if (self.group_size <= 0 or numel % self.group_size or self.q.shape != (numel,)
-                or self.scales.shape != (numel // self.group_size,)):
-            raise ValueError(f"Int8Groups of shape {self.shape}, group size {self.group_size}: "
-                             f"got q {self.q.shape} and scales {self.scales.shape}")
-
-    def to_float32(self):
-        """Dequantize as runq.c does: float(q) * scale, one float32 multiply per element."""
-        groups = self.q.reshape(-1, self.group_size).astype(np.float32)  # [n_groups, gs]
-        # A file's inf or NaN scale decodes to inf or NaN, as in runq.c: not worth a warning.
-        with np.errstate(over="ignore", invalid="ignore"):
-            return (groups * self.scales[:, None]).reshape(self.shape)
+             "feed_forward.w1", "feed_forward.w2", "feed_forward.w3", "output")
+ORDER = {0: ("tok_embeddings", *spec.LAYER_KINDS, "norm", *ROPE_TABLES, "output"),
+         1: _NORMS + _MATRICES,
+         2: _NORMS + _MATRICES}
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Checkpoint:
-    """A llama2.c model: config and llama2.c-named weights.
+    """A llama2.c model: its ModelArgs and llama2.c-named weights.
 
     Weights are float32 arrays (read-only views into the file after `read` of v0/v1), or
     Int8Groups for the matrices of a v2 file (its norms stay float32). `shared_classifier` is
-    derived from the weights (no `output.weight`: the output layer reuses tok_embeddings); when
-    given, it must agree with them. `version` and `group_size` say what the checkpoint was read
-    from; `write` takes its own.
+    args.tie_embeddings, and the weights must agree (no `output.weight`: the output layer reuses
+    tok_embeddings); when given, it must agree too. `version` and `group_size` say what the
+    checkpoint was read from; `write` takes its own.
     """
-    config: Config
+    args: spec.ModelArgs
     weights: dict
     shared_classifier: bool | None = None
     version: int = 1
@@ -162,9 +110,11 @@ class Checkpoint:
 
     def __post_init__(self):
         shared = OUTPUT not in self.weights
+        present = "absent" if shared else "present"
         if self.shared_classifier is not None and bool(self.shared_classifier) != shared:
-            raise ValueError(f"shared_classifier={self.shared_classifier} but output.weight is "
-                             f"{'absent' if shared else 'present'}")
+            raise ValueError(f"shared_classifier={self.shared_classifier} but output.weight is {present}")
+        if self.args.tie_embeddings != shared:
+            raise ValueError(f"args.tie_embeddings={self.args.tie_embeddings} but output.weight is {present}")
         object.__setattr__(self, "shared_classifier", shared)  # frozen: set once, here
 
 
@@ -183,107 +133,109 @@ class TensorInfo:
 
     @property
     def nbytes(self):
-        return self.numel * self.dtype.itemsize
+        return _nbytes(self.shape, self.dtype)
+
+
+def _nbytes(shape, dtype):
+    return math.prod(shape) * dtype.itemsize
 
 
 # ---------------------------------------------------------------------------------------------
-# Shapes, sizes and layout
+# The config <-> ModelArgs
 
 
-def weight_shapes(config, shared_classifier=True):
-    """llama2.c name -> shape of every weight a model with `config` has (formats.spec's table)."""
-    return spec.weight_shapes(types.SimpleNamespace(
-        dim=config.dim, hidden_dim=config.hidden_dim, n_layers=config.n_layers,
-        vocab_size=config.vocab_size, kv_dim=config.kv_dim, tie_embeddings=shared_classifier))
+def args_from_config(config, shared_classifier=True):
+    """The ModelArgs of a file whose config is `config` ({field: int} over CONFIG_FIELDS).
 
-
-def _names(kinds, n_layers):
-    """Weight names in storage order: each layer kind expands to layers 0..L-1."""
-    names = []
-    for kind in kinds:
-        if kind in spec.LAYER_KINDS:
-            names.extend(f"layers.{i}.{kind}.weight" for i in range(n_layers))
-        else:
-            names.append(f"{kind}.weight")
-    return names
-
-
-def default_group_size(dim):
-    """export.py's rule: start at 64 and halve while it does not divide dim (288 -> 32)."""
-    group_size = DEFAULT_GROUP_SIZE
-    while dim % group_size:
-        group_size //= 2
-    return group_size
-
-
-def file_size(config, version, shared_classifier=True, group_size=None):
-    """The exact size in bytes of a file with this header, from the config alone.
-
-    The reader compares this with the real size before it lays out a single tensor, so a header
-    claiming billions of layers costs one multiplication, not a list of billions of entries.
+    Raises spec.ArgsError whose field is the config field to blame and whose message starts
+    "config.<field>": for a value that is not a positive int32 (the file's range), or for values
+    that make no model (ModelArgs' checks).
+    >>> args_from_config(dict(dim=8, hidden_dim=12, n_layers=2, n_heads=3, n_kv_heads=1, vocab_size=10,
+    ...                       max_seq_len=4))
+    Traceback (most recent call last):
+    ...
+    formats.spec.ArgsError: config.n_heads 3 does not divide dim 8
     """
-    D, F, L, V, KV = config.dim, config.hidden_dim, config.n_layers, config.vocab_size, config.kv_dim
-    norms = (2 * L + 1) * D
-    matrices = V * D + L * (2 * D * D + 2 * KV * D + 3 * F * D) + (0 if shared_classifier else V * D)
-    if version == 0:
-        rope = config.max_seq_len * config.head_dim  # two tables of (T, hd/2)
-        return _CONFIG.size + 4 * (norms + matrices + rope)
-    if version == 1:
-        return HEADER_SIZE + 4 * (norms + matrices)
-    # Every matrix's numel is a multiple of D, hence of group_size: the scales add up exactly.
-    return HEADER_SIZE + 4 * norms + matrices + 4 * (matrices // group_size)
+    for name in CONFIG_FIELDS:
+        if not 0 < config[name] <= _INT32_MAX:
+            raise _config_error(name, f"must be a positive int32, got {config[name]}")
+    try:
+        return spec.ModelArgs(**config, tie_embeddings=shared_classifier)
+    except spec.ArgsError as exc:
+        raise _config_error(exc.field, exc.detail) from None
 
 
-def layout(config, version, shared_classifier=True, group_size=None):
+def _config_error(field, detail):
+    return spec.ArgsError(field, detail, f"config.{field} {detail}")
+
+
+def config_of(args):
+    """The config a file stores for `args`: {field: value} in CONFIG_FIELDS order (vocab_size
+    positive; v0 negates it for an unshared classifier). ValueError when an int32 cannot hold one."""
+    config = {name: getattr(args, name) for name in CONFIG_FIELDS}
+    for name, value in config.items():
+        if value > _INT32_MAX:
+            raise ValueError(f"config.{name} {value} does not fit in an int32")
+    return config
+
+
+# ---------------------------------------------------------------------------------------------
+# Sizes and layout, read from ORDER
+
+
+def _stored_kinds(args, version):
+    """(kind, shape) of every kind of array the file stores, in file order."""
+    shapes = spec.kind_shapes(args)
+    shapes.update(dict.fromkeys(ROPE_TABLES, (args.max_seq_len, args.head_dim // 2)))
+    return [(kind, shapes[kind]) for kind in ORDER[version]
+            if not (kind == "output" and args.tie_embeddings)]
+
+
+def _names(kind, n_layers):
+    """The names of the arrays of one kind, in storage order: a layer kind gives layers 0..L-1."""
+    if kind in spec.LAYER_KINDS:
+        return [spec.layer_weight(i, kind) for i in range(n_layers)]
+    return [kind if kind in ROPE_TABLES else f"{kind}.weight"]
+
+
+def _arrays(name, shape, version, group_size):
+    """(name, shape, dtype) of what one tensor is stored as: float32, or in v2 a matrix's int8
+    q and then its float32 scales. Every matrix's numel is a multiple of D, hence of group_size."""
+    if version == 2 and len(shape) == 2:
+        return [(name, shape, I8), (f"{name}.scales", (math.prod(shape) // group_size,), F32)]
+    return [(name, shape, F32)]
+
+
+def file_size(args, version, group_size=None):
+    """The exact size in bytes of a file with this header, from the header alone.
+
+    The reader compares this with the real size before it lays out a single tensor: a kind of
+    tensor stored once per layer counts n_layers times, so a header claiming billions of layers
+    costs a multiplication, not a list of billions of entries.
+    """
+    size = _DATA_OFFSET[version]
+    for kind, shape in _stored_kinds(args, version):
+        count = args.n_layers if kind in spec.LAYER_KINDS else 1
+        size += count * sum(_nbytes(s, dtype) for _, s, dtype in _arrays(kind, shape, version, group_size))
+    return size
+
+
+def layout(args, version, group_size=None):
     """Every array the file stores, in file order, with its byte offset."""
-    shapes = weight_shapes(config, shared_classifier)
-    n_layers = config.n_layers
-    output = [] if shared_classifier else [OUTPUT]
-    if version == 0:
-        rope_shape = (config.max_seq_len, config.head_dim // 2)
-        arrays = [(name, shapes[name], F32) for name in _names(_V0_ORDER, n_layers)]
-        arrays += [("freq_cis_real", rope_shape, F32), ("freq_cis_imag", rope_shape, F32)]
-        arrays += [(name, shapes[name], F32) for name in output]
-    elif version == 1:
-        arrays = [(name, shapes[name], F32) for name in _names(_V1_ORDER, n_layers) + output]
-    else:
-        arrays = [(name, shapes[name], F32) for name in _names(_NORMS, n_layers)]
-        for name in _names(_MATRICES, n_layers) + output:
-            n_groups = math.prod(shapes[name]) // group_size
-            arrays += [(name, shapes[name], I8), (name + ".scales", (n_groups,), F32)]
-    infos = []
-    offset = _CONFIG.size if version == 0 else HEADER_SIZE
-    for name, shape, dtype in arrays:
-        infos.append(TensorInfo(name, shape, dtype, offset))
-        offset += infos[-1].nbytes
+    infos, offset = [], _DATA_OFFSET[version]
+    for kind, shape in _stored_kinds(args, version):
+        for name in _names(kind, args.n_layers):
+            for array in _arrays(name, shape, version, group_size):
+                infos.append(TensorInfo(*array, offset))
+                offset += infos[-1].nbytes
     return infos
 
 
 def tensor_table(checkpoint):
     """`inspect --json`'s tensor list: every stored array with its llama2.c name and offset."""
-    infos = layout(checkpoint.config, checkpoint.version, checkpoint.shared_classifier,
-                   checkpoint.group_size)
+    infos = layout(checkpoint.args, checkpoint.version, checkpoint.group_size)
     return [{"name": t.name, "shape": list(t.shape), "dtype": "i8" if t.dtype == I8 else "f32",
              "offset": t.offset} for t in infos]
-
-
-def _config_problem(config):
-    """The first (field, message) that makes `config` unusable, or None."""
-    for name in _FIELDS:
-        value = getattr(config, name)
-        if not 0 < value <= _INT32_MAX:
-            return name, f"must be a positive int32, got {value}"
-    if config.dim % config.n_heads:
-        return "n_heads", f"{config.n_heads} does not divide dim {config.dim}"
-    if config.n_heads % config.n_kv_heads:
-        return "n_kv_heads", f"{config.n_kv_heads} does not divide n_heads {config.n_heads}"
-    if config.head_dim % 2:
-        return "n_heads", f"head_dim = dim / n_heads = {config.head_dim} is odd; RoPE rotates pairs"
-    return None
-
-
-# ---------------------------------------------------------------------------------------------
-# Maths the writers need: RoPE tables (v0) and int8 groups (v2)
 
 
 def rope_tables(head_dim, max_seq_len):
@@ -307,31 +259,6 @@ def rope_tables(head_dim, max_seq_len):
     return np.cos(angles).astype(np.float32), np.sin(angles).astype(np.float32)
 
 
-def quantize(w, group_size):
-    """Symmetric int8 quantization of flattened `w` in groups of `group_size` (export.py's
-    quantize_q80; not GGUF's Q8_0).
-
-    Per group scale = max|w| / 127 and q = round_half_to_even(w / scale), each step in float32
-    as torch computes it, so q and scales are bit-identical to export.py's. A group of zeros
-    (or one so small that max|w| / 127 underflows) gets scale 0 and q 0: export.py divides by
-    zero there and casts NaN or inf to int8.
-
-    >>> g = quantize([127.0, 0.5, 1.5, -2.5], group_size=4)   # scale 1: halves round to even
-    >>> g.q.tolist(), g.scales.tolist()
-    ([127, 0, 2, -2], [1.0])
-    """
-    w = np.asarray(w, dtype=np.float32)
-    if w.size == 0 or w.size % group_size:
-        raise ValueError(f"a tensor of {w.size} elements does not split into groups of {group_size}")
-    groups = w.reshape(-1, group_size)                               # [n_groups, gs]
-    scales = np.abs(groups).max(axis=1) / np.float32(127.0)          # [n_groups]
-    if not np.isfinite(scales).all():
-        raise ValueError("cannot quantize a tensor holding inf or NaN")
-    quant = np.zeros_like(groups)
-    np.divide(groups, scales[:, None], out=quant, where=scales[:, None] != 0)
-    return Int8Groups(np.rint(quant).astype(np.int8).reshape(-1), scales, group_size, w.shape)
-
-
 # ---------------------------------------------------------------------------------------------
 # Reading checkpoints
 
@@ -343,60 +270,60 @@ def read(path):
     well-formed file.
     """
     cur = Cursor(map_file(path), path)
-    version, config, shared, group_size = _read_header(cur)
-    expected = file_size(config, version, shared, group_size)
+    version, args, group_size = _read_header(cur)
+    expected = file_size(args, version, group_size)
     if expected != cur.size:
         raise cur.error("file size", f"the header describes a {expected}-byte file but it has "
                                      f"{cur.size} bytes", offset=min(expected, cur.size))
-    infos = layout(config, version, shared, group_size)
-    arrays = {t.name: cur.array(t.dtype, t.numel, t.name) for t in infos}
+    arrays = {t.name: cur.array(t.dtype, t.numel, t.name) for t in layout(args, version, group_size)}
     weights = {}
-    for name, shape in weight_shapes(config, shared).items():
-        if version == 2 and arrays[name].dtype == I8:
+    for name, shape in spec.weight_shapes(args).items():
+        if arrays[name].dtype == I8:
             weights[name] = Int8Groups(arrays[name], arrays[name + ".scales"], group_size, shape)
         else:
             weights[name] = arrays[name].reshape(shape)
-    return Checkpoint(config, weights, version=version, group_size=group_size)
+    return Checkpoint(args, weights, version=version, group_size=group_size)
 
 
 def _read_header(cur):
-    """Parse and check the header; returns (version, config, shared_classifier, group_size)."""
+    """Parse and check the header; returns (version, args, group_size)."""
     # v1/v2 start with the magic, v0 with dim: no model has dim 1,634,415,666.
     if cur.u32("magic or config.dim") != MAGIC:
         cur.pos = 0
-        values = _read_config(cur)
-        shared = values["vocab_size"] > 0  # v0 flags an unshared classifier by a negative vocab
-        values["vocab_size"] = abs(values["vocab_size"])
-        return 0, _checked_config(cur, values, 0), shared, None
+        config = _read_config(cur)
+        shared = config["vocab_size"] > 0  # v0 flags an unshared classifier by a negative vocab
+        config["vocab_size"] = abs(config["vocab_size"])
+        return 0, _checked_args(cur, config, shared, 0), None
     version = cur.i32("version")
     if version not in (1, 2):
         raise cur.error("version", f"unsupported version {version} (this reader knows 1 and 2)", 4)
-    config = _checked_config(cur, _read_config(cur), version)
+    config = _read_config(cur)
     flag_at = cur.pos
     shared = cur.u8("shared_classifier")
     if shared not in (0, 1):
         raise cur.error("shared_classifier", f"must be 0 or 1, got {shared}", flag_at)
+    args = _checked_args(cur, config, bool(shared), version)
     group_size = None
     if version == 2:
         group_at = cur.pos
         group_size = cur.i32("group_size")
-        if group_size <= 0 or config.dim % group_size:
-            raise cur.error("group_size", f"{group_size} does not divide dim {config.dim}", group_at)
+        if group_size <= 0 or args.dim % group_size:
+            raise cur.error("group_size", f"{group_size} does not divide dim {args.dim}", group_at)
     _check_padding(cur)
-    return version, config, bool(shared), group_size
+    return version, args, group_size
 
 
 def _read_config(cur):
-    return {name: cur.i32(f"config.{name}") for name in _FIELDS}
+    return {name: cur.i32(f"config.{name}") for name in CONFIG_FIELDS}
 
 
-def _checked_config(cur, values, version):
-    config = Config(**values)
-    problem = _config_problem(config)
-    if problem:
-        field, message = problem
-        raise cur.error(f"config.{field}", message, _CONFIG_OFFSET[version] + 4 * _FIELDS.index(field))
-    return config
+def _checked_args(cur, config, shared, version):
+    """args_from_config, its error located at the field's byte offset."""
+    try:
+        return args_from_config(config, shared)
+    except spec.ArgsError as exc:
+        offset = _CONFIG_OFFSET[version] + 4 * CONFIG_FIELDS.index(exc.field)  # int32 each
+        raise cur.error(f"config.{exc.field}", exc.detail, offset) from None
 
 
 def _check_padding(cur):
@@ -422,34 +349,33 @@ def write(checkpoint, path, version, group_size=None):
     weights of that group size are written as they are, so write(read(f)) reproduces a v2 file
     byte for byte. v0/v1 dequantize Int8Groups. v0's RoPE tables are recomputed (rope_tables),
     so a v0 file exported by torch comes back identical except possibly for the last bits of
-    those tables. Raises ValueError for a config or weights that do not make a model.
+    those tables. Raises ValueError for weights that do not fit the checkpoint's args, or args
+    the config cannot store.
     """
-    config = checkpoint.config
-    problem = _config_problem(config)
-    if problem:
-        raise ValueError(f"config.{problem[0]} {problem[1]}")
+    args = checkpoint.args
     if version not in VERSIONS:
         raise ValueError(f"unknown llama2.c version {version!r} (known: {VERSIONS})")
     if version != 2 and group_size is not None:
         raise ValueError("group_size applies to version 2 only")
     if version == 2:
         group_size = _choose_group_size(checkpoint, group_size)
-    shared = OUTPUT not in checkpoint.weights
-    spec.check_weights(checkpoint.weights, weight_shapes(config, shared))
-    infos = layout(config, version, shared, group_size)
+    header = _header(args, version, group_size)
+    spec.check_weights(checkpoint.weights, spec.weight_shapes(args))
+    infos = layout(args, version, group_size)
     arrays = _stored_arrays(checkpoint, infos, group_size)
     with atomic_write(path) as f:
-        f.write(_header(config, version, shared, group_size))
+        f.write(header)
         for info in infos:
             f.write(np.ascontiguousarray(arrays[info.name], dtype=info.dtype).tobytes())
 
 
 def _choose_group_size(checkpoint, group_size):
+    dim = checkpoint.args.dim
     if group_size is None:
-        group_size = checkpoint.group_size or default_group_size(checkpoint.config.dim)
+        group_size = checkpoint.group_size or default_group_size(dim)
     # Every matrix has a dimension of size dim, so a divisor of dim divides every numel too.
-    if group_size <= 0 or checkpoint.config.dim % group_size:
-        raise ValueError(f"group_size {group_size} does not divide dim {checkpoint.config.dim}")
+    if group_size <= 0 or dim % group_size:
+        raise ValueError(f"group_size {group_size} does not divide dim {dim}")
     return group_size
 
 
@@ -465,9 +391,9 @@ def _stored_arrays(checkpoint, infos, group_size):
             arrays[name] = w.to_float32()
         else:
             arrays[name] = np.asarray(w, dtype=np.float32)
-    if "freq_cis_real" in {t.name for t in infos}:
-        arrays["freq_cis_real"], arrays["freq_cis_imag"] = rope_tables(
-            checkpoint.config.head_dim, checkpoint.config.max_seq_len)
+    if ROPE_TABLES[0] in {t.name for t in infos}:
+        args = checkpoint.args
+        arrays.update(zip(ROPE_TABLES, rope_tables(args.head_dim, args.max_seq_len)))
     return arrays
 
 
@@ -479,87 +405,15 @@ def _as_groups(w, group_size):
     return quantize(w, group_size)
 
 
-def _header(config, version, shared, group_size):
-    values = [getattr(config, name) for name in _FIELDS]
+def _header(args, version, group_size):
+    config = config_of(args)
+    shared = args.tie_embeddings
     if version == 0:
         if not shared:
-            values[_FIELDS.index("vocab_size")] *= -1
-        return _CONFIG.pack(*values)
+            config["vocab_size"] *= -1
+        return _CONFIG.pack(*config.values())
     if version == 1:
-        packed = _V1_HEADER.pack(MAGIC, version, *values, int(shared))
+        packed = _V1_HEADER.pack(MAGIC, version, *config.values(), int(shared))
     else:
-        packed = _V2_HEADER.pack(MAGIC, version, *values, int(shared), group_size)
+        packed = _V2_HEADER.pack(MAGIC, version, *config.values(), int(shared), group_size)
     return packed.ljust(HEADER_SIZE, b"\0")
-
-
-# ---------------------------------------------------------------------------------------------
-# tokenizer.bin
-
-
-def read_tokenizer(path, vocab_size=None):
-    """Read a tokenizer.bin holding `vocab_size` pieces (the model's vocab_size), or, with
-    vocab_size None, every piece up to the end of the file (each takes at least 8 bytes, so the
-    loop is bounded by the file size).
-
-    Pieces come back in SentencePiece's spelling (' ' -> '▁', "\\n<s>\\n" -> "<s>"). Token types
-    are not stored, so they are inferred: CONTROL for the BOS/EOS markers, UNKNOWN for "<unk>" at
-    id 0, BYTE for "<0xXX>", NORMAL otherwise. bos_id/eos_id are where the markers are (run.c's
-    fixed 1 and 2 when absent).
-    """
-    if vocab_size is not None and vocab_size < 0:
-        raise ValueError(f"vocab_size must be >= 0, got {vocab_size}")
-    cur = Cursor(map_file(path), path)
-    max_length = cur.u32("max_token_length")
-    texts, scores = [], []
-    i = 0
-    while (i < vocab_size) if vocab_size is not None else (cur.pos < cur.size):
-        scores.append(cur.unpack(_F32, f"token[{i}].score"))
-        length_at = cur.pos
-        length = cur.u32(f"token[{i}].length")
-        # run.c sizes its merge buffer from max_token_length: a longer piece would overflow it.
-        if length > max_length:
-            raise cur.error(f"token[{i}].length", f"{length} bytes is longer than max_token_length "
-                                                  f"{max_length}", length_at)
-        texts.append(cur.utf8(length, f"token[{i}].bytes"))
-        i += 1
-    if cur.pos != cur.size:
-        raise cur.error("end of vocabulary", f"{cur.size - cur.pos} bytes follow the {vocab_size} "
-                                             "pieces: is vocab_size right?")
-    pieces = [_MARKER_PIECES.get(text) or text.replace(" ", "\u2581") for text in texts]
-    bos_id = texts.index(_BOS_TEXT) if _BOS_TEXT in texts else 1
-    eos_id = texts.index(_EOS_TEXT) if _EOS_TEXT in texts else 2
-    types = [_token_type(i, text, piece) for i, (text, piece) in enumerate(zip(texts, pieces))]
-    return Vocab(pieces, scores, types, unk_id=0, bos_id=bos_id, eos_id=eos_id)
-
-
-def _token_type(i, text, piece):
-    if text in _MARKER_PIECES:
-        return TokenType.CONTROL
-    if i == 0 and piece == "<unk>":
-        return TokenType.UNKNOWN
-    if _BYTE_PIECE.fullmatch(piece):
-        return TokenType.BYTE
-    return TokenType.NORMAL
-
-
-def write_tokenizer(vocab, path):
-    """Write `vocab` as llama2.c's tokenizer.py exports it, atomically.
-
-    The pieces at vocab.bos_id / eos_id are written as "\\n<s>\\n" / "\\n</s>\\n" whatever their
-    text, and '▁' as ' ' (so a piece holding a literal ' ' reads back with '▁'): exactly
-    tokenizer.py's output, byte for byte, for the same pieces and scores.
-    """
-    encoded = [_stored_text(vocab, i).encode("utf-8") for i in range(len(vocab))]
-    parts = [_U32.pack(max((len(b) for b in encoded), default=0))]
-    for score, data in zip(vocab.scores.tolist(), encoded):
-        parts += [_SCORE_AND_LENGTH.pack(score, len(data)), data]
-    with atomic_write(path) as f:
-        f.write(b"".join(parts))
-
-
-def _stored_text(vocab, i):
-    if i == vocab.bos_id:
-        return _BOS_TEXT
-    if i == vocab.eos_id:
-        return _EOS_TEXT
-    return vocab.pieces[i].replace("\u2581", " ")

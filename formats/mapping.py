@@ -1,4 +1,4 @@
-"""llama2.c-named weights + model_args  <->  a llama.cpp-loadable GGUF (`general.architecture = "llama"`).
+"""llama2.c-named weights + ModelArgs  <->  a llama.cpp-loadable GGUF (`general.architecture = "llama"`).
 
 This is the one place where GGUF names appear. Everything else in the project uses llama2.c's
 (Meta's) names: `tok_embeddings`, `layers.{i}.attention.wq`, `feed_forward.w1`, ...
@@ -13,7 +13,7 @@ What llama.cpp needs (llama-model.cpp, llama-vocab.cpp; see FORMATS.md):
 - the vocabulary as `tokenizer.ggml.*`, token types as an INT32 array, n_vocab = token_embd rows.
 """
 
-import types
+import re
 
 import numpy as np
 
@@ -25,24 +25,27 @@ from formats.vocab import Vocab
 
 ARCH = "llama"
 
-# llama2.c name -> GGUF name; "{i}" is the layer index.
-TENSOR_NAMES = {
+# llama2.c name -> GGUF name of the tensors outside the blocks.
+GLOBAL_NAMES = {
     "tok_embeddings.weight": "token_embd.weight",
     "norm.weight": "output_norm.weight",
     "output.weight": "output.weight",
-    "layers.{i}.attention_norm.weight": "blk.{i}.attn_norm.weight",
-    "layers.{i}.attention.wq.weight": "blk.{i}.attn_q.weight",
-    "layers.{i}.attention.wk.weight": "blk.{i}.attn_k.weight",
-    "layers.{i}.attention.wv.weight": "blk.{i}.attn_v.weight",
-    "layers.{i}.attention.wo.weight": "blk.{i}.attn_output.weight",
-    "layers.{i}.ffn_norm.weight": "blk.{i}.ffn_norm.weight",
-    "layers.{i}.feed_forward.w1.weight": "blk.{i}.ffn_gate.weight",
-    "layers.{i}.feed_forward.w2.weight": "blk.{i}.ffn_down.weight",
-    "layers.{i}.feed_forward.w3.weight": "blk.{i}.ffn_up.weight",
+}
+# formats.spec.LAYER_KINDS -> GGUF name inside a block: layers.{i}.<kind>.weight <-> blk.{i}.<name>
+LAYER_NAMES = {
+    "attention_norm": "attn_norm.weight",
+    "attention.wq": "attn_q.weight",
+    "attention.wk": "attn_k.weight",
+    "attention.wv": "attn_v.weight",
+    "attention.wo": "attn_output.weight",
+    "ffn_norm": "ffn_norm.weight",
+    "feed_forward.w1": "ffn_gate.weight",
+    "feed_forward.w2": "ffn_down.weight",
+    "feed_forward.w3": "ffn_up.weight",
 }
 
-# model_args field -> (GGUF key, type). All UINT32 except the two floats (llama.cpp reads these
-# with exact types).
+# ModelArgs field or property -> (GGUF key, type). All UINT32 except the two floats (llama.cpp
+# reads these with exact types).
 HPARAM_KEYS = {
     "max_seq_len": ("llama.context_length", ValueType.UINT32),
     "dim": ("llama.embedding_length", ValueType.UINT32),
@@ -65,73 +68,48 @@ QUANTIZED = {GGMLType.Q4_0, GGMLType.Q4_1, GGMLType.Q5_0, GGMLType.Q5_1, GGMLTyp
 DTYPE_NAMES = {"f32": GGMLType.F32, "f16": GGMLType.F16, "bf16": GGMLType.BF16, "q8_0": GGMLType.Q8_0,
                "q4_0": GGMLType.Q4_0, "q4_1": GGMLType.Q4_1, "q5_0": GGMLType.Q5_0, "q5_1": GGMLType.Q5_1}
 
-_DEFAULTS = {"norm_eps": 1e-5, "rope_theta": 10000.0}
-
-
-def expected_shapes(args):
-    """llama2.c name -> numpy shape for the hyperparameters in `args` (a model_args dict)."""
-    return spec.weight_shapes(types.SimpleNamespace(
-        dim=args["dim"], hidden_dim=args["hidden_dim"], n_layers=args["n_layers"],
-        vocab_size=args["vocab_size"], kv_dim=args["dim"] // args["n_heads"] * args["n_kv_heads"],
-        tie_embeddings=args.get("tie_embeddings", True)))
+_LAYER_WEIGHT = re.compile(r"layers\.(\d+)\.(.+)\.weight")    # spec.layer_weight(i, kind)
+_BLOCK_TENSOR = re.compile(r"blk\.(\d+)\.(.+)")
+_GLOBAL_FROM_GGUF = {g: name for name, g in GLOBAL_NAMES.items()}
+_KIND_FROM_GGUF = {g: kind for kind, g in LAYER_NAMES.items()}
 
 
 def gguf_name(name):
     """llama2.c name -> GGUF name ('layers.3.attention.wq.weight' -> 'blk.3.attn_q.weight')."""
-    parts = name.split(".")
-    if parts[0] == "layers" and len(parts) > 2:
-        return TENSOR_NAMES["layers.{i}." + ".".join(parts[2:])].format(i=parts[1])
-    return TENSOR_NAMES[name]
-
-
-_FROM_GGUF = {g: l for l, g in TENSOR_NAMES.items()}
+    layer = _LAYER_WEIGHT.fullmatch(name)
+    if layer:
+        return f"blk.{layer[1]}.{LAYER_NAMES[layer[2]]}"
+    return GLOBAL_NAMES[name]
 
 
 def llama2c_name(name):
     """GGUF name -> llama2.c name, or None for a name the llama architecture does not have."""
-    parts = name.split(".")
-    if parts[0] == "blk" and len(parts) > 2 and parts[1].isdigit():
-        template = _FROM_GGUF.get("blk.{i}." + ".".join(parts[2:]))
-        return template.format(i=parts[1]) if template else None
-    return _FROM_GGUF.get(name)
+    block = _BLOCK_TENSOR.fullmatch(name)
+    if block:
+        kind = _KIND_FROM_GGUF.get(block[2])
+        return spec.layer_weight(block[1], kind) if kind else None
+    return _GLOBAL_FROM_GGUF.get(name)
 
 
-def _check_args(args):
-    for field in ("dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "hidden_dim", "max_seq_len"):
-        if not isinstance(args.get(field), (int, np.integer)) or args[field] <= 0:
-            raise ValueError(f"model_args.{field} must be a positive int, got {args.get(field)!r}")
-    if args["dim"] % args["n_heads"]:
-        raise ValueError(f"model_args: dim {args['dim']} is not divisible by n_heads {args['n_heads']}")
-    if args["n_heads"] % args["n_kv_heads"]:
-        raise ValueError(f"model_args: n_heads {args['n_heads']} is not divisible by n_kv_heads {args['n_kv_heads']}")
-    if (args["dim"] // args["n_heads"]) % 2:
-        raise ValueError(f"model_args: head_dim {args['dim'] // args['n_heads']} must be even for RoPE")
+def to_gguf(weights, args, vocab=None, dtype="f32", alignment=32, name=None):
+    """Build a llama.cpp-loadable GGUFFile for the model `args` (a formats.spec.ModelArgs).
 
-
-def to_gguf(weights, model_args, vocab=None, dtype="f32", alignment=32, name=None):
-    """Build a llama.cpp-loadable GGUFFile.
-
-    weights: llama2.c name -> float array (numpy or anything np.asarray takes); `output.weight`
-    only when model_args["tie_embeddings"] is False. dtype: "f32", "f16", "bf16", "q8_0", "q4_0"
-    (also "q4_1", "q5_0", "q5_1"): the type of every 2-D matrix; norms stay F32 as llama.cpp
-    expects. vocab: a formats.vocab.Vocab whose length is vocab_size (llama.cpp needs one to
-    load; None writes no tokenizer keys). Raises ValueError naming the tensor or field when the
-    request is impossible (missing/extra/misshapen tensors, rows not divisible by the block).
+    weights: llama2.c name -> float array (numpy or anything np.asarray takes), exactly the
+    tensors of spec.weight_shapes(args) (`output.weight` only when args.tie_embeddings is False).
+    dtype: "f32", "f16", "bf16", "q8_0", "q4_0" (also "q4_1", "q5_0", "q5_1"): the type of every
+    2-D matrix; norms stay F32 as llama.cpp expects. vocab: a formats.vocab.Vocab whose length is
+    vocab_size (llama.cpp needs one to load; None writes no tokenizer keys). Raises ValueError
+    naming the tensor when the request is impossible (missing/extra/misshapen tensors, rows not
+    divisible by the block).
     """
-    args = dict(model_args)
-    tie = bool(args.get("tie_embeddings", "output.weight" not in weights))
-    args["tie_embeddings"] = tie
-    _check_args(args)
     if dtype not in DTYPE_NAMES:
         raise ValueError(f"dtype must be one of {sorted(DTYPE_NAMES)}, got {dtype!r}")
     matrix_type = DTYPE_NAMES[dtype]
-    shapes = expected_shapes(args)
-    missing = [n for n in shapes if n not in weights]
-    extra = [n for n in weights if n not in shapes]
-    if missing or extra:
-        raise ValueError(f"weights do not match model_args: missing {missing[:4]}, unexpected {extra[:4]}")
-    if vocab is not None and len(vocab) != args["vocab_size"]:
-        raise ValueError(f"vocab has {len(vocab)} pieces but model_args.vocab_size is {args['vocab_size']}")
+    shapes = spec.weight_shapes(args)
+    arrays = {llama_name: np.asarray(w) for llama_name, w in weights.items()}
+    spec.check_weights(arrays, shapes)
+    if vocab is not None and len(vocab) != args.vocab_size:
+        raise ValueError(f"vocab has {len(vocab)} pieces but vocab_size is {args.vocab_size}")
 
     metadata = {"general.architecture": Value(ValueType.STRING, ARCH)}
     if name:
@@ -141,18 +119,15 @@ def to_gguf(weights, model_args, vocab=None, dtype="f32", alignment=32, name=Non
         metadata["general.quantization_version"] = Value(ValueType.UINT32, 2)
     if alignment != 32:
         metadata["general.alignment"] = Value(ValueType.UINT32, alignment)
-    hparams = dict(_DEFAULTS, **args, head_dim=args["dim"] // args["n_heads"])
     for field, (key, vtype) in HPARAM_KEYS.items():
-        value = hparams[field]
+        value = getattr(args, field)
         metadata[key] = Value(vtype, float(np.float32(value)) if vtype == ValueType.FLOAT32 else int(value))
     if vocab is not None:
         metadata.update(vocab_to_metadata(vocab))
 
     tensors = []
-    for llama_name, shape in shapes.items():
-        array = np.asarray(weights[llama_name])
-        if tuple(array.shape) != shape:
-            raise ValueError(f"{llama_name}: shape {tuple(array.shape)}, model_args imply {shape}")
+    for llama_name in shapes:
+        array = arrays[llama_name]
         ggml_type = matrix_type if array.ndim == 2 else GGMLType.F32
         try:
             tensors.append(Tensor.from_array(gguf_name(llama_name), array, ggml_type))
@@ -224,11 +199,12 @@ def vocab_from_metadata(metadata, path="<gguf>"):
 
 
 def from_gguf(gguf_file, path=None):
-    """(tensors, model_args, vocab) from a llama GGUF: tensors keyed by llama2.c names (their data
-    still views into the file), model_args as a plain dict, vocab a Vocab or None.
+    """(tensors, args, vocab) from a llama GGUF: tensors keyed by llama2.c names (their data
+    still views into the file), args a formats.spec.ModelArgs, vocab a Vocab or None.
 
     Every hyperparameter is read with its exact type and cross-checked against the tensor shapes,
-    so a file with a wrong head count or rope dimension fails here with the key named.
+    so a file with a wrong head count or rope dimension fails here with the key named. Keys the
+    file leaves out (eps, rope base, head_count_kv) keep ModelArgs' defaults.
     """
     path = path or getattr(gguf_file, "path", None) or "<gguf>"
     md = gguf_file.metadata
@@ -236,14 +212,13 @@ def from_gguf(gguf_file, path=None):
     if arch != ARCH:
         raise FormatError(path, "general.architecture", None, f"is {arch!r}; only 'llama' is supported")
     u32 = (ValueType.UINT32,)
-    args = {field: int(_get(md, key, u32, path)) for field, (key, vtype) in HPARAM_KEYS.items()
-            if vtype == ValueType.UINT32 and field not in ("head_dim", "vocab_size", "n_kv_heads")}
-    args["n_kv_heads"] = int(_get(md, "llama.attention.head_count_kv", u32, path, args["n_heads"]))
+    fields = {field: int(_get(md, key, u32, path)) for field, (key, vtype) in HPARAM_KEYS.items()
+              if vtype == ValueType.UINT32 and field not in ("head_dim", "vocab_size", "n_kv_heads")}
+    fields["n_kv_heads"] = int(_get(md, "llama.attention.head_count_kv", u32, path, fields["n_heads"]))
     for field in ("norm_eps", "rope_theta"):
         key = HPARAM_KEYS[field][0]
-        args[field] = float(_get(md, key, (ValueType.FLOAT32,), path, _DEFAULTS[field]))
-        if not args[field] > 0:  # also NaN: the model divides by sqrt(eps) and by powers of theta
-            raise FormatError(path, key, None, f"must be a positive number, got {args[field]}")
+        if key in md:
+            fields[field] = float(_get(md, key, (ValueType.FLOAT32,), path))
 
     tensors = {}
     for t in gguf_file.tensors:
@@ -256,28 +231,24 @@ def from_gguf(gguf_file, path=None):
         raise FormatError(path, "tensor token_embd.weight", None, "is missing")
     if len(embd.shape) != 2:
         raise FormatError(path, "tensor token_embd.weight", None, f"has shape {embd.shape}; it must be 2-D")
-    args["vocab_size"] = int(embd.shape[0])
-    args["tie_embeddings"] = "output.weight" not in tensors
+    fields["vocab_size"] = int(embd.shape[0])
+    fields["tie_embeddings"] = "output.weight" not in tensors
     # Each layer has 9 tensors: a block_count beyond the tensor count (which the file size bounds)
-    # would otherwise make expected_shapes() list billions of names before anything fails.
-    if args["n_layers"] > len(tensors):
+    # would otherwise make weight_shapes() list billions of names before anything fails.
+    if fields["n_layers"] > len(tensors):
         raise FormatError(path, "llama.block_count", None,
-                          f"{args['n_layers']} layers cannot fit in a file of {len(tensors)} tensors")
-    try:
-        _check_args(args)
-    except ValueError as exc:
-        raise FormatError(path, "llama.* hyperparameters", None, str(exc)) from None
-    head_dim = args["dim"] // args["n_heads"]
-    rope_dims = int(_get(md, "llama.rope.dimension_count", u32, path, head_dim))
-    if rope_dims != head_dim:
+                          f"{fields['n_layers']} layers cannot fit in a file of {len(tensors)} tensors")
+    args = _model_args(fields, path)
+    rope_dims = int(_get(md, "llama.rope.dimension_count", u32, path, args.head_dim))
+    if rope_dims != args.head_dim:
         raise FormatError(path, "llama.rope.dimension_count", None,
-                          f"is {rope_dims} but embedding_length/head_count = {head_dim}")
-    declared_vocab = _get(md, "llama.vocab_size", u32, path, args["vocab_size"])
-    if declared_vocab != args["vocab_size"]:
+                          f"is {rope_dims} but embedding_length/head_count = {args.head_dim}")
+    declared_vocab = _get(md, "llama.vocab_size", u32, path, args.vocab_size)
+    if declared_vocab != args.vocab_size:
         raise FormatError(path, "llama.vocab_size", None,
-                          f"is {declared_vocab} but token_embd has {args['vocab_size']} rows")
+                          f"is {declared_vocab} but token_embd has {args.vocab_size} rows")
 
-    shapes = expected_shapes(args)
+    shapes = spec.weight_shapes(args)
     for name, shape in shapes.items():
         if name not in tensors:
             raise FormatError(path, f"tensor {gguf_name(name)}", None, "is missing")
@@ -286,10 +257,20 @@ def from_gguf(gguf_file, path=None):
                               f"has shape {tuple(tensors[name].shape)}; the hyperparameters imply {shape}")
     for name in tensors:
         if name not in shapes:
-            raise FormatError(path, f"tensor {gguf_name(name)}", None, f"is unexpected for {args['n_layers']} layers")
+            raise FormatError(path, f"tensor {gguf_name(name)}", None, f"is unexpected for {args.n_layers} layers")
 
     vocab = vocab_from_metadata(md, path)
-    if vocab is not None and len(vocab) != args["vocab_size"]:
+    if vocab is not None and len(vocab) != args.vocab_size:
         raise FormatError(path, "tokenizer.ggml.tokens", None,
-                          f"has {len(vocab)} tokens but token_embd has {args['vocab_size']} rows")
+                          f"has {len(vocab)} tokens but token_embd has {args.vocab_size} rows")
     return {name: tensors[name] for name in shapes}, args, vocab
+
+
+def _model_args(fields, path):
+    """ModelArgs from the hyperparameters read out of a GGUF; its checks fail as a FormatError
+    naming the key the blamed field was read from (vocab_size: the rows of token_embd)."""
+    try:
+        return spec.ModelArgs(**fields)
+    except spec.ArgsError as exc:
+        key = "tensor token_embd.weight" if exc.field == "vocab_size" else HPARAM_KEYS[exc.field][0]
+        raise FormatError(path, key, None, str(exc)) from None

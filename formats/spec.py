@@ -38,6 +38,18 @@ def default_hidden_dim(dim, multiple_of):
     return multiple_of * math.ceil(int(2 * 4 * dim / 3) / multiple_of)
 
 
+class ArgsError(ValueError):
+    """Hyperparameters that make no model. `field` is the one blamed; `detail` says what is wrong
+    with it, worded to follow the place a file stores it ("config.n_heads at byte 12: 3 does not
+    divide dim 8", formats/llama2c.py); str() is the sentence on its own (by default
+    "<field> <detail>"), for messages that name the field their own way.
+    """
+
+    def __init__(self, field, detail, sentence=None):
+        super().__init__(sentence or f"{field} {detail}")
+        self.field, self.detail = field, detail
+
+
 _INT_FIELDS = ("dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "multiple_of",
                "max_seq_len", "hidden_dim")     # hidden_dim last: its default reads two above
 _FLOAT_FIELDS = ("norm_eps", "rope_theta", "dropout")
@@ -82,22 +94,27 @@ class ModelArgs:
             except TypeError:
                 number = None
             if isinstance(value, bool) or number is None or number < 1:
-                raise ValueError(f"ModelArgs.{name} must be a positive int, got {value!r}")
+                raise ArgsError(name, f"must be a positive int, got {value!r}")
             object.__setattr__(self, name, number)
         for name in _FLOAT_FIELDS:
             object.__setattr__(self, name, float(getattr(self, name)))
         object.__setattr__(self, "tie_embeddings", bool(self.tie_embeddings))
         if self.dim % self.n_heads:
-            raise ValueError(f"dim {self.dim} is not divisible by n_heads {self.n_heads}")
+            raise ArgsError("n_heads", f"{self.n_heads} does not divide dim {self.dim}",
+                            f"dim {self.dim} is not divisible by n_heads {self.n_heads}")
         if self.n_heads % self.n_kv_heads:
-            raise ValueError(f"n_heads {self.n_heads} is not divisible by n_kv_heads {self.n_kv_heads}")
+            raise ArgsError("n_kv_heads", f"{self.n_kv_heads} does not divide n_heads {self.n_heads}",
+                            f"n_heads {self.n_heads} is not divisible by n_kv_heads {self.n_kv_heads}")
         if self.head_dim % 2:
             # RoPE rotates (x[2j], x[2j+1]) pairs, so a head needs an even width.
-            raise ValueError(f"head_dim {self.head_dim} (dim/n_heads) must be even for RoPE")
-        if not self.norm_eps > 0 or not self.rope_theta > 0:
-            raise ValueError(f"norm_eps {self.norm_eps} and rope_theta {self.rope_theta} must be > 0")
+            raise ArgsError("n_heads", f"head_dim = dim / n_heads = {self.head_dim} is odd; "
+                                       "RoPE rotates pairs",
+                            f"head_dim {self.head_dim} (dim/n_heads) must be even for RoPE")
+        for name in ("norm_eps", "rope_theta"):     # also NaN: the model divides by both
+            if not getattr(self, name) > 0:
+                raise ArgsError(name, f"must be a positive number, got {getattr(self, name)}")
         if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout {self.dropout} must be in [0, 1)")
+            raise ArgsError("dropout", f"{self.dropout} must be in [0, 1)")
 
     @property
     def head_dim(self):
@@ -135,24 +152,33 @@ def layer_weight(i, kind):
     return f"layers.{i}.{kind}.weight"
 
 
+def kind_shapes(args):
+    """Kind -> shape of each kind of tensor: "tok_embeddings", "norm", "output" (one tensor each,
+    named "<kind>.weight") and the LAYER_KINDS (one per block, all blocks alike). No n_layers
+    loop: a file reader sizes a header's claim with this before it lists any tensor.
+    >>> kind_shapes(ModelArgs(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=100))["attention.wk"]
+    (32, 64)
+    """
+    D, F, V, KV = args.dim, args.hidden_dim, args.vocab_size, args.kv_dim
+    return {"tok_embeddings": (V, D), "attention_norm": (D,), "attention.wq": (D, D),
+            "attention.wk": (KV, D), "attention.wv": (KV, D), "attention.wo": (D, D),
+            "ffn_norm": (D,), "feed_forward.w1": (F, D), "feed_forward.w2": (D, F),
+            "feed_forward.w3": (F, D), "norm": (D,), "output": (V, D)}
+
+
 def weight_shapes(args):
     """llama2.c name -> numpy shape of every tensor a model with `args` has (see the table above).
 
-    `args` needs dim, hidden_dim, n_layers, vocab_size, kv_dim and tie_embeddings: a ModelArgs,
-    or any object carrying those (a llama2.c file header).
     >>> shapes = weight_shapes(ModelArgs(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=100))
     >>> len(shapes), shapes["layers.1.attention.wk.weight"], "output.weight" in shapes
     (20, (32, 64), False)
     """
-    D, F, V, KV = args.dim, args.hidden_dim, args.vocab_size, args.kv_dim
-    per_layer = {"attention_norm": (D,), "attention.wq": (D, D), "attention.wk": (KV, D),
-                 "attention.wv": (KV, D), "attention.wo": (D, D), "ffn_norm": (D,),
-                 "feed_forward.w1": (F, D), "feed_forward.w2": (D, F), "feed_forward.w3": (F, D)}
-    shapes = {"tok_embeddings.weight": (V, D), "norm.weight": (D,)}
+    kinds = kind_shapes(args)
+    shapes = {"tok_embeddings.weight": kinds["tok_embeddings"], "norm.weight": kinds["norm"]}
     for i in range(args.n_layers):
-        shapes.update({layer_weight(i, kind): shape for kind, shape in per_layer.items()})
+        shapes.update({layer_weight(i, kind): kinds[kind] for kind in LAYER_KINDS})
     if not args.tie_embeddings:
-        shapes[OUTPUT] = (V, D)
+        shapes[OUTPUT] = kinds["output"]
     return shapes
 
 

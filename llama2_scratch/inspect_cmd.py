@@ -46,7 +46,7 @@ def _describe_llama2c(path):
     return {
         "format": "llama2c",
         "version": ckpt.version,
-        "config": vars(ckpt.config).copy(),
+        "config": llama2c.config_of(ckpt.args),
         "shared_classifier": ckpt.shared_classifier,
         "group_size": ckpt.group_size,
         "tensors": llama2c.tensor_table(ckpt),

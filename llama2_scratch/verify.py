@@ -43,7 +43,6 @@ import numpy as np
 
 from formats import detect, gguf, llama2c, mapping
 from formats.ggml import GGMLType
-from reference.runtime.load import LLAMA2C_NORM_EPS
 
 # Greedy continuations run this many tokens (llama2.c's and llama.cpp's demos print about as
 # many), fewer when the context is shorter.
@@ -467,11 +466,11 @@ def config_mismatches(path, model_args):
         found["token_embd.weight rows"] = ("vocab_size", None if embd is None else embd.shape[0])
     else:
         ckpt = llama2c.read(path)
-        for field in ("dim", "hidden_dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "max_seq_len"):
-            found[f"config.{field}"] = (field, getattr(ckpt.config, field))
+        for field, value in llama2c.config_of(ckpt.args).items():
+            found[f"config.{field}"] = (field, value)
         found["shared_classifier"] = ("tie_embeddings", ckpt.shared_classifier)
-        found["norm_eps (llama2.c default)"] = ("norm_eps", LLAMA2C_NORM_EPS)
-        found["rope_theta (llama2.c default)"] = ("rope_theta", llama2c.ROPE_THETA)
+        found["norm_eps (llama2.c default)"] = ("norm_eps", ckpt.args.norm_eps)
+        found["rope_theta (llama2.c default)"] = ("rope_theta", ckpt.args.rope_theta)
     problems = []
     for where, (field, value) in found.items():
         want = expected[field]
@@ -550,7 +549,7 @@ def _our_tokenizer(model_path, is_gguf, tokenizer_path, exportable, notes):
         if is_gguf:
             return load_tokenizer(model_path)
         if tokenizer_path is not None:
-            return load_tokenizer(tokenizer_path, llama2c.read(model_path).config.vocab_size)
+            return load_tokenizer(tokenizer_path, llama2c.read(model_path).args.vocab_size)
         if exportable is not None and exportable.vocab is not None:
             return Tokenizer(exportable.vocab)
     except ValueError as exc:
@@ -711,7 +710,7 @@ def _declared_context(path):
     if detect.is_gguf(path):
         value = gguf.read(path).metadata.get("llama.context_length")
         return int(value.value) if value is not None else 256
-    return llama2c.read(path).config.max_seq_len
+    return llama2c.read(path).args.max_seq_len
 
 
 def _safe_logits(impl, ids):

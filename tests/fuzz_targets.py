@@ -6,7 +6,7 @@ run on a file, not just the parser:
 
   kind            files               reader
   gguf-rich       m.gguf              formats.gguf.read, then every tensor's to_float32
-  gguf-llama      m.gguf              ... then mapping.from_gguf and ModelArgs, as `generate` loads it
+  gguf-llama      m.gguf              ... then mapping.from_gguf (its ModelArgs), as `generate` loads it
   llama2c-v0/1/2  m.bin               formats.llama2c.read, its tensor table, v2 groups dequantized
   tokenizer.bin   tok.bin             formats.llama2c.read_tokenizer, with the model's vocab_size and
                                       with none
@@ -27,7 +27,8 @@ from formats import gguf, llama2c, mapping, spm
 from formats.ggml import GGMLType
 from formats.gguf import Array, GGUFFile, Tensor, Value, ValueType
 from formats.vocab import TokenType, Vocab
-from formats.spec import ModelArgs
+from formats.llama2c_quant import Int8Groups
+from formats.spec import ModelArgs, weight_shapes
 from trainer import checkpoint
 from trainer.pretokenize import load_tokens
 
@@ -51,7 +52,8 @@ def random_weights(shapes, seed=0):
 
 def llama_gguf():
     """A whole 1-layer llama (dim 4, 8 pieces) as mapping.to_gguf builds it for export."""
-    return mapping.to_gguf(random_weights(mapping.expected_shapes(ARGS)), ARGS, small_vocab())
+    args = ModelArgs(**ARGS)
+    return mapping.to_gguf(random_weights(weight_shapes(args)), args, small_vocab())
 
 
 def rich_gguf():
@@ -77,12 +79,9 @@ def rich_gguf():
     return GGUFFile(md, tensors)
 
 
-LLAMA2C_CONFIG = llama2c.Config(**{f: ARGS[f] for f in llama2c.Config.__dataclass_fields__})
-
-
 def llama2c_checkpoint(shared):
-    shapes = llama2c.weight_shapes(LLAMA2C_CONFIG, shared_classifier=shared)
-    return llama2c.Checkpoint(LLAMA2C_CONFIG, random_weights(shapes, seed=1))
+    args = ModelArgs(**ARGS, tie_embeddings=shared)
+    return llama2c.Checkpoint(args, random_weights(weight_shapes(args), seed=1))
 
 
 def token_files(n_tokens=200):
@@ -140,15 +139,14 @@ def read_gguf(d):
 
 
 def read_gguf_model(d):
-    _, args, _ = mapping.from_gguf(read_gguf(d), str(d / "m.gguf"))
-    ModelArgs.from_dict(args)
+    mapping.from_gguf(read_gguf(d), str(d / "m.gguf"))
 
 
 def read_llama2c(d):
     ckpt = llama2c.read(d / "m.bin")
     llama2c.tensor_table(ckpt)
     for w in ckpt.weights.values():
-        if isinstance(w, llama2c.Int8Groups):
+        if isinstance(w, Int8Groups):
             w.to_float32()
 
 

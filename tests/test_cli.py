@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from formats import gguf, llama2c, mapping
+from formats import gguf, llama2c, spec
 from formats.gguf import Array, GGUFFile, Tensor, Value, ValueType
 from llama2_scratch import cli
 
@@ -58,13 +58,12 @@ def test_inspect_gguf_table_summarizes_arrays(small_gguf):
 
 
 def test_inspect_llama2c_json(tmp_path):
-    args = {"dim": 64, "n_layers": 2, "n_heads": 4, "n_kv_heads": 2, "vocab_size": 40, "hidden_dim": 96,
-            "max_seq_len": 16, "tie_embeddings": False}
+    args = spec.ModelArgs(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=40, hidden_dim=96,
+                          max_seq_len=16, tie_embeddings=False)
     rng = np.random.default_rng(0)
-    weights = {n: rng.standard_normal(s).astype(np.float32) for n, s in mapping.expected_shapes(args).items()}
-    config = llama2c.Config(dim=64, hidden_dim=96, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=40, max_seq_len=16)
+    weights = {n: rng.standard_normal(s).astype(np.float32) for n, s in spec.weight_shapes(args).items()}
     path = tmp_path / "m.bin"
-    llama2c.write(llama2c.Checkpoint(config=config, weights=weights, shared_classifier=False, version=2,
+    llama2c.write(llama2c.Checkpoint(args=args, weights=weights, shared_classifier=False, version=2,
                                      group_size=None), path, version=2)
     result = run_cli("inspect", path, "--json")
     assert result.returncode == 0, result.stderr

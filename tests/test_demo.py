@@ -18,4 +18,4 @@ def test_demo_runs_every_step(shared_data, tmp_path, capsys):
     # verify ran torch, NumPy and llama.cpp (installed by the [test] extra) on the export
     assert "checks pass (torch, numpy, llama.cpp)" in printed, printed
     assert gguf.read(out / "model.gguf").metadata["llama.vocab_size"].value == 1024
-    assert llama2c.read(out / "model.bin").config.dim == 128
+    assert llama2c.read(out / "model.bin").args.dim == 128

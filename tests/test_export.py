@@ -26,12 +26,12 @@ def test_gguf_f32_round_trip_is_bit_exact(trained, tmp_path, capsys):
     ckpt_path, tokenizer = trained
     out = tmp_path / "model.gguf"
     assert main(["export", str(ckpt_path), "--to", "gguf", "-o", str(out)]) == 0
-    tensors, model_args, vocab = mapping.from_gguf(gguf.read(out), str(out))
+    tensors, args, vocab = mapping.from_gguf(gguf.read(out), str(out))
     state = checkpoint.load(ckpt_path)["model"]
     assert set(tensors) == set(state) - {"output.weight"}        # tied: llama.cpp reuses token_embd
     for name, tensor in tensors.items():
         assert tensor.to_float32().tobytes() == state[name].numpy().tobytes(), name
-    assert model_args["n_kv_heads"] == 2 and model_args["hidden_dim"] == state["layers.0.feed_forward.w1.weight"].shape[0]
+    assert args.n_kv_heads == 2 and args.hidden_dim == state["layers.0.feed_forward.w1.weight"].shape[0]
     assert vocab == spm.read(tokenizer).vocab
     assert "read back" in capsys.readouterr().out
 
@@ -58,7 +58,7 @@ def test_llama2c_round_trip(trained, tmp_path, version):
         np.testing.assert_allclose(wq.to_float32(), expected, atol=float(np.abs(expected).max()) / 127)
     else:
         assert np.array_equal(wq, expected)
-    assert llama2c.read_tokenizer(tok, back.config.vocab_size).pieces == spm.read(tokenizer).vocab.pieces
+    assert llama2c.read_tokenizer(tok, back.args.vocab_size).pieces == spm.read(tokenizer).vocab.pieces
 
 
 def llama2c_style_checkpoint(path, dim=64, vocab_size=384):
@@ -77,8 +77,8 @@ def test_llama2c_checkpoint_is_accepted(trained, tmp_path):
     out = tmp_path / "m.gguf"
     assert main(["export", str(tmp_path / "ckpt.pt"), "--to", "gguf", "--tokenizer", str(trained[1]),
                  "-o", str(out)]) == 0
-    tensors, model_args, _ = mapping.from_gguf(gguf.read(out), str(out))
-    assert model_args["hidden_dim"] == 192 and "output.weight" not in tensors
+    tensors, args, _ = mapping.from_gguf(gguf.read(out), str(out))
+    assert args.hidden_dim == 192 and "output.weight" not in tensors
     assert np.array_equal(tensors["tok_embeddings.weight"].to_float32(), model.tok_embeddings.weight.detach().numpy())
 
 

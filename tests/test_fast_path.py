@@ -42,7 +42,7 @@ CONFIGS = {
 
 
 def write_gguf(args, weights, path, dtype):
-    gguf.write(mapping.to_gguf(weights, args.to_dict(), dtype=dtype), path)
+    gguf.write(mapping.to_gguf(weights, args, dtype=dtype), path)
     return path
 
 
@@ -215,10 +215,8 @@ def test_quantized_gguf_matches_the_plain_model_and_greedy_ids(tmp_path, config,
 def test_llama2c_v2_int8_groups_stay_int8(tmp_path):
     args = CONFIGS["gqa-untied"]
     weights = random_weights(args, seed=5)
-    config = llama2c.Config(args.dim, args.hidden_dim, args.n_layers, args.n_heads, args.n_kv_heads,
-                            args.vocab_size, args.max_seq_len)
     path = tmp_path / "m.bin"
-    llama2c.write(llama2c.Checkpoint(config, weights), path, 2)
+    llama2c.write(llama2c.Checkpoint(args, weights), path, 2)
     fast, plain = load_model(path, fast=True), load_model(path)
     assert isinstance(fast.layers[0].w1, Int8BlockMatrix) and fast.layers[0].w1.codes.dtype == np.int8
     tokens = np.random.default_rng(6).integers(0, args.vocab_size, 20)

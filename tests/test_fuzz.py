@@ -343,7 +343,7 @@ GGUF_CRAFTED = [
 GGUF_CRAFTED += [(f"test_gguf: {name}", gguf_bytes(data), fragment) for name, (data, fragment) in
                  sorted(GGUF_BAD_FILES.items())]
 
-FIELDS = list(llama2c.Config.__dataclass_fields__)
+FIELDS = list(llama2c.CONFIG_FIELDS)
 
 
 def llama2c_patch(offset, fmt, value):

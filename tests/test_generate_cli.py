@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import sentencepiece as spm
 
-from formats import gguf, llama2c, mapping
+from formats import gguf, llama2c, mapping, spec
 from formats.spm import read as read_spm
 from formats.vocab import TokenType, Vocab
 from formats.spec import ModelArgs
@@ -26,7 +26,7 @@ def run_cli(*args):
 
 def random_weights(args, seed=0, scale=0.5):
     rng = np.random.default_rng(seed)
-    return {n: (rng.standard_normal(s) * scale).astype(np.float32) for n, s in mapping.expected_shapes(args).items()}
+    return {n: (rng.standard_normal(s) * scale).astype(np.float32) for n, s in spec.weight_shapes(ModelArgs.from_dict(args)).items()}
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +39,7 @@ def model_gguf(tmp_path_factory, llama2_vocab):
     args = dict(ARGS, vocab_size=len(llama2_vocab))
     path = tmp_path_factory.mktemp("gen") / "m.gguf"
     weights = random_weights(args)
-    gguf.write(mapping.to_gguf(weights, args, llama2_vocab), path)
+    gguf.write(mapping.to_gguf(weights, ModelArgs.from_dict(args), llama2_vocab), path)
     return path, args, weights
 
 
@@ -92,10 +92,8 @@ def test_streamed_text_equals_json_text_and_seed_reproduces(model_gguf):
 
 def test_llama2c_model_with_each_tokenizer_kind(tmp_path, model_gguf, shared_data):
     path, args, weights = model_gguf
-    config = llama2c.Config(**{k: args[k] for k in ("dim", "hidden_dim", "n_layers", "n_heads", "n_kv_heads",
-                                                    "vocab_size", "max_seq_len")})
     bin_path = tmp_path / "m.bin"
-    llama2c.write(llama2c.Checkpoint(config, weights), bin_path, version=0)
+    llama2c.write(llama2c.Checkpoint(ModelArgs.from_dict(args), weights), bin_path, version=0)
     outputs = []
     for tok in (shared_data / "llama2" / "tokenizer.bin", shared_data / "llama2" / "tokenizer.model"):
         result = run_cli("generate", bin_path, "--tokenizer", tok, "--prompt", "Hi", "--temperature", "0",
@@ -126,7 +124,7 @@ def test_generation_stops_at_eos_and_optionally_bos(tmp_path, stop_piece, flags,
     weights = random_weights(args)
     weights["norm.weight"] = np.zeros(args["dim"], np.float32)  # all logits 0: greedy picks id 0
     path = tmp_path / "stop.gguf"
-    gguf.write(mapping.to_gguf(weights, args, _control_first_vocab(20, stop_piece)), path)
+    gguf.write(mapping.to_gguf(weights, ModelArgs.from_dict(args), _control_first_vocab(20, stop_piece)), path)
     result = run_cli("generate", path, "--prompt", "w1", "--temperature", "0", "--max-new-tokens", "5", "--json",
                      *flags)
     assert result.returncode == 0, result.stderr
@@ -158,9 +156,7 @@ def test_tokenize_matches_sentencepiece_from_every_source(model_gguf, shared_dat
 def test_bad_requests_are_one_line_exit_2(tmp_path, model_gguf, shared_data, make_args, fragment):
     args = dict(ARGS, vocab_size=40)
     bin_path = tmp_path / "m.bin"
-    config = llama2c.Config(**{k: args[k] for k in ("dim", "hidden_dim", "n_layers", "n_heads", "n_kv_heads",
-                                                    "vocab_size", "max_seq_len")})
-    llama2c.write(llama2c.Checkpoint(config, random_weights(args)), bin_path, version=1)
+    llama2c.write(llama2c.Checkpoint(ModelArgs.from_dict(args), random_weights(args)), bin_path, version=1)
     paths = {"bin": bin_path, "tok": shared_data / "llama2" / "tokenizer.model", "gguf": model_gguf[0],
              "missing": tmp_path / "missing.gguf"}
     result = run_cli(*make_args(paths))

@@ -6,6 +6,7 @@ tokenizer, whose llama2.c export ships as ../shared/data/llama2/tokenizer.bin. S
 against formulas written out here, independently of the module's own `file_size`.
 """
 
+import dataclasses
 import math
 import struct
 import subprocess
@@ -18,9 +19,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from formats import llama2c
+from formats import llama2c, spec
 from formats.errors import FormatError
-from formats.llama2c import Checkpoint, Config, Int8Groups
+from formats.llama2c import Checkpoint
+from formats.llama2c_quant import Int8Groups, default_group_size, quantize
+from formats.spec import ModelArgs
 from formats.vocab import TokenType, Vocab
 
 # Deterministic whatever the profile: the same examples on every run.
@@ -34,10 +37,10 @@ QUANT_SLACK = 1e-4
 FIELDS = ["dim", "hidden_dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "max_seq_len"]
 
 # The llama2.c-style model every bad-input test corrupts: GQA (2 heads, 1 kv head), 2 layers.
-TINY = Config(dim=8, hidden_dim=12, n_layers=2, n_heads=2, n_kv_heads=1, vocab_size=10, max_seq_len=4)
+TINY = ModelArgs(dim=8, hidden_dim=12, n_layers=2, n_heads=2, n_kv_heads=1, vocab_size=10, max_seq_len=4)
 # stories15M, llama2.c's smallest released model.
-STORIES15M = Config(dim=288, hidden_dim=768, n_layers=6, n_heads=6, n_kv_heads=6, vocab_size=32000,
-                    max_seq_len=256)
+STORIES15M = ModelArgs(dim=288, hidden_dim=768, n_layers=6, n_heads=6, n_kv_heads=6, vocab_size=32000,
+                       max_seq_len=256)
 
 LLAMA2_TOKENIZER_BIN_SIZE = 433_869
 
@@ -47,9 +50,10 @@ LLAMA2_TOKENIZER_BIN_SIZE = 433_869
 
 
 def make_checkpoint(config, shared=True, seed=0):
+    config = dataclasses.replace(config, tie_embeddings=shared)
     rng = np.random.default_rng(seed)
     weights = {name: rng.standard_normal(shape, dtype=np.float32)
-               for name, shape in llama2c.weight_shapes(config, shared).items()}
+               for name, shape in spec.weight_shapes(config).items()}
     return Checkpoint(config, weights)
 
 
@@ -101,9 +105,9 @@ def configs(draw):
     n_kv_heads = draw(st.integers(1, 3))
     n_heads = n_kv_heads * draw(st.integers(1, 3))
     head_dim = 2 * draw(st.integers(1, 4))
-    return Config(dim=n_heads * head_dim, hidden_dim=draw(st.integers(1, 20)),
-                  n_layers=draw(st.integers(1, 3)), n_heads=n_heads, n_kv_heads=n_kv_heads,
-                  vocab_size=draw(st.integers(1, 40)), max_seq_len=draw(st.integers(1, 9)))
+    return ModelArgs(dim=n_heads * head_dim, hidden_dim=draw(st.integers(1, 20)),
+                     n_layers=draw(st.integers(1, 3)), n_heads=n_heads, n_kv_heads=n_kv_heads,
+                     vocab_size=draw(st.integers(1, 40)), max_seq_len=draw(st.integers(1, 9)))
 
 
 def expected_size(c, version, shared=True, group_size=None):
@@ -128,12 +132,13 @@ def expected_size(c, version, shared=True, group_size=None):
 @given(config=configs(), shared=st.booleans(), seed=st.integers(0, 2**32 - 1))
 def test_v0_v1_round_trip_bit_exact(tmp_path_factory, config, shared, seed):
     tmp = tmp_path_factory.mktemp("v01")
+    config = dataclasses.replace(config, tie_embeddings=shared)
     ckpt = with_special_values(make_checkpoint(config, shared, seed))
     for version in (0, 1):
         path = written(tmp, ckpt, version)
         assert path.stat().st_size == expected_size(config, version, shared)
         back = llama2c.read(path)
-        header = (back.config, back.version, back.shared_classifier, back.group_size)
+        header = (back.args, back.version, back.shared_classifier, back.group_size)
         assert header == (config, version, shared, None)
         assert back.weights.keys() == ckpt.weights.keys()
         for name, w in ckpt.weights.items():
@@ -151,21 +156,22 @@ def test_v0_v1_round_trip_bit_exact(tmp_path_factory, config, shared, seed):
 def test_v2_round_trip_is_the_expected_quantization(tmp_path_factory, config, shared, seed,
                                                     group_size, zero_row):
     tmp = tmp_path_factory.mktemp("v2")
+    config = dataclasses.replace(config, tie_embeddings=shared)
     ckpt = make_checkpoint(config, shared, seed)
     if zero_row:  # a row of dim zeros holds whole groups of zeros: the 0/0 case
         ckpt.weights["tok_embeddings.weight"][0] = 0
     path = written(tmp, ckpt, 2, group_size=group_size)
-    gs = group_size or llama2c.default_group_size(config.dim)
+    gs = group_size or default_group_size(config.dim)
     assert path.stat().st_size == expected_size(config, 2, shared, gs)
     back = llama2c.read(path)
-    header = (back.config, back.version, back.shared_classifier, back.group_size)
+    header = (back.args, back.version, back.shared_classifier, back.group_size)
     assert header == (config, 2, shared, gs)
     for name, w in ckpt.weights.items():
         got = back.weights[name]
         if name.endswith("norm.weight"):
             assert_bits_equal(got, w)
             continue
-        expected = llama2c.quantize(w, gs)
+        expected = quantize(w, gs)
         assert isinstance(got, Int8Groups) and got.shape == w.shape and got.group_size == gs
         np.testing.assert_array_equal(got.q, expected.q)
         assert_bits_equal(got.scales, expected.scales)
@@ -193,11 +199,18 @@ def test_write_accepts_anything_asarray_takes(tmp_path):
 
 
 def test_shared_classifier_is_derived_from_the_weights():
-    unshared = make_checkpoint(TINY, shared=False).weights
-    assert Checkpoint(TINY, unshared).shared_classifier is False
-    assert Checkpoint(TINY, unshared, shared_classifier=False).shared_classifier is False
+    unshared = make_checkpoint(TINY, shared=False)
+    args, weights = unshared.args, unshared.weights
+    assert Checkpoint(args, weights).shared_classifier is False
+    assert Checkpoint(args, weights, shared_classifier=False).shared_classifier is False
     with pytest.raises(ValueError, match="shared_classifier=True but output.weight is present"):
-        Checkpoint(TINY, unshared, shared_classifier=True)
+        Checkpoint(args, weights, shared_classifier=True)
+
+
+def test_args_tie_embeddings_must_agree_with_the_weights():
+    tied = make_checkpoint(TINY, shared=True).weights
+    with pytest.raises(ValueError, match="args.tie_embeddings=False but output.weight is absent"):
+        Checkpoint(dataclasses.replace(TINY, tie_embeddings=False), tied)
 
 
 @pytest.mark.parametrize("version", [0, 1, 2])
@@ -218,7 +231,7 @@ def test_tensor_table_tiles_the_file(tmp_path, version, shared):
 # ---------------------------------------------------------------------------------------------
 # known bytes: every version assembled by hand from the layouts in FORMATS.md
 
-KNOWN = Config(dim=2, hidden_dim=2, n_layers=2, n_heads=1, n_kv_heads=1, vocab_size=2, max_seq_len=2)
+KNOWN = ModelArgs(dim=2, hidden_dim=2, n_layers=2, n_heads=1, n_kv_heads=1, vocab_size=2, max_seq_len=2)
 
 
 def per_layer(kind):
@@ -243,7 +256,7 @@ def labelled_checkpoint(shared):
     for label, name in enumerate(names, start=1):
         shape = (2,) if name.endswith("norm.weight") else (2, 2)  # every size here is 2
         weights[name] = np.tile(np.float32([127, label]), math.prod(shape) // 2).reshape(shape)
-    return Checkpoint(KNOWN, weights)
+    return Checkpoint(dataclasses.replace(KNOWN, tie_embeddings=shared), weights)
 
 
 def known_bytes(ckpt, version):
@@ -292,12 +305,13 @@ def test_stories15m_sizes(tmp_path):
     for version, group_size in [(0, None), (1, None), (2, 32)]:
         for shared in (True, False):
             expected = expected_size(STORIES15M, version, shared, group_size)
-            assert llama2c.file_size(STORIES15M, version, shared, group_size) == expected
+            args = dataclasses.replace(STORIES15M, tie_embeddings=shared)
+            assert llama2c.file_size(args, version, group_size) == expected
     zeros = {name: np.zeros(shape, np.float32)
-             for name, shape in llama2c.weight_shapes(STORIES15M).items()}
+             for name, shape in spec.weight_shapes(STORIES15M).items()}
     path = written(tmp_path, Checkpoint(STORIES15M, zeros), 0)
     assert path.stat().st_size == 60_816_028
-    assert llama2c.read(path).config == STORIES15M
+    assert llama2c.read(path).args == STORIES15M
 
 
 # ---------------------------------------------------------------------------------------------
@@ -342,7 +356,7 @@ def test_quantize_matches_export_py_bit_for_bit(group_size):
     w[0, 8:group_size] = 0
     w[1, :group_size] = 0  # an all-zero group
     w[2:] = near_halves(rng, 94, 2 * group_size)
-    ours = llama2c.quantize(w, group_size)
+    ours = quantize(w, group_size)
     rounded, scale = torch_quantize_q80(w, group_size)
 
     assert ours.q[:8].tolist() == [127, 0, 2, 2, 0, -2, -2, 126]
@@ -362,13 +376,13 @@ def test_quantize_matches_export_py_bit_for_bit(group_size):
 
 def test_quantize_keeps_tiny_groups_finite():
     # max|w| / 127 underflows to 0 for the smallest subnormal: llama2.c would divide by zero.
-    groups = llama2c.quantize(np.array([1e-45, -1e-45, 0, 0], np.float32), 4)
+    groups = quantize(np.array([1e-45, -1e-45, 0, 0], np.float32), 4)
     assert groups.scales.tolist() == [0.0] and groups.q.tolist() == [0, 0, 0, 0]
 
 
 @pytest.mark.parametrize("dim, group_size", [(288, 32), (256, 64), (96, 32), (100, 4), (2, 2)])
 def test_default_group_size(dim, group_size):
-    assert llama2c.default_group_size(dim) == group_size
+    assert default_group_size(dim) == group_size
 
 
 def test_int8_groups_dequantize_known_answer():
@@ -391,8 +405,8 @@ def torch_rope_tables(head_dim, max_seq_len):
 @pytest.mark.parametrize("head_dim", [8, 48, 64])  # 48: stories15M; 64: stories42M/110M
 def test_v0_rope_tables_match_llama2c(tmp_path, head_dim):
     seq = 256
-    config = Config(dim=head_dim, hidden_dim=4, n_layers=1, n_heads=1, n_kv_heads=1, vocab_size=3,
-                    max_seq_len=seq)
+    config = ModelArgs(dim=head_dim, hidden_dim=4, n_layers=1, n_heads=1, n_kv_heads=1, vocab_size=3,
+                       max_seq_len=seq)
     path = written(tmp_path, make_checkpoint(config), 0)
     # The tables follow the 28-byte config and these float32s (FORMATS.md): embedding (3, D),
     # one layer's two norms (D each), wq wk wv wo (D, D each), w1 w2 w3 (4·D each), final norm.
@@ -657,13 +671,22 @@ def test_write_rejects_bad_version_or_group_size(tmp_path, version, group_size, 
 
 
 def test_write_rejects_bad_config_and_nan(tmp_path):
-    bad = Checkpoint(Config(8, 12, 2, 3, 1, 10, 4), {})
+    # A bad config cannot make a Checkpoint any more: args_from_config (what read uses) refuses it.
+    def bad():
+        return Checkpoint(llama2c.args_from_config(dict(zip(llama2c.CONFIG_FIELDS, (8, 12, 2, 3, 1, 10, 4)))), {})
     with pytest.raises(ValueError, match="config.n_heads 3 does not divide dim 8"):
-        llama2c.write(bad, tmp_path / "x.bin", 0)
+        llama2c.write(bad(), tmp_path / "x.bin", 0)
     ckpt = make_checkpoint(TINY)
     ckpt.weights["layers.1.feed_forward.w2.weight"][3, 3] = np.nan
     with pytest.raises(ValueError, match="inf or NaN"):
         llama2c.write(ckpt, tmp_path / "x.bin", 2)
+
+
+def test_write_refuses_a_config_an_int32_cannot_hold(tmp_path):
+    ckpt = make_checkpoint(dataclasses.replace(TINY, max_seq_len=2**31))
+    with pytest.raises(ValueError, match="config.max_seq_len 2147483648 does not fit in an int32"):
+        llama2c.write(ckpt, tmp_path / "x.bin", 1)
+    assert not (tmp_path / "x.bin").exists()
 
 
 def test_formats_module_does_not_import_torch():

@@ -1,27 +1,28 @@
-"""formats/mapping.py: llama2.c-named weights + model_args <-> llama GGUF, with exact key types."""
+"""formats/mapping.py: llama2.c-named weights + ModelArgs <-> llama GGUF, with exact key types."""
 
 import gguf as ggufpy
 import numpy as np
 import pytest
 import sentencepiece as spm
 
-from formats import gguf, mapping, quant
+from formats import gguf, mapping, quant, spec
 from formats.errors import FormatError
 from formats.ggml import GGMLType
 from formats.gguf import Value, ValueType
+from formats.spec import ModelArgs
 from formats.vocab import TokenType, Vocab
 
 
 def make_args(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=40, hidden_dim=96, tie=True):
-    return {"dim": dim, "n_layers": n_layers, "n_heads": n_heads, "n_kv_heads": n_kv_heads,
-            "vocab_size": vocab_size, "hidden_dim": hidden_dim, "multiple_of": 32, "norm_eps": 1e-5,
-            "rope_theta": 10000.0, "max_seq_len": 48, "dropout": 0.0, "tie_embeddings": tie}
+    return ModelArgs(dim=dim, n_layers=n_layers, n_heads=n_heads, n_kv_heads=n_kv_heads,
+                     vocab_size=vocab_size, hidden_dim=hidden_dim, multiple_of=32, norm_eps=1e-5,
+                     rope_theta=10000.0, max_seq_len=48, dropout=0.0, tie_embeddings=tie)
 
 
 def make_weights(args, seed=0):
     rng = np.random.default_rng(seed)
     return {name: rng.standard_normal(shape).astype(np.float32)
-            for name, shape in mapping.expected_shapes(args).items()}
+            for name, shape in spec.weight_shapes(args).items()}
 
 
 def make_vocab(n):
@@ -42,7 +43,7 @@ def write_read(tmp_path, gf, name="m.gguf"):
 def test_f32_round_trip_is_bit_exact(tmp_path, tie):
     args = make_args(tie=tie)
     weights = make_weights(args)
-    vocab = make_vocab(args["vocab_size"])
+    vocab = make_vocab(args.vocab_size)
     _, gf = write_read(tmp_path, mapping.to_gguf(weights, args, vocab))
     tensors, back_args, back_vocab = mapping.from_gguf(gf)
     assert set(tensors) == set(weights)
@@ -51,8 +52,8 @@ def test_f32_round_trip_is_bit_exact(tmp_path, tie):
         assert tensors[name].data.tobytes() == w.tobytes(), name
     for field in ("dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "hidden_dim", "max_seq_len",
                   "tie_embeddings"):
-        assert back_args[field] == args[field], field
-    assert back_args["norm_eps"] == np.float32(1e-5) and back_args["rope_theta"] == 10000.0
+        assert getattr(back_args, field) == getattr(args, field), field
+    assert back_args.norm_eps == np.float32(1e-5) and back_args.rope_theta == 10000.0
     assert back_vocab == vocab
 
 
@@ -126,11 +127,11 @@ def test_llama2_vocab_goes_in_and_out(tmp_path, shared_data):
     (lambda w, a: a.__setitem__("n_kv_heads", 3), "not divisible by n_kv_heads"),
 ])
 def test_to_gguf_refuses_inconsistent_requests(mutate, message):
-    args = make_args()
-    weights = make_weights(args)
+    args = make_args().to_dict()
+    weights = make_weights(ModelArgs.from_dict(args))
     mutate(weights, args)
     with pytest.raises(ValueError, match=message):
-        mapping.to_gguf(weights, args)
+        mapping.to_gguf(weights, ModelArgs.from_dict(args))
 
 
 def test_to_gguf_refuses_rows_not_divisible_by_the_block_and_vocab_mismatch():
@@ -144,7 +145,7 @@ def test_to_gguf_refuses_rows_not_divisible_by_the_block_and_vocab_mismatch():
 
 def _file_with(tmp_path, edit, args=None):
     args = args or make_args()
-    gf = mapping.to_gguf(make_weights(args), args, make_vocab(args["vocab_size"]))
+    gf = mapping.to_gguf(make_weights(args), args, make_vocab(args.vocab_size))
     edit(gf)
     return write_read(tmp_path, gf)[1]
 
@@ -176,11 +177,19 @@ def test_from_gguf_names_the_wrong_key(tmp_path, edit, fragment):
     assert "m.gguf" in str(info.value)
 
 
+def test_from_gguf_names_the_key_behind_a_bad_hyperparameter(tmp_path):
+    gf = _file_with(tmp_path, lambda gf: gf.metadata.__setitem__("llama.attention.head_count_kv",
+                                                                Value(ValueType.UINT32, 3)))
+    with pytest.raises(FormatError) as info:
+        mapping.from_gguf(gf)
+    assert "llama.attention.head_count_kv: n_heads 4 is not divisible by n_kv_heads 3" in str(info.value)
+
+
 def test_names_map_both_ways():
     assert mapping.gguf_name("layers.3.feed_forward.w1.weight") == "blk.3.ffn_gate.weight"
     assert mapping.gguf_name("layers.0.feed_forward.w3.weight") == "blk.0.ffn_up.weight"
     assert mapping.gguf_name("layers.10.feed_forward.w2.weight") == "blk.10.ffn_down.weight"
     assert mapping.gguf_name("tok_embeddings.weight") == "token_embd.weight"
-    for name in mapping.expected_shapes(make_args(n_layers=12, tie=False)):
+    for name in spec.weight_shapes(make_args(n_layers=12, tie=False)):
         assert mapping.llama2c_name(mapping.gguf_name(name)) == name
     assert mapping.llama2c_name("blk.x.attn_q.weight") is None

@@ -28,10 +28,8 @@ from tests.llama_helpers import random_weights
 out = sys.argv[1]
 args = ModelArgs(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=300, max_seq_len=32)
 weights = random_weights(args, seed=0)
-gguf.write(mapping.to_gguf(weights, args.to_dict(), dtype="q8_0"), f"{out}/model.gguf")
-config = llama2c.Config(args.dim, args.hidden_dim, args.n_layers, args.n_heads, args.n_kv_heads,
-                        args.vocab_size, args.max_seq_len)
-llama2c.write(llama2c.Checkpoint(config, weights), f"{out}/model.bin", 1)
+gguf.write(mapping.to_gguf(weights, args, dtype="q8_0"), f"{out}/model.gguf")
+llama2c.write(llama2c.Checkpoint(args, weights), f"{out}/model.bin", 1)
 
 for name in ("model.gguf", "model.bin"):
     model = load_model(f"{out}/{name}")

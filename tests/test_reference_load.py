@@ -8,6 +8,7 @@ import torch
 
 from formats import gguf as gguf_format
 from formats import llama2c, mapping, quant
+from formats.llama2c_quant import default_group_size, quantize
 from formats.errors import FormatError
 from formats.ggml import GGMLType
 from formats.spec import ModelArgs
@@ -50,14 +51,12 @@ def trained(request):
 
 
 def write_gguf(args, weights, path, dtype):
-    gguf_format.write(mapping.to_gguf(weights, args.to_dict(), dtype=dtype), path)
+    gguf_format.write(mapping.to_gguf(weights, args, dtype=dtype), path)
     return path
 
 
 def write_llama2c(args, weights, path, version):
-    config = llama2c.Config(args.dim, args.hidden_dim, args.n_layers, args.n_heads, args.n_kv_heads,
-                            args.vocab_size, args.max_seq_len)
-    llama2c.write(llama2c.Checkpoint(config, weights), path, version)
+    llama2c.write(llama2c.Checkpoint(args, weights), path, version)
     return path
 
 
@@ -142,8 +141,8 @@ def test_quantized_gguf_weights_equal_the_dequantization(trained, tmp_path, dtyp
 def test_llama2c_v2_weights_equal_the_int8_group_dequantization(trained, tmp_path):
     args, state = trained
     _, weights = weights_from_llama2c(write_llama2c(args, state, tmp_path / "m.bin", version=2))
-    group_size = llama2c.default_group_size(args.dim)
-    expected = {name: llama2c.quantize(w, group_size).to_float32() if w.ndim == 2 else w
+    group_size = default_group_size(args.dim)
+    expected = {name: quantize(w, group_size).to_float32() if w.ndim == 2 else w
                 for name, w in state.items()}
     assert_same_bits(weights, expected)
 

@@ -73,7 +73,7 @@ def export_gguf(model, dtype, out_path):
         raise ExportError("no tokenizer in the checkpoint: pass --tokenizer PATH.model "
                           "(llama.cpp cannot load a GGUF without a vocabulary)")
     try:
-        built = mapping.to_gguf(model.weights, model.model_args, model.vocab, dtype)
+        built = mapping.to_gguf(model.weights, ModelArgs.from_dict(model.model_args), model.vocab, dtype)
     except ValueError as exc:
         raise ExportError(f"cannot export as {dtype}: {exc}") from None
     gguf.write(built, out_path)
@@ -99,13 +99,13 @@ def _as_float32(tensor):
 
 def export_llama2c(model, version, out_path, tokenizer_out=None):
     """Write a llama2.c model (and tokenizer.bin); returns {"max_abs_error", ...} after reading back."""
-    config = llama2c.Config(**{f.name: model.model_args[f.name] for f in dataclasses.fields(llama2c.Config)})
+    args = ModelArgs.from_dict(model.model_args)
     try:
-        llama2c.write(llama2c.Checkpoint(config, model.weights), out_path, version)
+        llama2c.write(llama2c.Checkpoint(args, model.weights), out_path, version)
     except ValueError as exc:
         raise ExportError(f"cannot export as llama2.c v{version}: {exc}") from None
     back = llama2c.read(out_path)
-    if back.config != config or back.weights.keys() != model.weights.keys():
+    if llama2c.config_of(back.args) != llama2c.config_of(args) or back.weights.keys() != model.weights.keys():
         raise ExportError(f"{out_path}: config or tensor list read back differs")
     errors = [float(np.abs(_as_float32(w) - model.weights[name]).max()) for name, w in back.weights.items()]
     if version != 2 and any(errors):

@@ -24,13 +24,11 @@ import numpy as np
 
 from formats import detect, gguf, llama2c, mapping
 from formats.ggml import BLOCK, GGMLType
+from formats.llama2c_quant import Int8Groups
 from reference.runtime.blockwise import Int8BlockMatrix, block_matrix
-from formats.spec import ModelArgs
 from reference.runtime.fast import FastLlama
 from reference.runtime.memory import resident
 from reference.model import Llama
-
-LLAMA2C_NORM_EPS = 1e-5             # llama2.c files store neither eps nor theta: its defaults
 
 
 def weights_from_gguf(path, keep_quantized=False):
@@ -40,7 +38,7 @@ def weights_from_gguf(path, keep_quantized=False):
     instead of float32 arrays; Q8_0 ones are read by `read_q8_0`.
     """
     gguf_file = gguf.read(path)
-    tensors, model_args, _vocab = mapping.from_gguf(gguf_file, path=str(path))
+    tensors, args, _vocab = mapping.from_gguf(gguf_file, path=str(path))
     weights, q8_0 = {}, set()
     for name, tensor in tensors.items():
         if tensor.type == GGMLType.F32:
@@ -54,12 +52,12 @@ def weights_from_gguf(path, keep_quantized=False):
     # Q8_0 matrices used side by side share one codes array, so FastLlama fuses them for free.
     fused = (("attention.wq", "attention.wk", "attention.wv"), ("feed_forward.w1", "feed_forward.w3"))
     groups = [[f"layers.{i}.{kind}.weight" for kind in group]
-              for i in range(model_args["n_layers"]) for group in fused]
+              for i in range(args.n_layers) for group in fused]
     groups = [group for group in groups if q8_0.issuperset(group)]
     groups += [[name] for name in sorted(q8_0 - {name for group in groups for name in group})]
     for group in groups:
         weights.update(zip(group, read_q8_0(path, gguf_file, [tensors[name] for name in group])))
-    return ModelArgs.from_dict(model_args), weights
+    return args, weights
 
 
 # Bytes read from the file at a time by read_q8_0.
@@ -114,16 +112,10 @@ def weights_from_llama2c(path, keep_quantized=False):
     """(ModelArgs, weights) from a llama2.c checkpoint of any version (keep_quantized: v2's int8
     matrices become Int8BlockMatrix objects, for FastLlama)."""
     checkpoint = llama2c.read(path)
-    config = checkpoint.config
-    args = ModelArgs(dim=config.dim, n_layers=config.n_layers, n_heads=config.n_heads,
-                     n_kv_heads=config.n_kv_heads, vocab_size=config.vocab_size,
-                     hidden_dim=config.hidden_dim, max_seq_len=config.max_seq_len,
-                     norm_eps=LLAMA2C_NORM_EPS, rope_theta=llama2c.ROPE_THETA,
-                     tie_embeddings=checkpoint.shared_classifier)
     weights = {name: (_int8_groups_matrix(w) if keep_quantized and len(w.shape) == 2 else w.to_float32())
-               if isinstance(w, llama2c.Int8Groups) else w
+               if isinstance(w, Int8Groups) else w
                for name, w in checkpoint.weights.items()}
-    return args, weights
+    return checkpoint.args, weights
 
 
 def read_weights(path, keep_quantized=False):

@@ -24,6 +24,7 @@ from tests.fuzz_targets import build_valid_files, llama2c_checkpoint, llama_gguf
 from tests.pipeline_helpers import TINY_MODEL, VOCAB_SIZE, build_dataset, tiny_config
 from tests.test_fuzz import CKPT_CRAFTED, GGUF_CRAFTED, RAWS, tokenizer_bin
 from trainer import checkpoint
+from trainer import train as train_module
 
 REPO = Path(__file__).resolve().parents[1]
 # Every training child runs one thread: float32 sums then happen in one order, so runs in
@@ -251,6 +252,41 @@ def test_sigint_saves_a_checkpoint_and_exits_130(data_dir, tmp_path):
     assert saved["iter_num"] == log_records(tmp_path)[-1]["iter"] >= 3
     assert err.strip().splitlines() == [f"llama2-scratch train: interrupted after iter {saved['iter_num']}; saved "
                                         f"{tmp_path / 'ckpt.pt'} (continue with --resume)"]
+
+
+def test_sigint_before_the_first_step_saves_nothing_and_exits_130(data_dir, tmp_path, monkeypatch, capsys):
+    # Ctrl-C while the run is being set up (here: as its token files are read): no step runs.
+    real_load_data = train_module.load_data
+
+    def interrupted_while_loading(config):
+        os.kill(os.getpid(), signal.SIGINT)
+        return real_load_data(config)
+
+    monkeypatch.setattr(train_module, "load_data", interrupted_while_loading)
+    status = cli.main(["train", *train_flags(data_dir, tmp_path, max_iters=50, eval_interval=10)])
+    assert status == 130
+    assert capsys.readouterr().err.splitlines() == [
+        "llama2-scratch train: interrupted before the first step; nothing new was saved"]
+    assert not (tmp_path / "ckpt.pt").exists() and log_records(tmp_path) == []
+
+
+def test_a_second_sigint_stops_at_once_and_says_nothing_was_saved(data_dir, tmp_path, monkeypatch, capsys):
+    # The first Ctrl-C asks to stop after the step; a second one, during that step, stops at once.
+    real_step = train_module._forward_backward
+
+    def two_interrupts_in_step_3(run, micro):
+        if run.iter_num == 2 and micro == 0:
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)
+        return real_step(run, micro)
+
+    monkeypatch.setattr(train_module, "_forward_backward", two_interrupts_in_step_3)
+    status = cli.main(["train", *train_flags(data_dir, tmp_path, max_iters=50, eval_interval=10)])
+    assert status == 130
+    assert capsys.readouterr().err.splitlines() == ["llama2-scratch train: interrupted; nothing new was saved"]
+    assert [r["iter"] for r in log_records(tmp_path)] == [1, 2]
+    assert not (tmp_path / "ckpt.pt").exists()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler    # the handler is restored
 
 
 # Trains in a fresh process. DIE_IN_SAVE="mid-write:N" SIGKILLs it halfway through writing its

@@ -180,6 +180,8 @@ def train(config, out=print):
 def _train(config, dist, device, out, stop):
     """The loop: step, log, every eval_interval evaluate and save; stop cleanly on SIGINT."""
     run = setup(config, dist, device, out)
+    if stop_requested(stop, dist, device):
+        raise KeyboardInterrupt("interrupted before the first step; nothing new was saved")
     run.step_time = time.perf_counter()
     while run.iter_num < config.max_iters:
         record = train_step(run)

@@ -2,8 +2,11 @@
 
 CPU-sized defaults: a 1024-piece vocabulary and a ~0.9M-parameter model (dim 128, 4 layers,
 sequences of 128 tokens) trained for 1500 steps in bfloat16 autocast: measured 6 min 44 s wall on
-2 cores, val 1.85 bits/byte on Tiny Shakespeare, verify passing. The sample at the end comes from
-the pure-NumPy reference model reading the exported GGUF, so it also shows the file works.
+2 cores, val 1.85 bits/byte on Tiny Shakespeare, verify passing. The samples at the end come from
+the pure-NumPy reference model reading the exported GGUF, so they also show the file works: a
+few speeches, each from BOS to EOS as the model was trained (the context holds one speech).
+The llama2.c exports are the layouts its programs read: model.bin is version 0 (run.c),
+model_q80.bin version 2 (runq.c).
 
 GPU preset aimed at nanoGPT's char model (1.47 nats/char = 2.12 bits/char): `llama2-scratch
 train --dataset tinyshakespeare --vocab-size 1024 --dim 384 --n-layers 6 --n-heads 6
@@ -35,7 +38,9 @@ def add_arguments(parser):
     parser.add_argument("--dtype", default="bfloat16", choices=("float32", "bfloat16", "float16"))
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seed", type=int, default=1337)
-    parser.add_argument("--max-new-tokens", type=int, default=120)
+    parser.add_argument("--max-new-tokens", type=int, default=120,
+                        help="tokens per sampled speech, at most the context (default: %(default)s)")
+    parser.add_argument("--speeches", type=int, default=4, help="speeches sampled at the end (default: %(default)s)")
 
 
 def run(args):
@@ -83,11 +88,14 @@ def _run(args):
 
     print("== 5/7 export")
     model = load_exportable(result["ckpt"])
-    gguf_path, bin_path, tok_path = out_dir / "model.gguf", out_dir / "model.bin", out_dir / "tokenizer.bin"
+    gguf_path, tok_path = out_dir / "model.gguf", out_dir / "tokenizer.bin"
+    bin_path, q80_path = out_dir / "model.bin", out_dir / "model_q80.bin"
     export_gguf(model, "f32", gguf_path)
-    export_llama2c(model, 1, bin_path, tok_path)
+    export_llama2c(model, 0, bin_path, tok_path)
+    export_llama2c(model, 2, q80_path)
     print(f"   {gguf_path} (GGUF f32, tokenizer inside; read back bit-exact)")
-    print(f"   {bin_path} + {tok_path} (llama2.c v1: ./run {bin_path} -z {tok_path})")
+    print(f"   {bin_path} (llama2.c v0, float32): ./run {bin_path} -z {tok_path}")
+    print(f"   {q80_path} (llama2.c v2, int8 groups): ./runq {q80_path} -z {tok_path}")
 
     print("== 6/7 verify (torch on the checkpoint vs NumPy" + (" and llama.cpp" if _has_llama_cpp() else "")
           + " on the GGUF)")
@@ -97,7 +105,7 @@ def _run(args):
           + (f"; FAILED: {', '.join(failed)}" if failed else f" ({', '.join(report.implementations)})"))
 
     print("== 7/7 generate (NumPy reference model reading the GGUF)")
-    print(sample_text(gguf_path, PROMPT, args.max_new_tokens, args.seed))
+    print(sample_text(gguf_path, PROMPT, args.max_new_tokens, args.seed, args.speeches))
 
     minutes = (time.perf_counter() - started) / 60
     print(f"== done in {minutes:.1f} min: val loss {result['val_loss']:.4f} nats/token, "
@@ -111,8 +119,9 @@ def _has_llama_cpp():
     return importlib.util.find_spec("llama_cpp") is not None
 
 
-def sample_text(gguf_path, prompt, max_new_tokens, seed, temperature=0.8, top_k=40):
-    """Prompt + sampled continuation from the exported file, stopping at EOS."""
+def sample_text(gguf_path, prompt, max_new_tokens, seed, speeches=1, temperature=0.8, top_k=40):
+    """`speeches` sampled speeches, blank-line separated, the first continuing `prompt`: each starts
+    at BOS, as every training document did, and ends at EOS or after max_new_tokens."""
     import numpy as np
 
     from formats import gguf
@@ -122,7 +131,10 @@ def sample_text(gguf_path, prompt, max_new_tokens, seed, temperature=0.8, top_k=
 
     model = load_model(gguf_path)
     tokenizer = FastTokenizer.from_gguf(gguf.read(gguf_path))
-    ids = tokenizer.encode(prompt, bos=True)
-    new_ids = list(generate(model, ids, np.random.default_rng(seed), max_new_tokens, {tokenizer.vocab.eos_id},
-                            temperature=temperature, top_k=top_k))
-    return prompt + tokenizer.decode(new_ids)
+    rng = np.random.default_rng(seed)
+    texts = []
+    for start in [prompt] + [""] * (speeches - 1):
+        new_ids = generate(model, tokenizer.encode(start, bos=True), rng, max_new_tokens, {tokenizer.vocab.eos_id},
+                           temperature=temperature, top_k=top_k)
+        texts.append(start + tokenizer.decode(list(new_ids)))
+    return "\n\n".join(texts)

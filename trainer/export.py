@@ -32,9 +32,13 @@ class Exportable:
 
 def load_exportable(ckpt_path, tokenizer_path=None):
     """Weights, resolved model_args and the vocabulary (from --tokenizer, else the ckpt's bytes)."""
+    return exportable_from(checkpoint.load(ckpt_path), ckpt_path, tokenizer_path)
+
+
+def exportable_from(ckpt, ckpt_path, tokenizer_path=None):
+    """The same from the dict `checkpoint.load(ckpt_path)` returned (`ckpt_path` names it in errors)."""
     import torch
 
-    ckpt = checkpoint.load(ckpt_path)
     if not isinstance(ckpt, dict) or "model" not in ckpt or "model_args" not in ckpt:
         raise ExportError(f"{ckpt_path}: not a training checkpoint (needs 'model' and 'model_args')")
     state = checkpoint.clean_state_dict(ckpt["model"])

@@ -52,11 +52,11 @@ def run(args):
 
 def _run(args):
     from data.prepare import prepare, read_documents
+    from parity.run import run_verify
     from trainer.config import from_settings
     from trainer.export import export_gguf, export_llama2c, load_exportable
     from trainer.pretokenize import pretokenize
     from trainer.train import train
-    from llama2_scratch.verify import run_verify
     from trainer.vocab import measure, train_vocab
 
     started = time.perf_counter()

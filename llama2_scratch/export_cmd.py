@@ -18,14 +18,15 @@ def add_arguments(parser):
 
 
 def run(args):
-    from trainer.export import ExportError, export_gguf, export_llama2c, load_exportable
+    from llama2_scratch.model_files import open_checkpoint
+    from trainer.export import ExportError, export_gguf, export_llama2c
 
     if args.to == "gguf" and (args.tokenizer_out or args.version != 1):
         raise UsageError("llama2-scratch export: --version and --tokenizer-out apply to --to llama2c only")
     if args.to == "llama2c" and args.dtype != "f32":
         raise UsageError("llama2-scratch export: --dtype applies to --to gguf (llama2.c: --version 2 for int8)")
     try:
-        model = load_exportable(args.ckpt, args.tokenizer)
+        model = open_checkpoint(args.ckpt).exportable(args.tokenizer)
         if args.to == "gguf":
             report = export_gguf(model, args.dtype, args.output)
             what = f"GGUF {args.dtype}, {report['tensors']} tensors, vocabulary of {len(model.vocab)}"

@@ -20,7 +20,8 @@ HELP = "generate text with the NumPy model (no torch needed)"
 
 def add_arguments(parser):
     parser.add_argument("model", help="a GGUF, a llama2.c .bin (v0/v1/v2) or a ckpt.pt")
-    parser.add_argument("--tokenizer", help="tokenizer.bin or SentencePiece .model (needed unless MODEL is a GGUF)")
+    parser.add_argument("--tokenizer", help="tokenizer.bin or SentencePiece .model (needed unless MODEL carries "
+                                            "one: a GGUF, or a ckpt.pt holding its .model)")
     prompt = parser.add_mutually_exclusive_group()
     prompt.add_argument("--prompt", default="", help="the prompt text (default: empty)")
     prompt.add_argument("--prompt-file", help="read the prompt from this UTF-8 file")

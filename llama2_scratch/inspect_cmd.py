@@ -3,7 +3,8 @@
 import json
 import sys
 
-from formats import detect, gguf, llama2c
+from formats import gguf, llama2c
+from llama2_scratch.model_files import KIND_NAMES, open_model
 
 HELP = "header, metadata and tensor table of a GGUF or llama2.c file"
 
@@ -12,10 +13,13 @@ PREVIEW_ITEMS = 5
 
 
 def describe(path):
-    """The `inspect --json` document for the file at `path`."""
-    if detect.is_gguf(path):
-        return _describe_gguf(gguf.read(path))
-    return _describe_llama2c(path)
+    """The `inspect --json` document for the GGUF or llama2.c file at `path`."""
+    model_file = open_model(path)
+    if model_file.kind == "gguf":
+        return _describe_gguf(model_file.source)
+    if model_file.kind == "llama2c":
+        return _describe_llama2c(model_file.source)
+    raise ValueError(f"{path}: {KIND_NAMES[model_file.kind]}; inspect describes GGUF and llama2.c files")
 
 
 def _value_json(vtype, value):
@@ -41,8 +45,7 @@ def _describe_gguf(gf):
     }
 
 
-def _describe_llama2c(path):
-    ckpt = llama2c.read(path)
+def _describe_llama2c(ckpt):
     return {
         "format": "llama2c",
         "version": ckpt.version,

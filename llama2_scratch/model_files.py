@@ -1,47 +1,247 @@
-"""Open what `generate` and `tokenize` are pointed at: a model file and its tokenizer.
+"""Open a model file once: `open_model(path)` tells its kind and parses it, the commands read the rest.
 
-A GGUF carries its tokenizer; a llama2.c .bin or a ckpt.pt needs one beside it (`--tokenizer`: a
-llama2.c tokenizer.bin or a SentencePiece .model). Files are recognized by their first bytes,
-not their names.
+    kind      file                        parsed by                      carries a tokenizer
+    gguf      llama.cpp's GGUF            formats.gguf.read (mapped)     tokenizer.ggml.* when present
+    llama2c   llama2.c .bin, v0/v1/v2     formats.llama2c.read (mapped)  never (tokenizer.bin is apart)
+    ckpt      torch.save ckpt.pt          trainer.checkpoint.load        the SentencePiece .model bytes
+
+The kind comes from the first bytes (formats.detect), never the name. GGUF and llama2.c files are
+parsed when opened: their header and tensor table, the tensor data staying in the file's memory
+map until a weight is asked for. A ckpt.pt is read by torch, so it is loaded on first use: until
+then nothing needs torch, and `inspect` can refuse one without it.
+
+This module is the one place the commands reach formats/, reference/ and trainer/ to read a model:
+`generate`, `tokenize`, `inspect`, `verify` (parity/) and `export` (its source) go through it.
 """
 
+import functools
 import os
 
 import numpy as np
 
-from formats import detect, gguf, llama2c
-from reference.runtime import load
+from formats import detect, gguf, llama2c, mapping
 from formats.spec import ModelArgs
-from reference.runtime.fast_tokenizer import FastTokenizer as Tokenizer
+from reference.runtime import load
+from reference.runtime.fast_tokenizer import FastTokenizer
+
+# How each kind is named in messages.
+KIND_NAMES = {"gguf": "a GGUF", "llama2c": "a llama2.c file", "ckpt": "a torch checkpoint (ckpt.pt)"}
+
+
+def _kind(head):
+    """The kind ("gguf", "ckpt" or "llama2c") a file's first four bytes tell: llama2.c v0 has no
+    magic, so anything else is taken for llama2.c and its reader says what is wrong."""
+    if head == detect.GGUF_MAGIC:
+        return "gguf"
+    if head == detect.TORCH_ZIP_MAGIC:
+        return "ckpt"
+    return "llama2c"
+
+
+def open_model(path):
+    """A GGUFModel, Llama2cModel or CkptModel for the file at `path` (see the table above)."""
+    path = str(path)
+    return _open(path, _kind(detect.first_bytes(path)))
+
+
+def _open(path, kind):
+    if kind == "gguf":
+        return GGUFModel(path, gguf.read(path))
+    if kind == "ckpt":
+        return CkptModel(path)
+    return Llama2cModel(path, llama2c.read(path))
+
+
+def open_checkpoint(path):
+    """`path` as a ckpt.pt whatever its first bytes (what `export` and `verify --ckpt` read): a
+    damaged one gets trainer.checkpoint's error saying what is wrong, not a guess at another kind."""
+    return CkptModel(str(path))
+
+
+class ModelFile:
+    """What every kind of model file answers; GGUFModel, Llama2cModel and CkptModel fill it in.
+
+    kind     "gguf" | "llama2c" | "ckpt"
+    path     the file
+    source   the parsed file: a formats.gguf.GGUFFile, formats.llama2c.Checkpoint or ckpt dict
+    dtypes   the stored types of its matrices, sorted: ("q8_0",); a GGUF may mix several
+             ("f16", "q6_k"); llama2.c v0/v1 and a ckpt.pt are ("f32",), llama2.c v2 ("int8",)
+    spec     formats.spec.ModelArgs; ValueError when the stored hyperparameters do not fit
+             together or with the tensors (worked out on first use, so a broken file still opens)
+    vocab    formats.vocab.Vocab, or None when the file carries no tokenizer
+    context  the declared context length (max_seq_len), known even when `spec` fails
+    """
+    kind = None
+
+    def __init__(self, path, source):
+        self.path = path
+        self.source = source
+
+    def tokenizer(self):
+        """reference/runtime/fast_tokenizer.py on the file's own vocabulary; ValueError when it has none."""
+        if self.vocab is None:
+            raise ValueError(f"{self.path}: {KIND_NAMES[self.kind]} holding no tokenizer")
+        return FastTokenizer(self.vocab)
+
+    def model(self, dtype=np.float32, fast=False, threads=1, mmap=False):
+        """The NumPy model: reference.model.Llama computing in `dtype`, or with fast=True a
+        reference.runtime.fast.FastLlama (float32; quantized matrices kept quantized; `threads` share
+        one-token products; float32 matrices read into huge-page memory unless `mmap`)."""
+        return load.build_model(self.spec, self.weights(keep_quantized=fast), dtype, fast, threads, mmap)
+
+    def weights(self, keep_quantized=False):
+        """llama2.c name -> float32 array (F16/BF16 upcast, quantized types dequantized), read when
+        called; keep_quantized: 2-D quantized matrices as reference.runtime.blockwise objects instead."""
+        raise NotImplementedError
+
+    def stored_hparams(self):
+        """{where: (ModelArgs field, value)}: each hyperparameter as the file stores it, before
+        any check, under the name a reader finds it by in the file ('llama.block_count')."""
+        raise NotImplementedError
+
+
+class GGUFModel(ModelFile):
+    kind = "gguf"
+
+    @property
+    def dtypes(self):
+        return tuple(sorted({t.type.name.lower() for t in self.source.tensors if len(t.shape) == 2}))
+
+    @functools.cached_property
+    def spec(self):
+        return mapping.from_gguf(self.source, self.path)[1]
+
+    @functools.cached_property
+    def vocab(self):
+        return mapping.vocab_from_metadata(self.source.metadata, self.path)
+
+    @property
+    def context(self):
+        """llama.context_length, or ModelArgs' default where the key is missing."""
+        value = self.source.metadata.get(mapping.HPARAM_KEYS["max_seq_len"][0])
+        return int(value.value) if value is not None else ModelArgs.max_seq_len
+
+    def weights(self, keep_quantized=False):
+        return load.weights_from_gguf(self.source, keep_quantized)[1]
+
+    def stored_hparams(self):
+        metadata, tensors = self.source.metadata, self.source.tensors
+        stored = {}
+        for field, (key, _) in mapping.HPARAM_KEYS.items():
+            value = metadata.get(key)
+            stored[key] = (field, None if value is None else value.value)
+        stored["tensor output.weight"] = ("tie_embeddings", all(t.name != "output.weight" for t in tensors))
+        embd = next((t for t in tensors if t.name == "token_embd.weight"), None)
+        stored["token_embd.weight rows"] = ("vocab_size", None if embd is None else embd.shape[0])
+        return stored
+
+
+class Llama2cModel(ModelFile):
+    kind = "llama2c"
+    vocab = None
+
+    @property
+    def dtypes(self):
+        return ("int8",) if self.source.version == 2 else ("f32",)
+
+    @property
+    def spec(self):
+        """The 7 stored fields, the classifier's tying, and ModelArgs' (llama2.c's) eps and theta."""
+        return self.source.args
+
+    @property
+    def context(self):
+        return self.source.args.max_seq_len
+
+    def weights(self, keep_quantized=False):
+        return load.weights_from_llama2c(self.source, keep_quantized)[1]
+
+    def stored_hparams(self):
+        args = self.source.args
+        stored = {f"config.{field}": (field, value) for field, value in llama2c.config_of(args).items()}
+        stored["shared_classifier"] = ("tie_embeddings", self.source.shared_classifier)
+        stored["norm_eps (llama2.c default)"] = ("norm_eps", args.norm_eps)
+        stored["rope_theta (llama2.c default)"] = ("rope_theta", args.rope_theta)
+        return stored
+
+
+class CkptModel(ModelFile):
+    """A ckpt.pt, ours or llama2.c's, read by trainer/ as `export` reads it (llama2.c-style
+    model_args resolved, tied weights found, torch.compile prefixes dropped; float32 weights).
+    It is loaded on first use: reading it needs torch."""
+    kind = "ckpt"
+    dtypes = ("f32",)
+
+    def __init__(self, path):       # no `source` yet: the cached property below reads it
+        self.path = path
+
+    @functools.cached_property
+    def source(self):
+        try:
+            import torch  # noqa: F401  (only to fail early with a clear message)
+        except ImportError:
+            raise ImportError(f"reading {self.path} needs torch; GGUF and llama2.c files do not") from None
+        from trainer import checkpoint
+
+        return checkpoint.load(self.path)
+
+    def exportable(self, tokenizer_path=None):
+        """Weights, resolved model_args and the vocabulary (--tokenizer's, else the stored one);
+        ExportError when they do not fit together."""
+        from trainer.export import exportable_from
+
+        return exportable_from(self.source, self.path, tokenizer_path)
+
+    @functools.cached_property
+    def _resolved(self):
+        from trainer.export import ExportError
+
+        try:
+            return self.exportable()
+        except ExportError as exc:
+            raise ValueError(str(exc)) from None
+
+    @property
+    def spec(self):
+        return self._resolved.args
+
+    @property
+    def vocab(self):
+        return self._resolved.vocab
+
+    @property
+    def spm_model(self):
+        """The SentencePiece .model bytes stored in the checkpoint, or None."""
+        tok = self.source.get("tokenizer")
+        return bytes(tok["model"]) if isinstance(tok, dict) and tok.get("model") else None
+
+    @property
+    def context(self):
+        return self.spec.max_seq_len
+
+    def weights(self, keep_quantized=False):
+        return self._resolved.weights
+
+    def stored_hparams(self):
+        return {f"model_args.{field}": (field, value) for field, value in self.spec.to_dict().items()
+                if field not in ("multiple_of", "dropout")}
 
 
 def load_model(path, dtype=np.float32, fast=False, threads=1, mmap=False):
-    """reference.runtime.load.load_model, plus torch checkpoints: a ckpt.pt is read by trainer/ (torch
-    needed; it resolves llama2.c-style model_args and tied weights as `export` does) and the
-    NumPy model built from its float32 weights."""
-    if not detect.is_torch_checkpoint(path):
-        return load.load_model(path, dtype, fast, threads, mmap)
-    try:
-        import torch  # noqa: F401  (only to fail early with a clear message)
-    except ImportError:
-        raise ImportError(f"reading {path} needs torch; GGUF and llama2.c files do not") from None
-    from trainer.export import ExportError, load_exportable
-
-    try:
-        exportable = load_exportable(path)
-    except ExportError as exc:
-        raise ValueError(str(exc)) from None
-    return load.build_model(ModelArgs.from_dict(exportable.model_args), exportable.weights, dtype, fast, threads,
-                            mmap)
+    """The NumPy model in a GGUF, llama2.c file or ckpt.pt (ModelFile.model)."""
+    return open_model(path).model(dtype, fast, threads, mmap)
 
 
-def load_tokenizer(path, vocab_size=None):
-    """A Tokenizer from a GGUF, a SentencePiece .model or a llama2.c tokenizer.bin."""
-    if detect.is_gguf(path):
-        return Tokenizer.from_gguf(gguf.read(path))
-    if detect.is_sentencepiece_model(path):
-        return Tokenizer.from_spm(path)
-    return Tokenizer(llama2c.read_tokenizer(path, vocab_size))
+def open_tokenizer(path, vocab_size=None):
+    """A Tokenizer from a GGUF or ckpt.pt (the one it carries), a SentencePiece .model or a
+    llama2.c tokenizer.bin (`vocab_size` pieces, default: up to the end of the file)."""
+    path = str(path)
+    head = detect.first_bytes(path)
+    if _kind(head) != "llama2c":
+        return _open(path, _kind(head)).tokenizer()
+    if head[:1] == detect.SPM_FIRST_BYTE:
+        return FastTokenizer.from_spm(path)
+    return FastTokenizer(llama2c.read_tokenizer(path, vocab_size))
 
 
 def usable_cpus():
@@ -54,17 +254,20 @@ def usable_cpus():
 def load_model_and_tokenizer(model_path, tokenizer_path=None, threads=1, mmap=False):
     """(FastLlama, Tokenizer); raises ValueError naming the file when they do not fit together.
 
-    The fast path (reference/runtime/fast.py): float32 weights are read once into huge-page memory and
-    quantized ones stay quantized, so memory stays near the file's size; `threads` share large
-    one-token products (reference.runtime.fast.Linear)."""
-    model = load_model(model_path, fast=True, threads=threads, mmap=mmap)
+    The tokenizer is `tokenizer_path`'s, else the one the model file carries. The fast path
+    (reference/runtime/fast.py): float32 weights are read once into huge-page memory and quantized ones
+    stay quantized, so memory stays near the file's size; `threads` share large one-token
+    products (reference.runtime.fast.Linear)."""
+    source = open_model(model_path)
+    model = source.model(fast=True, threads=threads, mmap=mmap)
     vocab_size = model.args.vocab_size
-    if tokenizer_path is None:
-        if not detect.is_gguf(model_path):
-            raise ValueError(f"{model_path}: not a GGUF, so it holds no tokenizer: pass --tokenizer "
-                             "(a tokenizer.bin or a SentencePiece .model)")
-        tokenizer_path = model_path
-    tokenizer = load_tokenizer(tokenizer_path, vocab_size)
+    if tokenizer_path is not None:
+        tokenizer = open_tokenizer(tokenizer_path, vocab_size)
+    elif source.vocab is not None:
+        tokenizer, tokenizer_path = source.tokenizer(), model_path
+    else:
+        raise ValueError(f"{model_path}: {KIND_NAMES[source.kind]} holding no tokenizer: pass --tokenizer "
+                         "(a tokenizer.bin or a SentencePiece .model)")
     if len(tokenizer.vocab) != vocab_size:
         raise ValueError(f"{tokenizer_path}: the tokenizer has {len(tokenizer.vocab)} pieces but the model's "
                          f"embedding has {vocab_size} rows")

@@ -2,14 +2,15 @@
 
 import json
 
-from llama2_scratch.model_files import load_tokenizer
+from llama2_scratch.model_files import open_tokenizer
 
 HELP = "print the token ids and pieces of a text"
 
 
 def add_arguments(parser):
     parser.add_argument("tokenizer", metavar="MODEL_OR_TOKENIZER",
-                        help="a GGUF (tokenizer inside), a SentencePiece .model or a llama2.c tokenizer.bin")
+                        help="a GGUF or ckpt.pt (tokenizer inside), a SentencePiece .model or a llama2.c "
+                             "tokenizer.bin")
     parser.add_argument("text", help="the text to encode")
     parser.add_argument("--vocab-size", type=int, default=None,
                         help="pieces in a tokenizer.bin (default: all pieces up to the end of the file)")
@@ -17,7 +18,7 @@ def add_arguments(parser):
 
 
 def run(args):
-    tokenizer = load_tokenizer(args.tokenizer, args.vocab_size)
+    tokenizer = open_tokenizer(args.tokenizer, args.vocab_size)
     ids = tokenizer.encode(args.text)
     pieces = [tokenizer.vocab.pieces[i] for i in ids]
     if args.json:

@@ -2,8 +2,8 @@
 
 Runs fixed prompts through every implementation the flags make available (torch from the ckpt,
 NumPy from MODEL, llama.cpp from MODEL) and compares logits, greedy continuations and token ids
-pair by pair against per-dtype thresholds (llama2_scratch/verify.py). Exit status 0 when every
-check passes, 1 when one fails (each failure named on stderr), 2 when the request cannot run.
+pair by pair against per-dtype thresholds (the parity/ package). Exit status 0 when every check
+passes, 1 when one fails (each failure named on stderr), 2 when the request cannot run.
 """
 
 import json
@@ -21,20 +21,17 @@ def add_arguments(parser):
     parser.add_argument("--tokenizer", help="a SentencePiece .model (or, for a llama2.c .bin, a "
                                             "tokenizer.bin) when the ckpt holds none")
     parser.add_argument("--threads", type=int, default=None, help="llama.cpp threads (default: up to 8)")
-    parser.add_argument("--json", action="store_true", help="print one JSON document (schema in SPEC.md)")
+    parser.add_argument("--json", action="store_true", help="print one JSON document (schema in parity/report.py)")
 
 
 def run(args):
-    from llama2_scratch.verify import run_verify
+    from parity.run import run_verify
 
     if args.threads is not None and args.threads < 1:
         raise ValueError(f"--threads must be >= 1, got {args.threads}")
     report = run_verify(args.model, ckpt_path=args.ckpt, use_llama_cpp=args.llama_cpp,
                         tokenizer_path=args.tokenizer, threads=args.threads)
-    if args.json:
-        print(json.dumps(report.to_json(), ensure_ascii=False))
-    else:
-        _print_table(report)
+    print(json.dumps(report.to_json(), ensure_ascii=False) if args.json else report.table())
     for check in report.failures:
         print(f"verify: FAIL {check.describe()}", file=sys.stderr)
     if not report.ok:
@@ -42,21 +39,3 @@ def run(args):
         print(f"verify: {len(report.failures)} of {len(report.checks)} checks failed: {', '.join(names)}",
               file=sys.stderr)
     return 0 if report.ok else 1
-
-
-def _print_table(report):
-    a = report.model_args
-    shape = (f"dim {a['dim']}, {a['n_layers']} layers, {a['n_heads']}/{a['n_kv_heads']} heads, "
-             f"vocab {a['vocab_size']}, context {a['max_seq_len']}" if a else "no model loaded")
-    print(f"verify {report.model} [{report.dtype}]: {shape}")
-    print(f"implementations: {', '.join(report.implementations) or 'none'}")
-    for note in report.notes:
-        print(f"note: {note}")
-    print(f"{'check':<24} {'reference':<13} {'candidate':<10} {'metric':<18} {'value':>10}   {'threshold':<11} ")
-    for c in report.checks:
-        value = "n/a" if c.value is None else f"{c.value:.3g}"
-        print(f"{c.name:<24} {c.reference:<13} {c.candidate:<10} {c.metric:<18} {value:>10}   "
-              f"{c.pass_if} {c.threshold:<8.3g} {'ok' if c.ok else 'FAIL'}")
-    failed = len(report.failures)
-    total = len(report.checks)
-    print(f"verify: all {total} checks passed" if not failed else f"verify: {failed} of {total} checks FAILED")

@@ -75,7 +75,7 @@ def assert_same_args(loaded, args):
 
 def test_f32_gguf_weights_are_the_state_dict_bit_for_bit(trained, tmp_path):
     args, state = trained
-    loaded_args, weights = weights_from_gguf(write_gguf(args, state, tmp_path / "m.gguf", "f32"))
+    loaded_args, weights = weights_from_gguf(gguf_format.read(write_gguf(args, state, tmp_path / "m.gguf", "f32")))
     assert_same_args(loaded_args, args)
     assert_same_bits(weights, state)
 
@@ -83,7 +83,7 @@ def test_f32_gguf_weights_are_the_state_dict_bit_for_bit(trained, tmp_path):
 @pytest.mark.parametrize("version", [0, 1])
 def test_llama2c_weights_are_the_state_dict_bit_for_bit(trained, tmp_path, version):
     args, state = trained
-    loaded_args, weights = weights_from_llama2c(write_llama2c(args, state, tmp_path / "m.bin", version))
+    loaded_args, weights = weights_from_llama2c(llama2c.read(write_llama2c(args, state, tmp_path / "m.bin", version)))
     assert_same_args(loaded_args, args)
     assert_same_bits(weights, state)
 
@@ -100,7 +100,7 @@ def test_ckpt_weights_are_the_state_dict_bit_for_bit(trained, tmp_path):
     torch.save({"model": {f"_orig_mod.{k}": torch.from_numpy(v) for k, v in state.items()},
                 "model_args": model_args, "iter_num": 0}, path)
     loaded = load_exportable(path)
-    assert ModelArgs.from_dict(loaded.model_args) == args
+    assert loaded.args == args
     assert_same_bits(loaded.weights, state)
 
 
@@ -116,7 +116,7 @@ def test_reference_load_points_a_torch_checkpoint_elsewhere(trained, tmp_path):
 def test_half_gguf_weights_equal_torch_casts(trained, tmp_path, dtype, cast):
     """Matrices stored F16/BF16 load as exactly torch's .half()/.bfloat16() values; norms stay F32."""
     args, state = trained
-    _, weights = weights_from_gguf(write_gguf(args, state, tmp_path / "m.gguf", dtype))
+    _, weights = weights_from_gguf(gguf_format.read(write_gguf(args, state, tmp_path / "m.gguf", dtype)))
     expected = {name: torch.from_numpy(w).to(cast).float().numpy() if w.ndim == 2 else w
                 for name, w in state.items()}
     assert_same_bits(weights, expected)
@@ -127,7 +127,7 @@ def test_quantized_gguf_weights_equal_the_dequantization(trained, tmp_path, dtyp
     """Each matrix is what formats/ (and, independently, gguf-py) decodes its blocks to."""
     args, state = trained
     path = write_gguf(args, state, tmp_path / "m.gguf", dtype)
-    _, weights = weights_from_gguf(path)
+    _, weights = weights_from_gguf(gguf_format.read(path))
     expected = {name: quant.dequantize(quant.quantize(w, ggml_type), ggml_type, w.shape)
                 if w.ndim == 2 else w for name, w in state.items()}
     assert_same_bits(weights, expected)
@@ -140,7 +140,7 @@ def test_quantized_gguf_weights_equal_the_dequantization(trained, tmp_path, dtyp
 
 def test_llama2c_v2_weights_equal_the_int8_group_dequantization(trained, tmp_path):
     args, state = trained
-    _, weights = weights_from_llama2c(write_llama2c(args, state, tmp_path / "m.bin", version=2))
+    _, weights = weights_from_llama2c(llama2c.read(write_llama2c(args, state, tmp_path / "m.bin", version=2)))
     group_size = default_group_size(args.dim)
     expected = {name: quantize(w, group_size).to_float32() if w.ndim == 2 else w
                 for name, w in state.items()}

@@ -4,7 +4,8 @@ and llama.cpp, must pass the thresholds; deliberately broken exports must fail, 
 llama.cpp is part of the suite, not optional: CI installs llama-cpp-python ([test] extra), and a
 test that needs it FAILS when it cannot be imported — a skipped llama.cpp test would let a broken
 export through. Every run passes threads=1: on a busy 2-core machine spinning worker threads make
-tiny matmuls far slower (see TorchModel._run), and one thread is plenty for these models.
+tiny matmuls far slower (see parity.backends.TorchBackend.logits), and one thread is plenty for
+these models.
 
 Identity checks (top-1 at every position, greedy continuations) are only meaningful where the
 logits are well separated: the trained model is, and the random ones are scaled to be
@@ -21,8 +22,12 @@ import numpy as np
 import pytest
 
 from formats import gguf
-from llama2_scratch import verify
 from llama2_scratch.cli import main
+from parity.metrics import identical_prefix, logit_metrics
+from parity.prompts import FULL_CONTEXT, PROMPTS, greedy_prompt
+from parity.report import Check
+from parity.run import run_verify
+from parity.thresholds import SAME_FILE, VS_TORCH
 from tests import verify_helpers as vh
 from trainer.export import export_llama2c, load_exportable
 
@@ -75,40 +80,40 @@ def _assert_passes(report):
 
 def test_logit_metrics_known_answer():
     ref = np.array([[0.0, 1.0, 2.0], [3.0, 0.0, 0.0]], np.float32)
-    m = verify.logit_metrics(ref, ref)
+    m = logit_metrics(ref, ref)
     assert m == {"max_abs_diff": 0.0, "nmse": 0.0, "kl": 0.0, "top1": 1.0}
     shifted = ref + np.float32(5)           # softmax ignores a constant: KL 0, but |Δ| = 5
-    m = verify.logit_metrics(ref, shifted)
+    m = logit_metrics(ref, shifted)
     assert m["max_abs_diff"] == 5.0 and abs(m["kl"]) < 1e-12 and m["top1"] == 1.0
     swapped = ref[:, ::-1].copy()           # row 0's argmax moves; row 1's too
-    m = verify.logit_metrics(ref, swapped)
+    m = logit_metrics(ref, swapped)
     assert m["top1"] == 0.0 and m["nmse"] == pytest.approx(((swapped - ref) ** 2).sum() / (ref ** 2).sum())
     # KL of p = softmax([0, 1, 2]) from q = softmax([2, 1, 0]), by hand: sum p (log p - log q)
     p = np.exp([0, 1, 2]) / np.exp([0, 1, 2]).sum()
     by_hand = float((p * (np.log(p) - np.log(p[::-1]))).sum())
-    assert verify.logit_metrics(ref[:1], swapped[:1])["kl"] == pytest.approx(by_hand)
+    assert logit_metrics(ref[:1], swapped[:1])["kl"] == pytest.approx(by_hand)
 
 
 def test_check_direction_and_non_finite_values_fail():
-    assert verify.Check("x", "torch", "numpy", "f32", "max_abs_diff", 1e-6, 1e-4).ok
-    assert not verify.Check("x", "torch", "numpy", "f32", "max_abs_diff", 1e-3, 1e-4).ok
-    assert not verify.Check("x", "torch", "numpy", "f32", "top1", 0.9, 1.0, ">=").ok
+    assert Check("x", "torch", "numpy", "f32", "max_abs_diff", 1e-6, 1e-4).ok
+    assert not Check("x", "torch", "numpy", "f32", "max_abs_diff", 1e-3, 1e-4).ok
+    assert not Check("x", "torch", "numpy", "f32", "top1", 0.9, 1.0, ">=").ok
     for bad in (float("nan"), float("inf"), None):
-        check = verify.Check("x", "torch", "numpy", "f32", "max_abs_diff", bad, 1e-4)
+        check = Check("x", "torch", "numpy", "f32", "max_abs_diff", bad, 1e-4)
         assert not check.ok and check.to_json()["value"] is None   # JSON has no NaN
 
 
 def test_greedy_prompt_leaves_room_for_the_continuation():
-    assert verify.identical_prefix([1, 2, 3], [1, 2, 4]) == 2
+    assert identical_prefix([1, 2, 3], [1, 2, 4]) == 2
     ids = list(range(300))
-    assert len(verify.greedy_prompt(ids, 256)) == 128          # 128 new tokens fit
-    assert len(verify.greedy_prompt(ids, 160)) == 80           # half the context
-    assert len(verify.greedy_prompt(ids[:20], 2048)) == 20
+    assert len(greedy_prompt(ids, 256)) == 128          # 128 new tokens fit
+    assert len(greedy_prompt(ids, 160)) == 80           # half the context
+    assert len(greedy_prompt(ids[:20], 2048)) == 20
 
 
 def test_thresholds_are_ordered_by_precision():
     """A coarser dtype never gets a tighter limit; f32 demands identical argmaxes everywhere."""
-    for table in (verify.VS_TORCH, verify.SAME_FILE):
+    for table in (VS_TORCH, SAME_FILE):
         assert table["f32"].top1 == 1.0 and table["f32"].greedy == 1.0
         for fine, coarse in (("f32", "f16"), ("f16", "bf16"), ("bf16", "q8_0"), ("q8_0", "q4_0")):
             for field in ("max_abs_diff", "nmse", "kl"):
@@ -121,13 +126,13 @@ def test_thresholds_are_ordered_by_precision():
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_trained_gqa_custom_vocab(trained, llama_cpp, tmp_path, dtype):
-    report = verify.run_verify(_exported(trained, dtype, tmp_path), ckpt_path=trained, use_llama_cpp=True,
-                               threads=1)
+    report = run_verify(_exported(trained, dtype, tmp_path), ckpt_path=trained, use_llama_cpp=True,
+                        threads=1)
     assert report.implementations == ["torch", "numpy", "llama.cpp"]
     _assert_passes(report)
     # every prompt tokenizes identically in sentencepiece, ours and llama.cpp (Thai included)
     tokenizer = [c for c in report.checks if c.name.startswith("tokenizer/")]
-    assert {c.name for c in tokenizer} == {f"tokenizer/{p}" for p in [*verify.PROMPTS, verify.FULL_CONTEXT]}
+    assert {c.name for c in tokenizer} == {f"tokenizer/{p}" for p in [*PROMPTS, FULL_CONTEXT]}
     assert {c.candidate for c in tokenizer} == {"numpy", "llama.cpp"} and all(c.value == 1 for c in tokenizer)
     if dtype == "f32":
         # the issue's bar: top-1 at every position, identical greedy text in all three
@@ -139,8 +144,8 @@ def test_trained_gqa_custom_vocab(trained, llama_cpp, tmp_path, dtype):
 @pytest.mark.slow
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_random_llama2_vocab_untied_mha(llama2_random, llama_cpp, tmp_path, dtype):
-    report = verify.run_verify(_exported(llama2_random, dtype, tmp_path), ckpt_path=llama2_random,
-                               use_llama_cpp=True, threads=1)
+    report = run_verify(_exported(llama2_random, dtype, tmp_path), ckpt_path=llama2_random,
+                        use_llama_cpp=True, threads=1)
     _assert_passes(report)
     assert gguf.read(tmp_path / f"model-{dtype}.gguf").tensor("output.weight")     # untied really
     if dtype == "f32":
@@ -152,7 +157,7 @@ def test_llama2c_exports_match_torch(trained, tmp_path, version):
     """The files run.c (v0) and runq.c (v2) read compute what torch computes (NumPy reads them)."""
     out = tmp_path / f"model-v{version}.bin"
     export_llama2c(load_exportable(trained), version, out)
-    report = verify.run_verify(out, ckpt_path=trained, threads=1)
+    report = run_verify(out, ckpt_path=trained, threads=1)
     assert report.dtype == ("int8" if version == 2 else "f32")
     _assert_passes(report)
     assert _by(report, name="config")[0].value == 0
@@ -209,7 +214,7 @@ def test_wrong_head_count_fails_config_and_logits(trained, llama_cpp, tmp_path, 
 
 def test_permuted_qk_fails_logits_only(trained, llama_cpp, tmp_path):
     bad = vh.broken_permuted_qk(_exported(trained, "f32", tmp_path), tmp_path / "bad.gguf")
-    report = verify.run_verify(bad, ckpt_path=trained, use_llama_cpp=True, threads=1)
+    report = run_verify(bad, ckpt_path=trained, use_llama_cpp=True, threads=1)
     failed = {(c.name.split("/")[0], c.reference, c.candidate) for c in report.failures}
     assert ("logits", "torch", "numpy") in failed and ("logits", "torch", "llama.cpp") in failed
     assert _by(report, name="config")[0].ok                      # the hyperparameters are right
@@ -232,7 +237,7 @@ def test_wrong_tokenizer_flag_fails_tokenizer_checks(trained, llama_cpp, tmp_pat
     gf = gguf.read(_exported(trained, "f32", tmp_path))
     gf.metadata["tokenizer.ggml.add_space_prefix"] = gguf.Value(gguf.ValueType.BOOL, True)
     gguf.write(gf, tmp_path / "bad.gguf")
-    report = verify.run_verify(tmp_path / "bad.gguf", ckpt_path=trained, use_llama_cpp=True, threads=1)
+    report = run_verify(tmp_path / "bad.gguf", ckpt_path=trained, use_llama_cpp=True, threads=1)
     failed = {(c.name, c.candidate) for c in report.failures if c.name.startswith("tokenizer/")}
     assert ("tokenizer/english", "numpy") in failed and ("tokenizer/english", "llama.cpp") in failed
 

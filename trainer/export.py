@@ -26,15 +26,19 @@ class ExportError(Exception):
 @dataclasses.dataclass
 class Exportable:
     weights: dict       # llama2.c name -> float32 array; no output.weight when tied
-    model_args: dict    # ModelArgs.to_dict()
+    args: ModelArgs     # resolved: llama2.c-style checkpoints get hidden_dim, eps, theta, tying
     vocab: object       # formats.vocab.Vocab, or None when neither ckpt nor --tokenizer has one
 
 
 def load_exportable(ckpt_path, tokenizer_path=None):
     """Weights, resolved model_args and the vocabulary (from --tokenizer, else the ckpt's bytes)."""
+    return exportable_from(checkpoint.load(ckpt_path), ckpt_path, tokenizer_path)
+
+
+def exportable_from(ckpt, ckpt_path, tokenizer_path=None):
+    """The same from the dict `checkpoint.load(ckpt_path)` returned (`ckpt_path` names it in errors)."""
     import torch
 
-    ckpt = checkpoint.load(ckpt_path)
     if not isinstance(ckpt, dict) or "model" not in ckpt or "model_args" not in ckpt:
         raise ExportError(f"{ckpt_path}: not a training checkpoint (needs 'model' and 'model_args')")
     state = checkpoint.clean_state_dict(ckpt["model"])
@@ -52,7 +56,7 @@ def load_exportable(ckpt_path, tokenizer_path=None):
     if emb is None or emb.shape != (args.vocab_size, args.dim):
         raise ExportError(f"{ckpt_path}: tok_embeddings.weight is {None if emb is None else emb.shape}, "
                           f"model_args say ({args.vocab_size}, {args.dim})")
-    return Exportable(weights, args.to_dict(), _vocab(ckpt, tokenizer_path, args.vocab_size))
+    return Exportable(weights, args, _vocab(ckpt, tokenizer_path, args.vocab_size))
 
 
 def _vocab(ckpt, tokenizer_path, vocab_size):
@@ -73,7 +77,7 @@ def export_gguf(model, dtype, out_path):
         raise ExportError("no tokenizer in the checkpoint: pass --tokenizer PATH.model "
                           "(llama.cpp cannot load a GGUF without a vocabulary)")
     try:
-        built = mapping.to_gguf(model.weights, ModelArgs.from_dict(model.model_args), model.vocab, dtype)
+        built = mapping.to_gguf(model.weights, model.args, model.vocab, dtype)
     except ValueError as exc:
         raise ExportError(f"cannot export as {dtype}: {exc}") from None
     gguf.write(built, out_path)
@@ -99,7 +103,7 @@ def _as_float32(tensor):
 
 def export_llama2c(model, version, out_path, tokenizer_out=None):
     """Write a llama2.c model (and tokenizer.bin); returns {"max_abs_error", ...} after reading back."""
-    args = ModelArgs.from_dict(model.model_args)
+    args = model.args
     try:
         llama2c.write(llama2c.Checkpoint(args, model.weights), out_path, version)
     except ValueError as exc:

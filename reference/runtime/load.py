@@ -31,14 +31,14 @@ from reference.runtime.memory import resident
 from reference.model import Llama
 
 
-def weights_from_gguf(path, keep_quantized=False):
-    """(ModelArgs, weights) from a llama GGUF; hyperparameters come from its `llama.*` keys.
+def weights_from_gguf(gguf_file, keep_quantized=False):
+    """(ModelArgs, weights) from a parsed llama GGUF (formats.gguf.read); hyperparameters come
+    from its `llama.*` keys.
 
     keep_quantized: matrices of other types than F32 become BlockMatrix objects (for FastLlama)
     instead of float32 arrays; Q8_0 ones are read by `read_q8_0`.
     """
-    gguf_file = gguf.read(path)
-    tensors, args, _vocab = mapping.from_gguf(gguf_file, path=str(path))
+    tensors, args, _vocab = mapping.from_gguf(gguf_file, path=gguf_file.path)
     weights, q8_0 = {}, set()
     for name, tensor in tensors.items():
         if tensor.type == GGMLType.F32:
@@ -55,8 +55,10 @@ def weights_from_gguf(path, keep_quantized=False):
               for i in range(args.n_layers) for group in fused]
     groups = [group for group in groups if q8_0.issuperset(group)]
     groups += [[name] for name in sorted(q8_0 - {name for group in groups for name in group})]
-    for group in groups:
-        weights.update(zip(group, read_q8_0(path, gguf_file, [tensors[name] for name in group])))
+    if groups:
+        with open(gguf_file.path, "rb") as f:
+            for group in groups:
+                weights.update(zip(group, read_q8_0(f, gguf_file, [tensors[name] for name in group])))
     return args, weights
 
 
@@ -64,13 +66,14 @@ def weights_from_gguf(path, keep_quantized=False):
 READ_CHUNK_BYTES = 1 << 20
 
 
-def read_q8_0(path, gguf_file, tensors):
+def read_q8_0(f, gguf_file, tensors):
     """Int8BlockMatrix objects for 2-D Q8_0 `tensors`, their codes rows of one contiguous array.
 
     A Q8_0 block interleaves its 2-byte scale with its 32 codes; a one-token product casts the
     codes to float32 at every step, and casting from one contiguous array made Q8_0 decode 1.19x
     faster than casting from the file's strided blocks (seed config). So the codes are gathered
-    once, reading the file in READ_CHUNK_BYTES pieces rather than through the memory map: the
+    once, reading the file (`f`, open for binary reading) in READ_CHUNK_BYTES pieces rather than
+    through the memory map: the
     file's pages are then never mapped, and resident memory holds the codes once (the file's
     bytes less the scales, which become float32: 1/8 of the codes' size).
     """
@@ -84,17 +87,16 @@ def read_q8_0(path, gguf_file, tensors):
     scales = np.empty((n_rows, n_blocks), dtype=np.float32)
     rows_per_read = max(1, READ_CHUNK_BYTES // row_bytes)
     matrices, row = [], 0
-    with open(path, "rb") as f:
-        for tensor in tensors:
-            first = row
-            f.seek(gguf_file.data_offset + tensor.offset)
-            for start in range(0, tensor.shape[0], rows_per_read):
-                n = min(rows_per_read, tensor.shape[0] - start)
-                piece = np.frombuffer(f.read(n * row_bytes), dtype=np.uint8).reshape(n, n_blocks, type_size)
-                scales[row:row + n] = piece[:, :, :2].view("<f2")[:, :, 0]   # ggml_half d, then
-                codes[row:row + n] = piece[:, :, 2:].view(np.int8)           # int8_t qs[32]
-                row += n
-            matrices.append(Int8BlockMatrix(codes[first:row], scales[first:row]))
+    for tensor in tensors:
+        first = row
+        f.seek(gguf_file.data_offset + tensor.offset)
+        for start in range(0, tensor.shape[0], rows_per_read):
+            n = min(rows_per_read, tensor.shape[0] - start)
+            piece = np.frombuffer(f.read(n * row_bytes), dtype=np.uint8).reshape(n, n_blocks, type_size)
+            scales[row:row + n] = piece[:, :, :2].view("<f2")[:, :, 0]   # ggml_half d, then
+            codes[row:row + n] = piece[:, :, 2:].view(np.int8)           # int8_t qs[32]
+            row += n
+        matrices.append(Int8BlockMatrix(codes[first:row], scales[first:row]))
     return matrices
 
 
@@ -108,10 +110,9 @@ def _int8_groups_matrix(w):
     return Int8BlockMatrix(w.q.reshape(n_rows, n_blocks, w.group_size), w.scales.reshape(n_rows, n_blocks))
 
 
-def weights_from_llama2c(path, keep_quantized=False):
-    """(ModelArgs, weights) from a llama2.c checkpoint of any version (keep_quantized: v2's int8
-    matrices become Int8BlockMatrix objects, for FastLlama)."""
-    checkpoint = llama2c.read(path)
+def weights_from_llama2c(checkpoint, keep_quantized=False):
+    """(ModelArgs, weights) from a parsed llama2.c checkpoint of any version (formats.llama2c.read;
+    keep_quantized: v2's int8 matrices become Int8BlockMatrix objects, for FastLlama)."""
     weights = {name: (_int8_groups_matrix(w) if keep_quantized and len(w.shape) == 2 else w.to_float32())
                if isinstance(w, Int8Groups) else w
                for name, w in checkpoint.weights.items()}
@@ -124,12 +125,12 @@ def read_weights(path, keep_quantized=False):
     A torch ckpt.pt is refused with a pointer: reading one needs torch, and reference/ runs
     without it (llama2_scratch.model_files.load_model reads ckpt.pt through trainer/)."""
     if detect.is_gguf(path):
-        return weights_from_gguf(path, keep_quantized=keep_quantized)
+        return weights_from_gguf(gguf.read(path), keep_quantized=keep_quantized)
     if detect.is_torch_checkpoint(path):
         raise ValueError(f"{path}: a torch checkpoint; reference/ reads GGUF and llama2.c files "
                          "(export it, or load it with llama2_scratch.model_files.load_model, which needs torch)")
     # v1/v2 start with the magic (bytes "24ka"), v0 with none: llama2c.read tells them apart.
-    return weights_from_llama2c(path, keep_quantized=keep_quantized)
+    return weights_from_llama2c(llama2c.read(path), keep_quantized=keep_quantized)
 
 
 def build_model(args, weights, dtype=np.float32, fast=False, threads=1, mmap=False):

@@ -234,7 +234,7 @@ def test_f16_and_bf16_known_values():
 
 
 def pack_q4_k(d, dmin, sc, mn, q):
-    """One Q4_K block written field by field from the layout in formats/quant.py."""
+    """One Q4_K block written field by field from the layout in formats/quants/kquants.py."""
     s = bytearray(12)
     for i in range(4):
         s[i] = sc[i] | (sc[i + 4] >> 4) << 6
@@ -262,7 +262,7 @@ def test_q4_k_known_block():
 
 
 def pack_q6_k(d, sc, q):
-    """One Q6_K block written field by field from the layout in formats/quant.py."""
+    """One Q6_K block written field by field from the layout in formats/quants/kquants.py."""
     ql, qh = bytearray(128), bytearray(64)
     for j in range(256):
         h, r = divmod(j, 128)

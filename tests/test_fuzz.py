@@ -328,6 +328,15 @@ GGUF_CRAFTED = [
                                                  + bytes(64)), "t).ne at byte"),
     ("dims [0, 2**62] of Q8_0", gguf_bytes(gguf_header(1, 0, tensor_info(b"t", [0, 2**62], 8)) + bytes(64)),
      "span"),
+    # the k-quant and i-quant blocks: a row that is not a whole number of blocks, data cut short
+    ("IQ2_XXS row of 300", gguf_bytes(gguf_header(1, 0, tensor_info(b"t", [300], 16)) + bytes(512)),
+     "row length 300 is not a multiple of IQ2_XXS's block size 256"),
+    ("MXFP4 row of 48", gguf_bytes(gguf_header(1, 0, tensor_info(b"t", [48, 2], 39)) + bytes(64)),
+     "not a multiple of MXFP4's block size 32"),
+    ("Q5_K rows past the end", gguf_bytes(gguf_header(1, 0, tensor_info(b"t", [256, 4], 13)) + bytes(600)),
+     "passes the end"),
+    ("IQ1_M block cut short", gguf_bytes(gguf_header(1, 0, tensor_info(b"t", [256], 29)) + bytes(40)),
+     "data [64, 120) passes the end"),
     ("key length 2**64-1", gguf_bytes(gguf_header(0, 1, struct.pack("<Q", 2**64 - 1) + bytes(16))), "kv[0].key"),
     ("2**60 strings", gguf_bytes(gguf_header(0, 1, gguf_string(b"k") + struct.pack("<IIQ", 9, 8, 2**60)
                                              + bytes(64))), "cannot fit"),

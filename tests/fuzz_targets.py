@@ -189,8 +189,8 @@ def read_tokenizer_bin(d):
     llama2c.read_tokenizer(d / "tok.bin")
 
 
-READERS = {"gguf-llama": read_gguf_model, "gguf-rich": read_gguf, "gguf-quants": read_gguf, "llama2c-v0": read_llama2c,
-           "llama2c-v1": read_llama2c, "llama2c-v2": read_llama2c, "tokenizer.bin": read_tokenizer_bin,
-           "spm": lambda d: spm.read(d / "m.model"), "tokens": lambda d: load_tokens(d, "train"),
-           "ckpt": lambda d: checkpoint.load(d / "ckpt.pt")}
+READERS = {"gguf-llama": read_gguf_model, "gguf-rich": read_gguf, "gguf-quants": read_gguf,
+           "llama2c-v0": read_llama2c, "llama2c-v1": read_llama2c, "llama2c-v2": read_llama2c,
+           "tokenizer.bin": read_tokenizer_bin, "spm": lambda d: spm.read(d / "m.model"),
+           "tokens": lambda d: load_tokens(d, "train"), "ckpt": lambda d: checkpoint.load(d / "ckpt.pt")}
 KINDS = sorted(READERS)

@@ -113,6 +113,7 @@ def test_the_files_hold_every_type(quantized):
 def test_types_gguf_py_cannot_decode_are_refused_in_one_line(source, name):
     path = source.with_name(f"{name}.gguf")
     assert quantize_model(source, path, ftype(name)) == 0
-    with pytest.raises(FormatError, match=f"unknown or unsupported ggml type {UNREADABLE_FTYPES[name]}$") as info:
+    message = f"unknown or unsupported ggml type {UNREADABLE_FTYPES[name]}$"
+    with pytest.raises(FormatError, match=message) as info:
         gguf.read(path)
     assert "\n" not in str(info.value)

@@ -33,7 +33,8 @@ def test_grid_sizes_and_levels():
     # The sizes ggml's names promise (iq2xxs_grid[256], iq2xs_grid[512], iq2s_grid[1024],
     # iq3xxs_grid[256], iq3s_grid[512], iq1s_grid[2048]) and the level sets of each.
     expected = {"IQ2_XXS_GRID": (256, 8, {8, 25, 43}), "IQ2_XS_GRID": (512, 8, {8, 25, 43}),
-                "IQ2_S_GRID": (1024, 8, {8, 25, 43}), "IQ3_XXS_GRID": (256, 4, {4, 12, 20, 28, 36, 44, 52, 62}),
+                "IQ2_S_GRID": (1024, 8, {8, 25, 43}),
+                "IQ3_XXS_GRID": (256, 4, {4, 12, 20, 28, 36, 44, 52, 62}),
                 "IQ3_S_GRID": (512, 4, set(range(1, 16, 2))), "IQ1_GRID": (2048, 8, {-1, 0, 1})}
     for name, (rows, width, levels) in expected.items():
         grid = getattr(lattice, name)

@@ -55,11 +55,12 @@ def test_random_blocks_match_gguf_and_llama_cpp(ggml_type, shape):
     seed, n_rows, n_blocks = shape
     raw = random_blocks(seed, ggml_type, n_rows, n_blocks)
     ours = same_as_gguf(raw, ggml_type)
-    np.testing.assert_array_equal(ours.reshape(-1).view(np.uint32), c_dequantize(raw, ggml_type).view(np.uint32))
+    c = c_dequantize(raw, ggml_type)
+    np.testing.assert_array_equal(ours.reshape(-1).view(np.uint32), c.view(np.uint32))
 
 
 @pytest.mark.filterwarnings("error")
-@pytest.mark.parametrize("ggml_type", [t for t in TYPES if F16_FIELDS[t] or t == T.IQ1_M], ids=lambda t: t.name)
+@pytest.mark.parametrize("ggml_type", [t for t in TYPES if t not in (T.MXFP4, T.NVFP4)], ids=lambda t: t.name)
 @settings(max_examples=60)
 @given(shape=blocks_of_any_type, data=st.data())
 def test_nan_and_inf_scales_match_gguf(ggml_type, shape, data):

@@ -50,23 +50,16 @@ def write_converted(path, args=ARGS, arch="llama", file_type=1, omit=(), extra=N
     writer.add_languages(["en"])
     writer.add_base_model_count(1)
     writer.add_base_model_name(0, "Tiny Llama")
-    hparams = [  # (key, gguf-py's adder, value)
-        ("llama.block_count", writer.add_block_count, args.n_layers),
-        ("llama.context_length", writer.add_context_length, args.max_seq_len),
-        ("llama.embedding_length", writer.add_embedding_length, args.dim),
-        ("llama.feed_forward_length", writer.add_feed_forward_length, args.hidden_dim),
-        ("llama.attention.head_count", writer.add_head_count, args.n_heads),
-        ("llama.attention.head_count_kv", writer.add_head_count_kv, args.n_kv_heads),
-        ("llama.rope.freq_base", writer.add_rope_freq_base, args.rope_theta),
-        ("llama.attention.layer_norm_rms_epsilon", writer.add_layer_norm_rms_eps, args.norm_eps),
-        ("llama.vocab_size", writer.add_vocab_size, args.vocab_size),
-        ("llama.rope.dimension_count", writer.add_rope_dimension_count, args.head_dim),
-        ("llama.attention.key_length", writer.add_key_length, args.head_dim),
-        ("llama.attention.value_length", writer.add_value_length, args.head_dim),
-    ]
-    for key, add, value in hparams:
-        if key not in omit:
-            add(value)
+    # The converter's add_block_count, add_rope_freq_base, ... write UINT32s and FLOAT32s.
+    hparams = {"block_count": args.n_layers, "context_length": args.max_seq_len, "embedding_length": args.dim,
+               "feed_forward_length": args.hidden_dim, "attention.head_count": args.n_heads,
+               "attention.head_count_kv": args.n_kv_heads, "rope.freq_base": args.rope_theta,
+               "attention.layer_norm_rms_epsilon": args.norm_eps, "vocab_size": args.vocab_size,
+               "rope.dimension_count": args.head_dim, "attention.key_length": args.head_dim,
+               "attention.value_length": args.head_dim}
+    for key, value in hparams.items():
+        if "llama." + key not in omit:
+            (writer.add_float32 if isinstance(value, float) else writer.add_uint32)("llama." + key, value)
     writer.add_file_type(file_type)
     writer.add_quantization_version(2)
     writer.add_tokenizer_model("llama")

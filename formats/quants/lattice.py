@@ -48,7 +48,8 @@ of negative ones even. IQ3_S's levels are 1, 3, ..., 15 and IQ1's -1, 0, 1.
 Arithmetic: ggml computes db (or dl) first, in float32 in the order written above, then
 db * grid * sign; here db times the signed grid value, an int8, which is the same float32 for
 every db, NaN and infinities included (a sign flip is exact and NaN * -1 keeps the NaN's bits in
-gguf-py's float product). IQ1's grid + delta is exact, as in ggml.
+gguf-py's float product). IQ1's grid + delta is exact, as in ggml. (llama.cpp's compiled C flips
+the sign bit instead, so where db is NaN its NaNs can differ from gguf-py's and ours in that bit.)
 """
 
 import numpy as np

@@ -198,6 +198,20 @@ def vocab_from_metadata(metadata, path="<gguf>"):
                  **ids, **flags)
 
 
+def _check_plain_llama(md, path):
+    """Refuse the llama-architecture files whose model we do not compute, each in one line: a
+    mixture of experts (llama.cpp's converter writes Mixtral as "llama" with llama.expert_count)
+    and a scaled RoPE (llama.rope.scaling.type "linear", "yarn", ...). The other keys its
+    converters add (general.*, llama.attention.key_length, a chat template, ...) are ignored."""
+    experts = _get(md, "llama.expert_count", (ValueType.UINT32,), path, 0)
+    if experts:
+        raise FormatError(path, "llama.expert_count", None,
+                          f"is {experts}: mixture-of-experts models are not supported")
+    scaling = _get(md, "llama.rope.scaling.type", (ValueType.STRING,), path, "none")
+    if scaling != "none":
+        raise FormatError(path, "llama.rope.scaling.type", None, f"is {scaling!r}: only unscaled RoPE is supported")
+
+
 def from_gguf(gguf_file, path=None):
     """(tensors, args, vocab) from a llama GGUF: tensors keyed by llama2.c names (their data
     still views into the file), args a formats.spec.ModelArgs, vocab a Vocab or None.
@@ -211,6 +225,7 @@ def from_gguf(gguf_file, path=None):
     arch = _get(md, "general.architecture", (ValueType.STRING,), path)
     if arch != ARCH:
         raise FormatError(path, "general.architecture", None, f"is {arch!r}; only 'llama' is supported")
+    _check_plain_llama(md, path)
     u32 = (ValueType.UINT32,)
     fields = {field: int(_get(md, key, u32, path)) for field, (key, vtype) in HPARAM_KEYS.items()
               if vtype == ValueType.UINT32 and field not in ("head_dim", "vocab_size", "n_kv_heads")}

@@ -1,6 +1,12 @@
 """ggml block quantization in vectorized NumPy: `quantize` and `dequantize` produce the same bytes
 and floats as ggml's reference C (ggml-quants.c, ggml-impl.h) as gguf-py mirrors it
-(gguf/quants.py, the oracle in tests/test_quant.py).
+(gguf/quants.py, the oracle in tests/test_quant.py and tests/test_quant_types.py).
+
+Types: quantize and dequantize F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 (their layouts
+below); dequantize also every other type gguf-py 0.19 dequantizes, decoded in formats/quants/
+(whose module docstrings give their layouts): the k-quants Q2_K ... Q6_K (kquants.py), IQ4_NL,
+IQ4_XS, MXFP4, NVFP4 (lookup.py), TQ1_0, TQ2_0 (ternary.py), the grid i-quants IQ2_XXS, IQ2_XS,
+IQ2_S, IQ3_XXS, IQ3_S, IQ1_S, IQ1_M (lattice.py).
 
 A row of n elements is n / block_size blocks stored back to back (sizes in formats.ggml.BLOCK);
 multi-byte fields are little-endian. `x` is a block's 32 (or 256) floats, `q` its integer codes.
@@ -32,31 +38,16 @@ Q5_1  32 elements, 24 bytes; x = d * q + m
       [0:2] d '<f2' (max - min) / 31;  [2:4] m '<f2' min;  [4:8] qh;  [8:24] qs, both as Q5_0;
       q = min(31, trunc((x - min) * (1/d) + 0.5))
 
-Q4_K  256 elements, 144 bytes, dequantize only: 8 sub-blocks of 32, x = d*sc[i]*q - dmin*mn[i]
-      [0:2]   d    '<f2'
-      [2:4]   dmin '<f2'
-      [4:16]  s    u8[12]    six-bit sc[i] and mn[i] (get_scale_min_k4):
-                             i < 4:  sc = s[i] & 63                  mn = s[i+4] & 63
-                             i >= 4: sc = s[i+4] & 15 | s[i-4] >> 6 << 4
-                                     mn = s[i+4] >> 4 | s[i] >> 6 << 4
-      [16:144] qs  u8[128]   4 runs of 32 bytes; run r holds sub-block 2r in its low nibbles and
-                             sub-block 2r+1 in its high nibbles
-
-Q6_K  256 elements, 210 bytes, dequantize only: 16 groups of 16, x = d * sc[j // 16] * (q - 32)
-      [0:128]   ql   u8[128]   low 4 bits of q
-      [128:192] qh   u8[64]    high 2 bits of q
-      [192:208] sc   int8[16]
-      [208:210] d    '<f2'
-      Element j = 128h + 32k + l (half h < 2, k < 4, l < 32) has
-                               low 4 bits  = ql[64h + 32(k % 2) + l] >> 4(k // 2) & 15
-                               high 2 bits = qh[32h + l] >> 2k & 3
-
 Bit identity is in the float details. Every intermediate is float32 (C's float); x is multiplied
 by the reciprocal 1/d (0 where d == 0), never divided by d; C's integer casts truncate toward zero
 while roundf rounds halves away from zero (np.round rounds them to even). A block whose d is below
 2**-128 (values of magnitude about 1e-37 and less) has an infinite 1/d: its codes are what the
 float-to-int cast makes of inf and NaN, as in gguf-py, and its d rounds to fp16 zero, so it
 decodes to zeros all the same.
+
+Decoding any bytes gives a defined result, never an error: a stored scale that is NaN or
+infinite makes NaN or infinite values exactly as ggml's float arithmetic does (inf * 0 is NaN),
+bit for bit as gguf-py (NaNs' payloads included), with no NumPy warning.
 """
 
 import math
@@ -64,6 +55,10 @@ import math
 import numpy as np
 
 from formats.ggml import BLOCK, GGMLType, row_nbytes
+from formats.quants import kquants, lattice, lookup, ternary
+from formats.quants.fields import f16, field
+
+__all__ = ["quantize", "dequantize", "dequantize_rows"]
 
 # Work through a tensor this many elements (2 MiB of float32) at a time: a chunk's temporaries
 # stay in the CPU cache; one pass over a 15M-value tensor made Q8_0 about half as fast.
@@ -98,7 +93,8 @@ def dequantize(raw, ggml_type, shape):
     """Decode the bytes of a `ggml_type` tensor whose numpy shape is `shape` -> float32 `shape`.
 
     raw: a uint8 array, any array whose bytes are the data (e.g. a memmap slice shaped
-    (..., row_bytes)), or a bytes-like object. Types: those of `quantize` plus Q4_K, Q6_K.
+    (..., row_bytes)), or a bytes-like object. Types: those of `quantize`, the k-quants, the
+    i-quants, TQ1_0, TQ2_0, MXFP4, NVFP4 (the module docstring).
     >>> dequantize(bytes([0x00, 0x3c]) + bytes(range(0, 256, 17)), GGMLType.Q4_0, (32,))[:4]
     array([-8., -7., -6., -5.], dtype=float32)
     """
@@ -117,8 +113,9 @@ def dequantize(raw, ggml_type, shape):
     block_size, type_size = BLOCK[ggml_type]
     blocks = data.reshape(-1, type_size)
     out = np.empty((blocks.shape[0], block_size), dtype=np.float32)
-    # A stored d of fp16 inf times code 0 is NaN, as in ggml: no warning.
-    with np.errstate(invalid="ignore"):
+    # A stored d of fp16 inf times code 0 is NaN, and MXFP4's largest scale times 12 overflows to
+    # inf, as in ggml: no warning.
+    with np.errstate(invalid="ignore", over="ignore"):
         _blockwise(_DECODERS[ggml_type], blocks, out, block_size)
     return out.reshape(shape)
 
@@ -140,12 +137,6 @@ def _blockwise(fn, src, out, block_size):
     step = _CHUNK_ELEMENTS // block_size
     for start in range(0, src.shape[0], step):
         fn(src[start:start + step], out[start:start + step])
-
-
-def _field(blocks, start, dtype):
-    """The (n_blocks,) view of the scalar field of `dtype` at byte `start` of every block."""
-    dtype = np.dtype(dtype)
-    return blocks[:, start:start + dtype.itemsize].view(dtype)[:, 0]
 
 
 def _reciprocal(d):
@@ -240,34 +231,34 @@ def _encode_bf16(blocks, out):
 
 def _encode_q8_0(blocks, out):
     d = _abs_bits(blocks).max(axis=1).view("<f4") / np.float32(127)
-    _field(out, 0, "<f2")[...] = d
+    field(out, 0, "<f2")[...] = d
     out[:, 2:].view(np.int8)[...] = _round_half_away(blocks * _reciprocal(d)[:, None])
 
 
 def _encode_q4_0(blocks, out):
     d, q = _codes_symmetric(blocks, 8)
-    _field(out, 0, "<f2")[...] = d
+    field(out, 0, "<f2")[...] = d
     out[:, 2:] = _pack_nibbles(q)
 
 
 def _encode_q4_1(blocks, out):
     d, m, q = _codes_affine(blocks, 15)
-    _field(out, 0, "<f2")[...] = d
-    _field(out, 2, "<f2")[...] = m
+    field(out, 0, "<f2")[...] = d
+    field(out, 2, "<f2")[...] = m
     out[:, 4:] = _pack_nibbles(q)
 
 
 def _encode_q5_0(blocks, out):
     d, q = _codes_symmetric(blocks, 16)
-    _field(out, 0, "<f2")[...] = d
+    field(out, 0, "<f2")[...] = d
     out[:, 2:6] = _pack_high_bits(q)
     out[:, 6:] = _pack_nibbles(q)
 
 
 def _encode_q5_1(blocks, out):
     d, m, q = _codes_affine(blocks, 31)
-    _field(out, 0, "<f2")[...] = d
-    _field(out, 2, "<f2")[...] = m
+    field(out, 0, "<f2")[...] = d
+    field(out, 2, "<f2")[...] = m
     out[:, 4:8] = _pack_high_bits(q)
     out[:, 8:] = _pack_nibbles(q)
 
@@ -287,65 +278,29 @@ def _decode_bf16(blocks, out):
     out[...] = (blocks.view("<u2").astype("<u4") << 16).view("<f4")
 
 
-def _f16(blocks, start):
-    return _field(blocks, start, "<f2").astype(np.float32)[:, None]
-
-
 def _decode_q8_0(blocks, out):
-    np.multiply(_f16(blocks, 0), blocks[:, 2:].view(np.int8), out=out)
+    np.multiply(f16(blocks, 0), blocks[:, 2:].view(np.int8), out=out)
 
 
 def _decode_q4_0(blocks, out):
     q = _unpack_nibbles(blocks[:, 2:]).view(np.int8) - 8
-    np.multiply(_f16(blocks, 0), q, out=out)
+    np.multiply(f16(blocks, 0), q, out=out)
 
 
 def _decode_q4_1(blocks, out):
-    np.multiply(_f16(blocks, 0), _unpack_nibbles(blocks[:, 4:]), out=out)
-    out += _f16(blocks, 2)
+    np.multiply(f16(blocks, 0), _unpack_nibbles(blocks[:, 4:]), out=out)
+    out += f16(blocks, 2)
 
 
 def _decode_q5_0(blocks, out):
     q = (_unpack_nibbles(blocks[:, 6:]) | _unpack_high_bits(blocks[:, 2:6])).view(np.int8) - 16
-    np.multiply(_f16(blocks, 0), q, out=out)
+    np.multiply(f16(blocks, 0), q, out=out)
 
 
 def _decode_q5_1(blocks, out):
     q = _unpack_nibbles(blocks[:, 8:]) | _unpack_high_bits(blocks[:, 4:8])
-    np.multiply(_f16(blocks, 0), q, out=out)
-    out += _f16(blocks, 2)
-
-
-def _k4_scales(s):
-    """(n, 12) packed bytes -> six-bit scales sc and mins mn, (n, 8) each (get_scale_min_k4)."""
-    lo, mid, hi = s[:, 0:4], s[:, 4:8], s[:, 8:12]
-    sc = np.concatenate([lo & 63, (hi & 15) | (lo >> 6) << 4], axis=1)
-    mn = np.concatenate([mid & 63, (hi >> 4) | (mid >> 6) << 4], axis=1)
-    return sc, mn
-
-
-def _decode_q4_k(blocks, out):
-    n = blocks.shape[0]
-    sc, mn = _k4_scales(blocks[:, 4:16])
-    scale = (_f16(blocks, 0) * sc)[:, :, None]             # (n, 8, 1)
-    offset = (_f16(blocks, 2) * mn)[:, :, None]            # (n, 8, 1)
-    qs = blocks[:, 16:].reshape(n, 4, 1, 32)               # [run, ., byte]
-    q = np.concatenate([qs & 15, qs >> 4], axis=2)         # [run, nibble, byte] = sub-block 2run+nibble
-    np.subtract(scale * q.reshape(n, 8, 32), offset, out=out.reshape(n, 8, 32))
-
-
-_Q6_K_HIGH_SHIFTS = np.array([0, 2, 4, 6], dtype=np.uint8).reshape(1, 1, 4, 1)
-
-
-def _decode_q6_k(blocks, out):
-    n = blocks.shape[0]
-    ql = blocks[:, :128].reshape(n, 2, 2, 32)              # [h, k % 2, l]
-    low = np.concatenate([ql & 15, ql >> 4], axis=2)       # [h, k, l]: k // 2 picks the nibble
-    qh = blocks[:, 128:192].reshape(n, 2, 1, 32)           # [h, ., l]
-    high = (qh >> _Q6_K_HIGH_SHIFTS) & 3                   # [h, k, l]
-    q = (low | high << 4).view(np.int8) - 32               # (n, 2, 4, 32): element order
-    scale = (_f16(blocks, 208) * blocks[:, 192:208].view(np.int8))[:, :, None]   # (n, 16, 1)
-    np.multiply(scale, q.reshape(n, 16, 16), out=out.reshape(n, 16, 16))
+    np.multiply(f16(blocks, 0), q, out=out)
+    out += f16(blocks, 2)
 
 
 _ENCODERS = {
@@ -368,6 +323,22 @@ _DECODERS = {
     GGMLType.Q4_1: _decode_q4_1,
     GGMLType.Q5_0: _decode_q5_0,
     GGMLType.Q5_1: _decode_q5_1,
-    GGMLType.Q4_K: _decode_q4_k,
-    GGMLType.Q6_K: _decode_q6_k,
+    GGMLType.Q2_K: kquants.decode_q2_k,
+    GGMLType.Q3_K: kquants.decode_q3_k,
+    GGMLType.Q4_K: kquants.decode_q4_k,
+    GGMLType.Q5_K: kquants.decode_q5_k,
+    GGMLType.Q6_K: kquants.decode_q6_k,
+    GGMLType.IQ4_NL: lookup.decode_iq4_nl,
+    GGMLType.IQ4_XS: lookup.decode_iq4_xs,
+    GGMLType.MXFP4: lookup.decode_mxfp4,
+    GGMLType.NVFP4: lookup.decode_nvfp4,
+    GGMLType.TQ1_0: ternary.decode_tq1_0,
+    GGMLType.TQ2_0: ternary.decode_tq2_0,
+    GGMLType.IQ2_XXS: lattice.decode_iq2_xxs,
+    GGMLType.IQ2_XS: lattice.decode_iq2_xs,
+    GGMLType.IQ2_S: lattice.decode_iq2_s,
+    GGMLType.IQ3_XXS: lattice.decode_iq3_xxs,
+    GGMLType.IQ3_S: lattice.decode_iq3_s,
+    GGMLType.IQ1_S: lattice.decode_iq1_s,
+    GGMLType.IQ1_M: lattice.decode_iq1_m,
 }

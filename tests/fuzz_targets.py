@@ -6,6 +6,8 @@ run on a file, not just the parser:
 
   kind            files               reader
   gguf-rich       m.gguf              formats.gguf.read, then every tensor's to_float32
+  gguf-quants     m.gguf              the same, on a tensor of every k-quant, i-quant, ternary and
+                                      FP4 type whose blocks have hostile scales
   gguf-llama      m.gguf              ... then mapping.from_gguf (its ModelArgs), as `generate` loads it
   llama2c-v0/1/2  m.bin               formats.llama2c.read, its tensor table, v2 groups dequantized
   tokenizer.bin   tok.bin             formats.llama2c.read_tokenizer, with the model's vocab_size and
@@ -14,23 +16,26 @@ run on a file, not just the parser:
   tokens          train.bin, meta.json  trainer.pretokenize.load_tokens
   ckpt            ckpt.pt             trainer.checkpoint.load
 
-Each reader takes the folder holding its files and either returns or raises FormatError.
+Each reader takes the folder holding its files and either returns or raises FormatError. The GGUF
+readers run with NumPy's warnings as errors: a decoder that lets one escape fails the contract.
 """
 
 import io
 import json
+import warnings
 
 import numpy as np
 import torch
 
 from formats import gguf, llama2c, mapping, spm
-from formats.ggml import GGMLType
+from formats.ggml import BLOCK, GGMLType
 from formats.gguf import Array, GGUFFile, Tensor, Value, ValueType
 from formats.vocab import TokenType, Vocab
 from formats.llama2c_quant import Int8Groups
 from formats.spec import ModelArgs, weight_shapes
 from trainer import checkpoint
 from trainer.pretokenize import load_tokens
+from tests.quant_helpers import F16_FIELDS, map_scales
 
 # ---------------------------------------------------------------------------- the valid files
 
@@ -79,6 +84,30 @@ def rich_gguf():
     return GGUFFile(md, tensors)
 
 
+# fp16 scales a decoder must survive: NaN, -inf, inf, -0, the largest, a signalling NaN.
+HOSTILE_F16 = [0x7E00, 0xFC00, 0x7C00, 0x8000, 0x7BFF, 0xFD01]
+LEGACY_TYPES = {GGMLType.Q8_0, GGMLType.Q4_0, GGMLType.Q4_1, GGMLType.Q5_0, GGMLType.Q5_1}
+
+
+def hostile_quant_gguf():
+    """One random block of every block type beyond rich_gguf's, its fp16 scales taken in turn from
+    HOSTILE_F16; MXFP4's exponent the largest (its products overflow to inf), NVFP4's scales
+    UE4M3's NaN code 0x7f, 0xff, 0 and the largest."""
+    rng = np.random.default_rng(3)
+    hostile = iter(HOSTILE_F16 * 8)
+    tensors = []
+    for ggml_type in (t for t in F16_FIELDS if t not in LEGACY_TYPES):
+        block_size, type_size = BLOCK[ggml_type]
+        raw = rng.integers(0, 256, size=(1, type_size), dtype=np.uint8)
+        map_scales(raw, ggml_type, lambda bits: np.full(bits.shape, next(hostile), np.uint16))
+        if ggml_type == GGMLType.MXFP4:
+            raw[:, 0] = 255
+        elif ggml_type == GGMLType.NVFP4:
+            raw[:, :4] = [0x7F, 0xFF, 0x00, 0x7E]
+        tensors.append(Tensor(ggml_type.name.lower(), ggml_type, (block_size,), raw.reshape(type_size)))
+    return GGUFFile({}, tensors)
+
+
 def llama2c_checkpoint(shared):
     args = ModelArgs(**ARGS, tie_embeddings=shared)
     return llama2c.Checkpoint(args, random_weights(weight_shapes(args), seed=1))
@@ -117,6 +146,7 @@ def build_valid_files(tmp_path):
     return {
         "gguf-llama": {"m.gguf": written(lambda p: gguf.write(llama_gguf(), p), tmp_path, "l.gguf")},
         "gguf-rich": {"m.gguf": written(lambda p: gguf.write(rich_gguf(), p), tmp_path, "r.gguf")},
+        "gguf-quants": {"m.gguf": written(lambda p: gguf.write(hostile_quant_gguf(), p), tmp_path, "q.gguf")},
         "llama2c-v0": {"m.bin": written(lambda p: llama2c.write(llama2c_checkpoint(False), p, 0), tmp_path, "0")},
         "llama2c-v1": {"m.bin": written(lambda p: llama2c.write(llama2c_checkpoint(True), p, 1), tmp_path, "1")},
         "llama2c-v2": {"m.bin": written(lambda p: llama2c.write(llama2c_checkpoint(False), p, 2), tmp_path, "2")},
@@ -132,9 +162,11 @@ def build_valid_files(tmp_path):
 
 
 def read_gguf(d):
-    gf = gguf.read(d / "m.gguf")
-    for t in gf.tensors:
-        t.to_float32()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        gf = gguf.read(d / "m.gguf")
+        for t in gf.tensors:
+            t.to_float32()
     return gf
 
 
@@ -155,8 +187,8 @@ def read_tokenizer_bin(d):
     llama2c.read_tokenizer(d / "tok.bin")
 
 
-READERS = {"gguf-llama": read_gguf_model, "gguf-rich": read_gguf, "llama2c-v0": read_llama2c,
-           "llama2c-v1": read_llama2c, "llama2c-v2": read_llama2c, "tokenizer.bin": read_tokenizer_bin,
-           "spm": lambda d: spm.read(d / "m.model"), "tokens": lambda d: load_tokens(d, "train"),
-           "ckpt": lambda d: checkpoint.load(d / "ckpt.pt")}
+READERS = {"gguf-llama": read_gguf_model, "gguf-rich": read_gguf, "gguf-quants": read_gguf,
+           "llama2c-v0": read_llama2c, "llama2c-v1": read_llama2c, "llama2c-v2": read_llama2c,
+           "tokenizer.bin": read_tokenizer_bin, "spm": lambda d: spm.read(d / "m.model"),
+           "tokens": lambda d: load_tokens(d, "train"), "ckpt": lambda d: checkpoint.load(d / "ckpt.pt")}
 KINDS = sorted(READERS)

@@ -14,14 +14,12 @@ from hypothesis.extra import numpy as hnp
 
 from formats.ggml import BLOCK, GGMLType
 from formats.quant import dequantize, dequantize_rows, quantize
+from tests.quant_helpers import random_blocks
 
 T = GGMLType
 QUANTIZABLE = [T.F32, T.F16, T.BF16, T.Q8_0, T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1]
 DEQUANTIZABLE = QUANTIZABLE + [T.Q4_K, T.Q6_K]
 BLOCK_TYPES = [T.Q8_0, T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1]
-# Byte offsets of the '<f2' scale fields in each block (d, and m / dmin where the type has one).
-F16_FIELDS = {T.Q8_0: [0], T.Q4_0: [0], T.Q4_1: [0, 2], T.Q5_0: [0], T.Q5_1: [0, 2],
-              T.Q4_K: [0, 2], T.Q6_K: [208]}
 F32_MAX = float(np.finfo(np.float32).max)
 
 
@@ -234,7 +232,7 @@ def test_f16_and_bf16_known_values():
 
 
 def pack_q4_k(d, dmin, sc, mn, q):
-    """One Q4_K block written field by field from the layout in formats/quant.py."""
+    """One Q4_K block written field by field from the layout in formats/quants/kquants.py."""
     s = bytearray(12)
     for i in range(4):
         s[i] = sc[i] | (sc[i + 4] >> 4) << 6
@@ -262,7 +260,7 @@ def test_q4_k_known_block():
 
 
 def pack_q6_k(d, sc, q):
-    """One Q6_K block written field by field from the layout in formats/quant.py."""
+    """One Q6_K block written field by field from the layout in formats/quants/kquants.py."""
     ql, qh = bytearray(128), bytearray(64)
     for j in range(256):
         h, r = divmod(j, 128)
@@ -286,23 +284,11 @@ def test_q6_k_known_block():
 # ---------------------------------------------------------------------------------------------
 # Dequantization: bit-identical to gguf-py
 
-def random_raw(rng, ggml_type, n_rows, n_blocks):
-    """Random bytes for (n_rows, n_blocks) blocks, with every fp16 scale field finite (no inf or
-    NaN scale: what a quantizer writes). Plain types keep any bits, NaNs included."""
-    _, type_size = BLOCK[ggml_type]
-    raw = rng.integers(0, 256, size=(n_rows, n_blocks, type_size), dtype=np.uint8)
-    for start in F16_FIELDS.get(ggml_type, []):
-        field = raw[..., start:start + 2].view("<u2")
-        exponent_all_ones = (field & 0x7C00) == 0x7C00
-        field[exponent_all_ones] &= 0xBFFF                 # clear the exponent's top bit
-    return raw.reshape(n_rows, n_blocks * type_size)
-
-
 @pytest.mark.parametrize("ggml_type", DEQUANTIZABLE, ids=lambda t: t.name)
 @settings(max_examples=50)
 @given(seed=st.integers(0, 2**32 - 1), n_rows=st.integers(1, 3), n_blocks=st.integers(1, 3))
 def test_dequantize_matches_gguf(ggml_type, seed, n_rows, n_blocks):
-    raw = random_raw(np.random.default_rng(seed), ggml_type, n_rows, n_blocks)
+    raw = random_blocks(seed, ggml_type, n_rows, n_blocks)
     n = n_blocks * BLOCK[ggml_type][0]
     assert_same_bits(dequantize(raw, ggml_type, (n_rows, n)), oracle_dequantize(raw, ggml_type))
 
@@ -311,7 +297,7 @@ def test_dequantize_matches_gguf(ggml_type, seed, n_rows, n_blocks):
 def test_dequantize_a_memmap_slice_and_rows(ggml_type, tmp_path):
     # A (2, 3, n) tensor stored as a file, read back through a memmap shaped (..., row_bytes).
     block_size, type_size = BLOCK[ggml_type]
-    raw = random_raw(np.random.default_rng(1), ggml_type, 6, 512 // block_size)
+    raw = random_blocks(1, ggml_type, 6, 512 // block_size)
     path = tmp_path / "tensor.bin"
     path.write_bytes(b"header" + raw.tobytes())
     rows = np.memmap(path, dtype=np.uint8, mode="r", offset=6).reshape(2, 3, -1)

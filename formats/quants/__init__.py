@@ -1,0 +1,16 @@
+"""Decoders of the ggml block types beyond Q4_0 ... Q8_0, one module per family; each module's
+docstring gives its types' byte layouts and formulas.
+
+  kquants.py   Q2_K Q3_K Q4_K Q5_K Q6_K      super-blocks of 256: sub-block scales times small codes
+  lookup.py    IQ4_NL IQ4_XS MXFP4 NVFP4     4-bit codes looked up in a table of 16 values
+  ternary.py   TQ1_0 TQ2_0                   codes -1, 0, 1 times one scale
+  lattice.py   IQ2_XXS IQ2_XS IQ2_S IQ3_XXS IQ3_S IQ1_S IQ1_M
+                                             indices into grids of 4 or 8 values, with signs
+  tables.py    the grids and IQ4_NL's values: stored data (what cannot be derived)
+  fields.py    reading a block's fields
+
+formats.quant is the public API (quantize, dequantize, dequantize_rows); it dispatches here.
+Every decoder fills out (n_blocks, block_size) float32 from blocks (n_blocks, type_size) uint8,
+all in float32 with ggml's order of operations, so the floats are bit-identical to gguf-py's
+(tests/test_quant_types.py).
+"""

@@ -1,0 +1,118 @@
+"""GGUFs quantized by llama.cpp itself (llama_model_quantize, through llama-cpp-python): every
+tensor of every file decodes bit-identically to gguf-py's dequantize, and every file reads as a
+model (mapping.from_gguf), whatever mix of types its `general.file_type` stands for.
+
+The f32 source is a small llama written by us (dim 256 so every row takes the 256-element
+k-quant and i-quant blocks). llama.cpp makes most types from an ftype alone; the very-low-bit
+ones refuse to run without an importance matrix ("this quantization requires an imatrix"), so
+those get one of all ones (every column equally important); MXFP4 and NVFP4 only appear when
+asked for by tensor type. Q1_0 and Q2_0 are types newer than gguf-py 0.19, which cannot decode
+them: our reader refuses those files in one line.
+"""
+
+import numpy as np
+import pytest
+from gguf import GGMLQuantizationType
+from gguf import quants as gguf_quants
+
+from formats import gguf, mapping
+from formats.errors import FormatError
+from formats.ggml import GGMLType
+from formats.spec import ModelArgs
+from formats.vocab import TokenType, Vocab
+from tests.ggml_c import llama_cpp, quantize_model
+from tests.llama_helpers import random_weights
+from tests.test_quant import assert_same_bits
+
+ARGS = ModelArgs(dim=256, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=320, hidden_dim=512,
+                 max_seq_len=64, tie_embeddings=False)
+SHAPE_FIELDS = ("dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "hidden_dim", "max_seq_len",
+                "tie_embeddings")
+# llama_ftype names (LLAMA_FTYPE_MOSTLY_<name>) llama.cpp quantizes to without an imatrix ...
+FTYPES = ["F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K_S", "Q3_K_M", "Q3_K_L",
+          "Q4_K_S", "Q4_K_M", "Q5_K_S", "Q5_K_M", "Q6_K", "IQ3_S", "IQ3_M", "IQ4_NL", "IQ4_XS",
+          "TQ1_0", "TQ2_0", "MXFP4_MOE"]
+# ... and those it refuses to make without one.
+IMATRIX_FTYPES = ["Q2_K_S", "IQ3_XXS", "IQ3_XS", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ2_M", "IQ1_S", "IQ1_M"]
+# Types only a tensor-type override makes (on a Q8_0 file): token_embd and output.
+OVERRIDE_TYPES = [GGMLType.MXFP4, GGMLType.NVFP4]
+# Files of types gguf-py 0.19 does not know (ggml type 41 is Q1_0, 42 Q2_0).
+UNREADABLE_FTYPES = {"Q1_0": 41, "Q2_0": 42}
+
+
+def small_vocab():
+    pieces = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)]
+    pieces += [f"\u2581w{i}" for i in range(ARGS.vocab_size - len(pieces))]
+    types = [TokenType.UNKNOWN, TokenType.CONTROL, TokenType.CONTROL] + [TokenType.BYTE] * 256
+    types += [TokenType.NORMAL] * (ARGS.vocab_size - len(types))
+    return Vocab(pieces, -np.arange(ARGS.vocab_size, dtype=np.float32), types)
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory):
+    path = tmp_path_factory.mktemp("llama_cpp_quant") / "f32.gguf"
+    gguf.write(mapping.to_gguf(random_weights(ARGS, seed=0), ARGS, small_vocab()), path)
+    return path
+
+
+def ftype(name):
+    return getattr(llama_cpp(), "LLAMA_FTYPE_MOSTLY_" + name)
+
+
+def matrices(path):
+    return [(t.name, t.shape[1]) for t in gguf.read(path).tensors if len(t.shape) == 2]
+
+
+@pytest.fixture(scope="module")
+def quantized(source):
+    """label -> path of every file llama.cpp made from the source."""
+    files = {}
+    for name in FTYPES:
+        files[name] = source.with_name(f"{name}.gguf")
+        assert quantize_model(source, files[name], ftype(name)) == 0, name
+    for name in IMATRIX_FTYPES:
+        files[name] = source.with_name(f"{name}.gguf")
+        assert quantize_model(source, files[name], ftype(name), imatrix_tensors=matrices(source)) == 0, name
+    for ggml_type in OVERRIDE_TYPES:
+        files[ggml_type.name] = source.with_name(f"override_{ggml_type.name}.gguf")
+        assert quantize_model(source, files[ggml_type.name], ftype("Q8_0"), tensor_type=ggml_type) == 0
+    return files
+
+
+def test_low_bit_ftypes_need_an_imatrix(source, tmp_path):
+    for name in IMATRIX_FTYPES:
+        assert quantize_model(source, tmp_path / "refused.gguf", ftype(name)) != 0, name
+
+
+def gguf_py_floats(tensor):
+    """gguf-py's floats for a tensor (its 1-D ones, the norms, are F32)."""
+    if tensor.type in (GGMLType.F32, GGMLType.F16):
+        return np.asarray(tensor.data, dtype=np.float32)
+    rows = np.asarray(tensor.data).view(np.uint8).reshape(tensor.shape[0], -1)
+    return np.asarray(gguf_quants.dequantize(rows, GGMLQuantizationType(int(tensor.type))), dtype=np.float32)
+
+
+@pytest.mark.parametrize("label", FTYPES + IMATRIX_FTYPES + [t.name for t in OVERRIDE_TYPES])
+def test_every_tensor_decodes_as_gguf_py_and_the_file_reads_as_a_model(quantized, label):
+    gf = gguf.read(quantized[label])
+    for tensor in gf.tensors:
+        assert_same_bits(tensor.to_float32(), gguf_py_floats(tensor))
+    _, args, vocab = mapping.from_gguf(gf, str(quantized[label]))
+    assert [getattr(args, f) for f in SHAPE_FIELDS] == [getattr(ARGS, f) for f in SHAPE_FIELDS]
+    assert len(vocab) == ARGS.vocab_size
+
+
+def test_the_files_hold_every_type(quantized):
+    held = {t.type for path in quantized.values() for t in gguf.read(path).tensors}
+    plain = {GGMLType.I8, GGMLType.I16, GGMLType.I32, GGMLType.I64, GGMLType.F64}
+    assert held == set(GGMLType) - plain
+
+
+@pytest.mark.parametrize("name", UNREADABLE_FTYPES)
+def test_types_gguf_py_cannot_decode_are_refused_in_one_line(source, name):
+    path = source.with_name(f"{name}.gguf")
+    assert quantize_model(source, path, ftype(name)) == 0
+    message = f"unknown or unsupported ggml type {UNREADABLE_FTYPES[name]}$"
+    with pytest.raises(FormatError, match=message) as info:
+        gguf.read(path)
+    assert "\n" not in str(info.value)

@@ -5,12 +5,13 @@ than CI can afford, and not collected by pytest.
     python tests/fuzz_atheris.py KIND [CORPUS_DIR] -max_total_time=600 -timeout=1 -rss_limit_mb=2048
 
 KIND is one of tests/fuzz_targets.py's kinds (gguf-llama, gguf-rich, gguf-quants, llama2c-v0,
-llama2c-v1, llama2c-v2, tokenizer.bin, spm, tokens, ckpt). The fuzzer controls the kind's first
-file (for tokens, meta.json; train.bin stays valid); an empty or new CORPUS_DIR starts from the
-valid file. The contract is the suite's: only FormatError may escape, so anything else stops the
-run and libFuzzer writes the input that did it to ./crash-*. -timeout flags inputs slower than a
-second (the suite's budget is 100 ms a case; this leaves room for coverage instrumentation). Replay
-a crash with the same command and the crash file instead of CORPUS_DIR.
+llama2c-v1, llama2c-v2, tokenizer.bin, spm, tokens, ckpt, safetensors, hf). The fuzzer controls the
+kind's first file (for tokens, meta.json, train.bin staying valid; for hf, config.json); an empty or
+new CORPUS_DIR starts from the valid file. The contract is the suite's: only FormatError may escape,
+so anything else stops the run and libFuzzer writes the input that did it to ./crash-*. -timeout
+flags inputs slower than a second (the suite's budget is 100 ms a case; this leaves room for
+coverage instrumentation). Replay a crash with the same command and the crash file instead of
+CORPUS_DIR.
 """
 
 import sys

@@ -15,6 +15,9 @@ run on a file, not just the parser:
   spm             m.model             formats.spm.read
   tokens          train.bin, meta.json  trainer.pretokenize.load_tokens
   ckpt            ckpt.pt             trainer.checkpoint.load
+  safetensors     m.safetensors       formats.safetensors.read, then every tensor's to_float32
+  hf              config.json,        formats.hf.from_hf, as a Hugging Face folder is read
+                  model.safetensors
 
 Each reader takes the folder holding its files and either returns or raises FormatError. The GGUF
 readers run with NumPy's warnings as errors: a decoder that lets one escape fails the contract.
@@ -27,7 +30,7 @@ import warnings
 import numpy as np
 import torch
 
-from formats import gguf, llama2c, mapping, spm
+from formats import gguf, hf, llama2c, mapping, safetensors, spm
 from formats.ggml import BLOCK, GGMLType
 from formats.gguf import Array, GGUFFile, Tensor, Value, ValueType
 from formats.vocab import TokenType, Vocab
@@ -127,6 +130,26 @@ def small_ckpt():
             "optimizer": {"state": {0: {"step": torch.tensor(3.0)}}, "param_groups": [{"lr": 1e-3}]}}
 
 
+def rich_safetensors():
+    """Float, bfloat16 and integer tensors, a 0-d and an empty one, and metadata."""
+    ramp = np.linspace(-1, 1, 12, dtype=np.float32)
+    T = safetensors.Tensor
+    return safetensors.SafetensorsFile(
+        {"f32": T.from_array(ramp.reshape(3, 4)), "bf16": T.from_array(ramp[:4], "BF16"),
+         "f16": T.from_array(ramp[:3], "F16"), "i64": T.from_array(np.int64([-1, 2**40])),
+         "scalar": T.from_array(np.float32(2.5)), "empty": T.from_array(np.zeros((0, 2), np.float32))},
+        {"format": "pt"})
+
+
+def hf_folder(tmp_path):
+    """config.json and model.safetensors of the 1-layer llama, as hf.to_hf writes them."""
+    args = ModelArgs(**ARGS)
+    folder = tmp_path / "hf"
+    model = spm.to_bytes(spm.SentencePieceModel(small_vocab(), byte_fallback=True))
+    hf.to_hf(random_weights(weight_shapes(args)), args, model, folder)
+    return {name: (folder / name).read_bytes() for name in (hf.CONFIG, hf.WEIGHTS)}
+
+
 def written(write, tmp_path, name):
     """The bytes a writer produces (the writers only write to paths)."""
     path = tmp_path / name
@@ -155,6 +178,8 @@ def build_valid_files(tmp_path):
                                    tmp_path, "s")},
         "tokens": token_files(),
         "ckpt": {"ckpt.pt": written(lambda p: checkpoint.save(small_ckpt(), p), tmp_path, "c")},
+        "safetensors": {"m.safetensors": written(lambda p: safetensors.write(rich_safetensors(), p), tmp_path, "st")},
+        "hf": hf_folder(tmp_path),
     }
 
 
@@ -187,8 +212,14 @@ def read_tokenizer_bin(d):
     llama2c.read_tokenizer(d / "tok.bin")
 
 
+def read_safetensors(d):
+    for tensor in safetensors.read(d / "m.safetensors").tensors.values():
+        tensor.to_float32()
+
+
 READERS = {"gguf-llama": read_gguf_model, "gguf-rich": read_gguf, "gguf-quants": read_gguf,
            "llama2c-v0": read_llama2c, "llama2c-v1": read_llama2c, "llama2c-v2": read_llama2c,
            "tokenizer.bin": read_tokenizer_bin, "spm": lambda d: spm.read(d / "m.model"),
-           "tokens": lambda d: load_tokens(d, "train"), "ckpt": lambda d: checkpoint.load(d / "ckpt.pt")}
+           "tokens": lambda d: load_tokens(d, "train"), "ckpt": lambda d: checkpoint.load(d / "ckpt.pt"),
+           "safetensors": read_safetensors, "hf": hf.from_hf}
 KINDS = sorted(READERS)

@@ -43,6 +43,8 @@ from formats.gguf import Tensor, Value, ValueType
 from tests.fuzz_targets import (KINDS, PIECES, READERS, build_valid_files, llama_gguf, saved,
                                 small_ckpt, written)
 from tests.test_gguf import BAD_FILES as GGUF_BAD_FILES
+from tests.test_hf import BAD_CONFIGS as HF_BAD_CONFIGS
+from tests.test_safetensors import BAD as SAFETENSORS_BAD
 from tests.test_spm import BAD as SPM_BAD
 
 # A reader may build Python objects for what it reads (a str and a list slot per piece, a small
@@ -52,7 +54,7 @@ MEMORY_FACTOR = 64
 MEMORY_SLACK = 1 << 20
 # Below this size the fixed overhead dominates peak/size; the report leaves such inputs out.
 RATIO_MIN_SIZE = 512
-# Hypothesis examples per kind of file (9 kinds) for the flip/splice test.
+# Hypothesis examples per kind of file (11 kinds) for the flip/splice test.
 MUTATIONS_PER_KIND = 300
 
 # ------------------------------------------------------------------------ the contract, counted
@@ -161,11 +163,14 @@ def protobuf_field_ends(data):
 
 def well_formed_cuts(kind, data):
     """The lengths n at which data[:n] is still a well-formed file of `kind`: a GGUF cut inside
-    the padding after its last tensor, a SentencePiece model cut between top-level fields."""
+    the padding after its last tensor, a SentencePiece model cut between top-level fields, a
+    JSON file cut in its trailing whitespace."""
     if kind.startswith("gguf"):
         return set(range(gguf_data_end(data), len(data)))
     if kind == "spm":
         return protobuf_field_ends(data)
+    if kind == "hf":    # config.json cut in the whitespace after its closing brace
+        return set(range(len(data.rstrip()), len(data)))
     return set()
 
 
@@ -537,12 +542,27 @@ CKPT_CRAFTED = [
 ]
 
 
+def safetensors_bytes(data):
+    return lambda files, tmp: {"m.safetensors": data}
+
+
+def hf_config(edit):
+    return lambda files, tmp: {**files, "config.json": json.dumps(edit(json.loads(files["config.json"]))).encode()}
+
+
+SAFETENSORS_CRAFTED = [(f"test_safetensors: {label}", safetensors_bytes(data), fragment)
+                       for label, (data, fragment, _) in sorted(SAFETENSORS_BAD.items())]
+HF_CRAFTED = [(f"test_hf: {label}", hf_config(edit), fragment) for label, (edit, fragment) in sorted(HF_BAD_CONFIGS.items())]
+
+
 CRAFTED = ([("gguf-llama", label, make, fragment) for label, make, fragment in GGUF_CRAFTED]
            + llama2c_crafted()
            + [("tokenizer.bin", *case) for case in TOKENIZER_CRAFTED]
            + [("spm", *case) for case in SPM_CRAFTED]
            + [("tokens", *case) for case in TOKENS_CRAFTED]
-           + [("ckpt", *case) for case in CKPT_CRAFTED])
+           + [("ckpt", *case) for case in CKPT_CRAFTED]
+           + [("safetensors", *case) for case in SAFETENSORS_CRAFTED]
+           + [("hf", *case) for case in HF_CRAFTED])
 
 
 @pytest.mark.parametrize("kind, label, make, fragment", CRAFTED, ids=[f"{c[0]}: {c[1]}" for c in CRAFTED])

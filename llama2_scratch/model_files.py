@@ -239,7 +239,7 @@ def open_tokenizer(path, vocab_size=None):
     head = detect.first_bytes(path)
     if _kind(head) != "llama2c":
         return _open(path, _kind(head)).tokenizer()
-    if head[:1] == detect.SPM_FIRST_BYTE:
+    if detect.is_sentencepiece_model(path):
         return FastTokenizer.from_spm(path)
     return FastTokenizer(llama2c.read_tokenizer(path, vocab_size))
 

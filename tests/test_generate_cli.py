@@ -163,3 +163,18 @@ def test_bad_requests_are_one_line_exit_2(tmp_path, model_gguf, shared_data, mak
     assert result.returncode == 2, result.stdout + result.stderr
     assert fragment in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_a_tokenizer_bin_starting_like_a_sentencepiece_model(tmp_path):
+    # max_token_length 10 makes a tokenizer.bin start with 0x0A, a SentencePiece .model's first
+    # byte: the demo's own export did, and was read as a broken .model ("empty piece").
+    pieces = ["<unk>", "<s>", "</s>", "a", "b", "ab", "abcdefghij"]
+    vocab = Vocab(pieces, np.array([0, 0, 0, -1, -2, -3, -4], np.float32),
+                  np.array([TokenType.UNKNOWN, TokenType.CONTROL, TokenType.CONTROL] + [TokenType.NORMAL] * 4,
+                           np.int32))
+    path = tmp_path / "tok.bin"
+    llama2c.write_tokenizer(vocab, path)
+    assert path.read_bytes()[:4] == bytes([0x0A, 0, 0, 0])
+    result = run_cli("tokenize", path, "ab", "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["pieces"][-1] == "ab"

@@ -48,11 +48,15 @@ class Thresholds:
     measured: Measured = Measured()
 
 
+# float32: only the summation order differs. The limits sit 4.5x, 60x and 6x above the worst
+# measured (below); one matrix of the trained fixture rounded through f16 in an "f32" file
+# (tests/test_verify.py) measures max |Δ| 1.7-2.2e-4, NMSE 3-4e-11, KL 7-9e-11 and fails all
+# three, where the earlier limits (1e-3, 1e-9, 1e-8) passed it. Models far wider and deeper than
+# this project trains sum longer: Llama-sized layers reach ~1e-4 in max |Δ|.
 _F32 = Thresholds(
-    max_abs_diff=1e-3,  # float32 summation order only (llama.cpp 2.2e-5, NumPy 1.4e-5); 45x for
-                        # wider models and longer sums (Llama-sized layers reach ~1e-4)
-    nmse=1e-9,
-    kl=1e-8,
+    max_abs_diff=1e-4,
+    nmse=1e-11,
+    kl=1e-11,
     top1=1.0,           # the bar: the same argmax at every position of every prompt
     greedy=1.0,         # and the same 128-token greedy text in torch, NumPy and llama.cpp
     measured=Measured(max_abs_diff=2.2e-5, nmse=1.7e-13, kl=1.7e-12, top1=1.0, greedy=1.0))

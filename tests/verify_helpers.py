@@ -100,6 +100,16 @@ def broken_rope_dims(good_path, out_path):
     return out_path
 
 
+def broken_f16_matrix(good_path, out_path, name="blk.1.attn_v.weight"):
+    """An "f32" file with one matrix rounded through f16 on the way (a converter keeping some
+    tensors in half precision): every shape and hyperparameter right, the logits off by ~2e-4."""
+    gf = gguf.read(good_path)
+    gf.tensors = [gguf.Tensor.from_array(t.name, np.asarray(t.data).astype(np.float16).astype(np.float32))
+                  if t.name == name else t for t in gf.tensors]
+    gguf.write(gf, out_path)
+    return out_path
+
+
 def broken_permuted_qk(good_path, out_path):
     """Q and K rows permuted per head as Hugging Face's converter does (pairs (j, j + hd/2) instead
     of (2j, 2j+1)): right for HF checkpoints, wrong for ours. f32 files only."""

@@ -3,7 +3,7 @@
 This is the one place where GGUF names appear. Everything else in the project uses llama2.c's
 (Meta's) names: `tok_embeddings`, `layers.{i}.attention.wq`, `feed_forward.w1`, ...
 
-What llama.cpp needs (llama-model.cpp, llama-vocab.cpp; see FORMATS.md):
+What llama.cpp needs (llama-model.cpp, llama-vocab.cpp; docs/formats.md section 3):
 - hyperparameters as UINT32 (FLOAT32 for eps and rope base) — INT32 or UINT64 fails the load;
 - `llama.rope.dimension_count` = head_dim, taken from the checkpoint, never guessed;
 - exactly the tensors the architecture expects (`output` only when the classifier is untied;

@@ -1,4 +1,4 @@
-"""`llama2-scratch inspect FILE [--json]`: describe a GGUF or llama2.c file (schema in SPEC.md)."""
+"""`llama2-scratch inspect FILE [--json]`: describe a GGUF or llama2.c file (schema in docs/interfaces.md, section 2)."""
 
 import json
 import sys

@@ -1,6 +1,6 @@
 """A tiny prepared + tokenized dataset for the training and export tests (built under tmp dirs).
 
-The corpus is the first TEXT_CHARS characters of Tiny Shakespeare from ../shared/data, prepared
+The corpus is the first TEXT_CHARS characters of Tiny Shakespeare (the `shared_data` folder), prepared
 as the `text` dataset, with a VOCAB_SIZE-piece vocabulary: small enough that sentencepiece
 trains in well under a second and the models below take milliseconds per step.
 """

@@ -2,7 +2,7 @@
 
 Oracles: torch re-does export.py's arithmetic step by step (quantize_q80 for v2, model.py's
 precompute_freqs_cis for the v0 RoPE tables); sentencepiece gives the pieces of the real Llama 2
-tokenizer, whose llama2.c export ships as ../shared/data/llama2/tokenizer.bin. Sizes are checked
+tokenizer, whose llama2.c export is the corpora folder's llama2/tokenizer.bin. Sizes are checked
 against formulas written out here, independently of the module's own `file_size`.
 """
 
@@ -111,7 +111,7 @@ def configs(draw):
 
 
 def expected_size(c, version, shared=True, group_size=None):
-    """The file size written out from the layout in FORMATS.md, counting float32s."""
+    """The file size written out from the layout in docs/formats.md, counting float32s."""
     kv_dim = c.n_kv_heads * (c.dim // c.n_heads)
     norms = c.n_layers * 2 * c.dim + c.dim
     per_layer = c.dim * c.dim * 2 + kv_dim * c.dim * 2 + c.hidden_dim * c.dim * 3
@@ -229,7 +229,7 @@ def test_tensor_table_tiles_the_file(tmp_path, version, shared):
 
 
 # ---------------------------------------------------------------------------------------------
-# known bytes: every version assembled by hand from the layouts in FORMATS.md
+# known bytes: every version assembled by hand from the layouts in docs/formats.md
 
 KNOWN = ModelArgs(dim=2, hidden_dim=2, n_layers=2, n_heads=1, n_kv_heads=1, vocab_size=2, max_seq_len=2)
 
@@ -408,7 +408,7 @@ def test_v0_rope_tables_match_llama2c(tmp_path, head_dim):
     config = ModelArgs(dim=head_dim, hidden_dim=4, n_layers=1, n_heads=1, n_kv_heads=1, vocab_size=3,
                        max_seq_len=seq)
     path = written(tmp_path, make_checkpoint(config), 0)
-    # The tables follow the 28-byte config and these float32s (FORMATS.md): embedding (3, D),
+    # The tables follow the 28-byte config and these float32s (docs/formats.md): embedding (3, D),
     # one layer's two norms (D each), wq wk wv wo (D, D each), w1 w2 w3 (4·D each), final norm.
     D = head_dim
     before = 3 * D + 2 * D + 4 * D * D + 3 * 4 * D + D

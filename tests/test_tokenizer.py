@@ -122,7 +122,7 @@ def check_decode(pair, ids):
 
 
 def test_known_answers(llama):
-    # "a  b" keeps both spaces in Llama 2 (FORMATS.md); BOS is added by default.
+    # "a  b" keeps both spaces in Llama 2 (docs/formats.md); BOS is added by default.
     assert llama.ours.encode("a  b") == [1, 263, 29871, 289]
     assert llama.ours.encode("Hi  there", eos=True) == [1, 6324, 29871, 727, 2]
     assert llama.ours.encode("a\nb", bos=False) == [263, 13, 29890]  # "\n" -> <0x0A>

@@ -64,7 +64,9 @@ def test_loss_falls_on_a_fixed_seed(data_dir, tmp_path):
     # llama2.c's scripts build ModelArgs(**ckpt["model_args"]): exactly its fields there, ours beside.
     assert dataclasses.asdict(Llama2cModelArgs(**ckpt["model_args"])) == ckpt["model_args"]
     assert ckpt["model_args"]["dim"] == 32 and ckpt["model_args"]["vocab_size"] == 384
-    assert ckpt["extra_model_args"] == {"rope_theta": 10000.0, "tie_embeddings": True}
+    ours = ModelArgs.from_dict({**ckpt["model_args"], **ckpt["extra_model_args"]})
+    assert set(ckpt["extra_model_args"]) == set(FIELDS) - set(ckpt["model_args"])
+    assert ours.rope_theta == 10000.0 and ours.tie_embeddings and ours.n_kv_heads == 2
     assert "layers.1.feed_forward.w3.weight" in ckpt["model"]
     assert ckpt["tokenizer"]["model"] == (data_dir / "text" / "tok384.model").read_bytes()
     log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]

@@ -58,7 +58,12 @@ def load_model_and_tokenizer(model_path, tokenizer_path=None, threads=1, mmap=Fa
     quantized ones stay quantized, so memory stays near the file's size; `threads` share large
     one-token products (reference.fast.Linear)."""
     model = load_model(model_path, fast=True, threads=threads, mmap=mmap)
-    vocab_size = model.args.vocab_size
+    return model, model_tokenizer(model_path, tokenizer_path, model.args.vocab_size)
+
+
+def model_tokenizer(model_path, tokenizer_path, vocab_size):
+    """The Tokenizer of a model file: `tokenizer_path` when given, else the GGUF's own; raises
+    ValueError naming the file when there is none or its size is not the model's vocab_size."""
     if tokenizer_path is None:
         if not detect.is_gguf(model_path):
             raise ValueError(f"{model_path}: not a GGUF, so it holds no tokenizer: pass --tokenizer "
@@ -68,4 +73,4 @@ def load_model_and_tokenizer(model_path, tokenizer_path=None, threads=1, mmap=Fa
     if len(tokenizer.vocab) != vocab_size:
         raise ValueError(f"{tokenizer_path}: the tokenizer has {len(tokenizer.vocab)} pieces but the model's "
                          f"embedding has {vocab_size} rows")
-    return model, tokenizer
+    return tokenizer

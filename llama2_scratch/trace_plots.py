@@ -65,29 +65,38 @@ def label(piece):
 
 
 def _token_axes(ax, pieces, rows=True):
+    """Label the x (and with `rows` the y) ticks of `ax`, and of every axes sharing them, with
+    the token pieces; indices when there are too many to read."""
     if len(pieces) > MAX_LABELLED_TOKENS:
         return
     ticks = np.arange(len(pieces))
-    ax.set_xticks(ticks, pieces, rotation=90, fontsize=6)
+    ax.set_xticks(ticks, pieces)
+    ax.tick_params(axis="x", labelrotation=90)
     if rows:
-        ax.set_yticks(ticks, pieces, fontsize=6)
+        ax.set_yticks(ticks, pieces)
+    ax.tick_params(labelsize=6)
 
 
 def attention_figure(pattern, pieces, block):
-    """Block `block`'s pattern (H, T, T) as a grid of heatmaps, weight 0 white to 1 dark."""
+    """Block `block`'s pattern (H, T, T) as a grid of heatmaps, weight 0 white to 1 dark. The
+    panels share their axes and only the outer ones show the token pieces: labelling all of them
+    tripled the drawing time."""
     from matplotlib.figure import Figure
 
     n_heads = pattern.shape[0]
     cols = math.ceil(math.sqrt(n_heads))
     rows = math.ceil(n_heads / cols)
-    side = 2.0 + 0.09 * len(pieces) if len(pieces) <= MAX_LABELLED_TOKENS else 3.0
-    figure = Figure(figsize=(cols * side, rows * side), layout="constrained")
+    side = 2.0 + 0.06 * len(pieces) if len(pieces) <= MAX_LABELLED_TOKENS else 3.0
+    figure = Figure(figsize=(cols * side + 0.8, rows * side + 1.0), layout="constrained")
     figure.suptitle(f"block {block} attention: query (rows) → key (columns)")
-    for head in range(n_heads):
-        ax = figure.add_subplot(rows, cols, head + 1)
-        ax.imshow(pattern[head], cmap="Blues", vmin=0, vmax=1, interpolation="nearest")
-        ax.set_title(f"head {head}", fontsize=8)
-        _token_axes(ax, pieces)
+    axes = figure.subplots(rows, cols, sharex=True, sharey=True, squeeze=False).ravel()
+    for head, ax in enumerate(axes):
+        ax.set_visible(head < n_heads)
+        if head < n_heads:
+            ax.imshow(pattern[head], cmap="Blues", vmin=0, vmax=1, interpolation="nearest")
+            ax.set_title(f"head {head}", fontsize=8)
+            _token_axes(ax, pieces)
+            ax.label_outer()
     return figure
 
 

@@ -164,7 +164,8 @@ class Llama:
         layer, eps = self.layers[i], self.args.norm_eps
         record("resid_pre", h)
         x = record("attn_norm", rmsnorm(h, layer.attention_norm, eps))
-        h = record("resid_mid", h + record("attn_out", self.self_attention(i, x, start_pos, scope(record, "attn."))))
+        attn_out = self.self_attention(i, x, start_pos, scope(record, "attn."))
+        h = record("resid_mid", h + record("attn_out", attn_out))
         x = record("ffn_norm", rmsnorm(h, layer.ffn_norm, eps))
         mlp_out = swiglu(x, layer.w1, layer.w2, layer.w3, scope(record, "mlp."))
         return record("resid_post", h + record("mlp_out", mlp_out))

@@ -36,6 +36,7 @@ COMMANDS = {
     "tokenize": "llama2_scratch.tokenize_cmd",
     "inspect": "llama2_scratch.inspect_cmd",
     "verify": "llama2_scratch.verify_cmd",
+    "trace": "llama2_scratch.trace_cmd",
     "demo": "llama2_scratch.demo_cmd",
 }
 

@@ -255,20 +255,26 @@ def load_model_and_tokenizer(model_path, tokenizer_path=None, threads=1, mmap=Fa
     """(FastLlama, Tokenizer); raises ValueError naming the file when they do not fit together.
 
     The tokenizer is `tokenizer_path`'s, else the one the model file carries. The fast path
-    (reference/runtime/fast.py): float32 weights are read once into huge-page memory and quantized ones
-    stay quantized, so memory stays near the file's size; `threads` share large one-token
+    (reference/runtime/fast.py): float32 weights are read once into huge-page memory and quantized
+    ones stay quantized, so memory stays near the file's size; `threads` share large one-token
     products (reference.runtime.fast.Linear)."""
     source = open_model(model_path)
     model = source.model(fast=True, threads=threads, mmap=mmap)
-    vocab_size = model.args.vocab_size
+    return model, model_tokenizer(source, tokenizer_path, model.args.vocab_size)
+
+
+def model_tokenizer(source, tokenizer_path, vocab_size):
+    """The Tokenizer for an opened model file (a ModelFile): `tokenizer_path`'s when given, else
+    the one the file carries; ValueError naming the file when there is none or its size is not
+    the model's vocab_size."""
     if tokenizer_path is not None:
         tokenizer = open_tokenizer(tokenizer_path, vocab_size)
     elif source.vocab is not None:
-        tokenizer, tokenizer_path = source.tokenizer(), model_path
+        tokenizer, tokenizer_path = source.tokenizer(), source.path
     else:
-        raise ValueError(f"{model_path}: {KIND_NAMES[source.kind]} holding no tokenizer: pass --tokenizer "
+        raise ValueError(f"{source.path}: {KIND_NAMES[source.kind]} holding no tokenizer: pass --tokenizer "
                          "(a tokenizer.bin or a SentencePiece .model)")
     if len(tokenizer.vocab) != vocab_size:
         raise ValueError(f"{tokenizer_path}: the tokenizer has {len(tokenizer.vocab)} pieces but the model's "
                          f"embedding has {vocab_size} rows")
-    return model, tokenizer
+    return tokenizer

@@ -13,6 +13,8 @@ import math
 
 import numpy as np
 
+from reference.cache import no_record
+
 
 def softmax(x, axis=-1):
     """exp(x) / sum(exp(x)) along `axis`, shifted by the max so exp never overflows; -inf -> 0.
@@ -24,12 +26,13 @@ def softmax(x, axis=-1):
     return exp / np.sum(exp, axis=axis, keepdims=True)
 
 
-def attention(q, k, v):
+def attention(q, k, v, record=no_record):
     """Causal GQA attention for the last T of S positions.
 
     q: (H, T, hd), the queries at positions S-T .. S-1.
     k, v: (Hkv, S, hd), the keys and values at positions 0 .. S-1 (the KV cache plus the new T).
     Returns (H, T, hd). Query t may attend to keys 0 .. S-T+t: itself and everything before.
+    record: given `scores` and `pattern` (H, T, S) and the output `z` (reference/cache.py).
     """
     n_heads, n_queries, head_dim = q.shape
     n_kv_heads, n_keys, _ = k.shape
@@ -42,5 +45,8 @@ def attention(q, k, v):
     query_pos = np.arange(n_keys - n_queries, n_keys)[:, None]           # (T, 1)
     visible = np.arange(n_keys)[None, :] <= query_pos                     # (T, S) causal mask
     scores = np.where(visible, scores, np.array(-np.inf, dtype=scores.dtype))
-    out = softmax(scores, axis=-1) @ v                                    # (Hkv, G, T, hd)
-    return out.reshape(n_heads, n_queries, head_dim)
+    record("scores", scores.reshape(n_heads, n_queries, n_keys))         # views: heads h = kv*G + g
+    pattern = softmax(scores, axis=-1)                                    # (Hkv, G, T, S)
+    record("pattern", pattern.reshape(n_heads, n_queries, n_keys))
+    out = pattern @ v                                                     # (Hkv, G, T, hd)
+    return record("z", out.reshape(n_heads, n_queries, head_dim))

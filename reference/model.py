@@ -10,6 +10,8 @@ Built from `(ModelArgs, weights)` where weights use llama2.c's state-dict names 
 `weight_shapes`). `Llama.forward(tokens, start_pos)` runs a whole prompt at once (prefill,
 start_pos 0) and then one token at a time (decode), each call writing the keys and values of its
 positions into the cache and attending over everything cached before them.
+`Llama.run_with_cache(tokens)` runs the same forward pass and keeps every activation under the
+names of reference/cache.py (the forward pass records each value where it computes it).
 Shapes: T new tokens, S = start_pos + T cached positions, D, H, Hkv, hd, F, V as in formats/spec.py.
 
 Maths, read 5th of reference/'s eight, after the layers it is built from
@@ -20,8 +22,9 @@ import dataclasses
 
 import numpy as np
 
-from reference.attention import attention
 from formats.spec import ModelArgs, check_weights, weight_shapes
+from reference.attention import attention
+from reference.cache import no_record, scope
 from reference.rmsnorm import rmsnorm
 from reference.rope import apply_rope, rope_tables
 from reference.swiglu import swiglu
@@ -122,43 +125,67 @@ class Llama:
         self.value_cache = np.zeros(cache_shape, dtype=self.dtype)
         self.n_cached = 0   # positions 0 .. n_cached-1 of the cache hold valid keys and values
 
-    def forward(self, tokens, start_pos=0, all_logits=False):
+    def forward(self, tokens, start_pos=0, all_logits=False, record=no_record):
         """Run `tokens` at positions start_pos .. start_pos+T-1 and cache their keys and values.
 
         tokens: (T,) ints. Positions before start_pos must be in the cache already (start_pos <=
         n_cached); starting earlier overwrites the cache from there (e.g. a new prompt at 0).
         Returns the logits of the last position, (V,), or of every position, (T, V).
+        record: called as record(name, array) on every activation (reference/cache.py).
         """
         tokens = check_positions(self.args, tokens, start_pos, self.n_cached)
         end_pos = start_pos + len(tokens)
 
-        h = self.tok_embeddings[tokens]                                       # (T,) -> (T, D)
+        h = record("embed", self.tok_embeddings[tokens])                     # (T,) -> (T, D)
         for i in range(self.args.n_layers):
-            h = self.transformer_block(i, h, start_pos)
+            h = self.transformer_block(i, h, start_pos, scope(record, f"blocks.{i}."))
         self.n_cached = end_pos
         # Only the logits that are asked for: (T, D) @ (D, V) is the biggest matmul in a small model.
         h = h if all_logits else h[-1]                                        # (T, D) or (D,)
-        return rmsnorm(h, self.norm, self.args.norm_eps) @ self.output.T      # -> (T, V) or (V,)
+        return self.unembed(h, record)                                        # -> (T, V) or (V,)
 
-    def transformer_block(self, i, h, start_pos):
+    def run_with_cache(self, tokens):
+        """(logits (T, V), cache): a forward pass of `tokens` from position 0, every activation kept.
+
+        cache maps the names of reference/cache.py (embed, blocks.{i}.resid_pre, ..., logits) to
+        arrays in the model's dtype; the logits are those forward(tokens, all_logits=True) returns.
+        """
+        cache = {}
+
+        def keep(name, array):
+            cache[name] = array
+            return array
+
+        return self.forward(tokens, start_pos=0, all_logits=True, record=keep), cache
+
+    def unembed(self, h, record=no_record):
+        """Logits read from residual stream h: output · (rmsnorm(h) * norm). (..., D) -> (..., V)."""
+        return record("logits", record("final_norm", rmsnorm(h, self.norm, self.args.norm_eps)) @ self.output.T)
+
+    def transformer_block(self, i, h, start_pos, record=no_record):
         """Pre-norm block i: h + attention(rmsnorm(h)), then + swiglu(rmsnorm(.)). (T, D) -> (T, D)."""
         layer, eps = self.layers[i], self.args.norm_eps
-        h = h + self.self_attention(i, rmsnorm(h, layer.attention_norm, eps), start_pos)
-        return h + swiglu(rmsnorm(h, layer.ffn_norm, eps), layer.w1, layer.w2, layer.w3)
+        record("resid_pre", h)
+        x = record("attn_norm", rmsnorm(h, layer.attention_norm, eps))
+        attn_out = self.self_attention(i, x, start_pos, scope(record, "attn."))
+        h = record("resid_mid", h + record("attn_out", attn_out))
+        x = record("ffn_norm", rmsnorm(h, layer.ffn_norm, eps))
+        mlp_out = swiglu(x, layer.w1, layer.w2, layer.w3, scope(record, "mlp."))
+        return record("resid_post", h + record("mlp_out", mlp_out))
 
-    def self_attention(self, i, x, start_pos):
+    def self_attention(self, i, x, start_pos, record=no_record):
         """wo · attention over layer i's cache, after writing this call's keys and values to it.
 
         x: (T, D), the normalized residual stream at positions start_pos .. start_pos+T-1 -> (T, D).
         """
         args, layer, end_pos = self.args, self.layers[i], start_pos + x.shape[0]
         # (T, D) -> (T, heads*hd) -> (heads, T, hd): heads become a batch axis for the matmuls.
-        q = (x @ layer.wq.T).reshape(-1, args.n_heads, args.head_dim).swapaxes(0, 1)
-        k = (x @ layer.wk.T).reshape(-1, args.n_kv_heads, args.head_dim).swapaxes(0, 1)
-        v = (x @ layer.wv.T).reshape(-1, args.n_kv_heads, args.head_dim).swapaxes(0, 1)
+        q = record("q", (x @ layer.wq.T).reshape(-1, args.n_heads, args.head_dim).swapaxes(0, 1))
+        k = record("k", (x @ layer.wk.T).reshape(-1, args.n_kv_heads, args.head_dim).swapaxes(0, 1))
+        v = record("v", (x @ layer.wv.T).reshape(-1, args.n_kv_heads, args.head_dim).swapaxes(0, 1))
         cos, sin = self.rope_cos[start_pos:end_pos], self.rope_sin[start_pos:end_pos]
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        q, k = record("q_rot", apply_rope(q, cos, sin)), record("k_rot", apply_rope(k, cos, sin))
         self.key_cache[i, :, start_pos:end_pos] = k                          # (Hkv, T, hd)
         self.value_cache[i, :, start_pos:end_pos] = v
-        out = attention(q, self.key_cache[i, :, :end_pos], self.value_cache[i, :, :end_pos])
+        out = attention(q, self.key_cache[i, :, :end_pos], self.value_cache[i, :, :end_pos], record)
         return out.swapaxes(0, 1).reshape(-1, args.dim) @ layer.wo.T         # (H, T, hd) -> (T, D)

@@ -10,6 +10,8 @@ Maths, read 4th of reference/'s eight (reference/__init__.py gives the order).
 
 import numpy as np
 
+from reference.cache import no_record
+
 
 def silu(a):
     """a / (1 + exp(-a)), the SiLU ("swish") activation; any shape, dtype kept.
@@ -23,8 +25,12 @@ def silu(a):
         return a / (1 + np.exp(-a))
 
 
-def swiglu(x, w1, w2, w3):
-    """x: (..., D), w1 and w3: (F, D), w2: (D, F) -> (..., D)."""
-    gate = silu(x @ w1.T)                   # (..., D) -> (..., F)
-    up = x @ w3.T                           # (..., D) -> (..., F)
-    return (gate * up) @ w2.T               # (..., F) -> (..., D)
+def swiglu(x, w1, w2, w3, record=no_record):
+    """x: (..., D), w1 and w3: (F, D), w2: (D, F) -> (..., D).
+
+    record: given `gate` (w1 x), `up` (w3 x) and `act` (silu(gate) * up) (reference/cache.py).
+    """
+    gate = record("gate", x @ w1.T)         # (..., D) -> (..., F)
+    up = record("up", x @ w3.T)             # (..., D) -> (..., F)
+    act = record("act", silu(gate) * up)    # (..., F)
+    return act @ w2.T                       # (..., F) -> (..., D)

@@ -4,6 +4,8 @@ Parameter names are llama2.c's (`tok_embeddings`, `layers.{i}.attention.{wq,wk,w
 `layers.{i}.feed_forward.{w1,w2,w3}`, `attention_norm`, `ffn_norm`, `norm`, `output`), so a
 state dict is a ckpt.pt `model` entry and maps one to one onto llama2.c and GGUF files.
 Shapes: B batch, T positions, D, H, Hkv, hd, F, V as in formats/spec.py.
+`Transformer.run_with_cache(tokens)` keeps every activation of one sequence under the names of
+reference/cache.py, as the NumPy reference's run_with_cache does, so the two compare point by point.
 
 Init (llama2.c's, so a model trained here starts where llama2.c's does): every Linear and the
 embedding N(0, 0.02); wo and w3 N(0, 0.02/sqrt(2 * n_layers)), RMSNorm gains 1. The scaled
@@ -18,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from formats.spec import ModelArgs
+from reference.cache import no_record, scope
 from trainer.loss import linear_cross_entropy
 
 INIT_STD = 0.02
@@ -59,6 +62,21 @@ def apply_rope(x, cos, sin):
     return rotated.flatten(-2).type_as(x)                                    # pairs back to hd
 
 
+def causal_scores_and_pattern(q, k):
+    """The scores and pattern that scaled_dot_product_attention computes inside its kernel and
+    never returns, for the study cache: q (B, H, T, hd), k (B, Hkv, T, hd) -> two (B, H, T, T).
+
+    scores = q kᵀ / sqrt(hd) with -inf above the diagonal, pattern = softmax(scores); query head
+    h reads kv head h // (H / Hkv). Only run_with_cache calls it: training never pays for it.
+    """
+    k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)                # (B, H, T, hd)
+    scores = (q @ k.transpose(-1, -2)) * (1 / math.sqrt(q.shape[-1]))       # (B, H, T, T)
+    T = q.shape[2]
+    future = torch.ones(T, T, dtype=torch.bool, device=q.device).triu(1)
+    scores = scores.masked_fill(future, float("-inf"))
+    return scores, torch.softmax(scores, dim=-1)
+
+
 class Attention(nn.Module):
     """Causal grouped-query self-attention: query head h reads kv head h // (H / Hkv)."""
 
@@ -72,18 +90,28 @@ class Attention(nn.Module):
         self.dropout = args.dropout
         self.resid_dropout = nn.Dropout(args.dropout)
 
-    def forward(self, x, cos, sin):
+    def forward(self, x, cos, sin, record=no_record):
+        """x (B, T, D) -> (B, T, D). record: given q, k, v, q_rot, k_rot, scores, pattern and z,
+        each (B, heads, T, hd or T) (reference/cache.py)."""
         B, T, D = x.shape
         q = self.wq(x).view(B, T, self.n_heads, self.head_dim)
         k = self.wk(x).view(B, T, self.n_kv_heads, self.head_dim)
         v = self.wv(x).view(B, T, self.n_kv_heads, self.head_dim)
+        for name, t in (("q", q), ("k", k), ("v", v)):
+            record(name, t.transpose(1, 2))
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))                    # (B, heads, T, hd)
+        record("q_rot", q)
+        record("k_rot", k)
+        if record is not no_record:
+            scores, pattern = causal_scores_and_pattern(q, k)
+            record("scores", scores)
+            record("pattern", pattern)
         # enable_gqa lets the kernel share each kv head among its query heads without a copy;
         # the scale defaults to 1/sqrt(hd).
-        out = F.scaled_dot_product_attention(
+        out = record("z", F.scaled_dot_product_attention(
             q, k, v, is_causal=True, enable_gqa=True,
-            dropout_p=self.dropout if self.training else 0.0)                # (B, H, T, hd)
+            dropout_p=self.dropout if self.training else 0.0))               # (B, H, T, hd)
         out = out.transpose(1, 2).reshape(B, T, D)
         return self.resid_dropout(self.wo(out))
 
@@ -98,8 +126,10 @@ class FeedForward(nn.Module):
         self.w3 = nn.Linear(args.dim, args.hidden_dim, bias=False)
         self.dropout = nn.Dropout(args.dropout)
 
-    def forward(self, x):
-        return self.dropout(self.w2(F.silu(self.w1(x)) * self.w3(x)))
+    def forward(self, x, record=no_record):
+        """x (B, T, D) -> (B, T, D). record: given gate (w1 x), up (w3 x), act (silu(gate) * up)."""
+        gate, up = record("gate", self.w1(x)), record("up", self.w3(x))
+        return self.dropout(self.w2(record("act", F.silu(gate) * up)))
 
 
 class TransformerBlock(nn.Module):
@@ -112,9 +142,12 @@ class TransformerBlock(nn.Module):
         self.attention_norm = RMSNorm(args.dim, args.norm_eps)
         self.ffn_norm = RMSNorm(args.dim, args.norm_eps)
 
-    def forward(self, x, cos, sin):
-        h = x + self.attention(self.attention_norm(x), cos, sin)
-        return h + self.feed_forward(self.ffn_norm(h))
+    def forward(self, x, cos, sin, record=no_record):
+        record("resid_pre", x)
+        attn_out = self.attention(record("attn_norm", self.attention_norm(x)), cos, sin, scope(record, "attn."))
+        h = record("resid_mid", x + record("attn_out", attn_out))
+        mlp_out = self.feed_forward(record("ffn_norm", self.ffn_norm(h)), scope(record, "mlp."))
+        return record("resid_post", h + record("mlp_out", mlp_out))
 
 
 class Transformer(nn.Module):
@@ -165,19 +198,42 @@ class Transformer(nn.Module):
             else:
                 nn.init.normal_(param, mean=0.0, std=INIT_STD)
 
-    def forward(self, tokens, targets=None):
+    def forward(self, tokens, targets=None, record=no_record):
         """tokens: (B, T) ids -> (logits (B, T, V), None), or with targets (None, loss).
 
         Without targets, logits come for every position. With targets (B, T), ids of -1 ignored,
         only the mean cross-entropy comes back: it is computed chunk by chunk without ever
         holding the (B, T, V) logits (trainer/loss.py), the largest tensor in training.
+        record: called as record(name, tensor) on every activation, batch axis first.
         """
         T = tokens.shape[1]
-        h = self.dropout(self.tok_embeddings(tokens))                        # (B, T, D)
+        h = record("embed", self.dropout(self.tok_embeddings(tokens)))        # (B, T, D)
         cos, sin = self.rope_cos[:T], self.rope_sin[:T]                       # (T, hd/2)
-        for layer in self.layers:
-            h = layer(h, cos, sin)
-        h = self.norm(h)
+        for i, layer in enumerate(self.layers):
+            h = layer(h, cos, sin, scope(record, f"blocks.{i}."))
+        h = record("final_norm", self.norm(h))
         if targets is None:
-            return self.output(h), None                                       # (B, T, V)
+            return record("logits", self.output(h)), None                     # (B, T, V)
         return None, linear_cross_entropy(h.flatten(0, 1), self.output.weight, targets.flatten())
+
+    @torch.no_grad()
+    def run_with_cache(self, tokens):
+        """(logits (T, V), cache) for one sequence of ids (T,), every activation kept.
+
+        cache maps the names of reference/cache.py to tensors shaped as there (the batch axis
+        dropped), exactly the values forward computes; scores and pattern, which the fused
+        attention kernel never materializes, come from causal_scores_and_pattern. Call .eval()
+        first, or dropout (when configured) draws into them.
+        """
+        tokens = torch.as_tensor(tokens, dtype=torch.long, device=self.tok_embeddings.weight.device)
+        if tokens.ndim != 1 or not 0 < len(tokens) <= self.args.max_seq_len:
+            raise ValueError(f"tokens must be 1 to {self.args.max_seq_len} ids in one row, got shape "
+                             f"{tuple(tokens.shape)}")
+        cache = {}
+
+        def keep(name, tensor):
+            cache[name] = tensor[0]
+            return tensor
+
+        logits, _ = self(tokens[None], record=keep)
+        return logits[0], cache

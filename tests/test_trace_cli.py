@@ -1,0 +1,175 @@
+"""`llama2-scratch trace` end to end: the --json schema of SPEC.md, the tables, --ckpt against
+torch, --plots as PNG files, and one-line errors (exit 2) on input it cannot honour."""
+
+import json
+import struct
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from formats import gguf, mapping
+from formats.spec import ModelArgs
+from formats.spm import read as read_spm
+from reference.model import Llama
+from reference.tokenizer import Tokenizer
+from tests.llama_helpers import random_weights
+from trainer import checkpoint
+
+ARGS = ModelArgs(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=32000, max_seq_len=24)
+PROMPT = "Once upon a time, a fox"
+# Runs the CLI where `import torch` fails, as on a machine without torch.
+NO_TORCH = "import sys; sys.modules['torch'] = None; from llama2_scratch.cli import main; sys.exit(main(sys.argv[1:]))"
+# The same, without matplotlib.
+NO_MATPLOTLIB = NO_TORCH.replace("'torch'", "'matplotlib'")
+# trace's vs_torch on an f32 export of the ckpt: tests/test_study.py's TORCH_FLOAT32_RTOL (1e-5,
+# relative to a point's max |x|, measured 2.9e-6 at most) times the largest max |x| here (the
+# logits, < 10).
+VS_TORCH_MAX_ABS_DIFF = 1e-4
+
+
+def run_cli(*args, script=None):
+    command = [sys.executable, "-m", "llama2_scratch"] if script is None else [sys.executable, "-c", script]
+    return subprocess.run([*command, *map(str, args)], capture_output=True, text=True, timeout=300)
+
+
+def save_ckpt(weights, args, path):
+    checkpoint.save({"model": {name: torch.from_numpy(w) for name, w in weights.items()},
+                     "model_args": args.to_dict()}, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory, shared_data):
+    """An f32 and a q8_0 GGUF of one random model, its ckpt.pt, and two ckpts of other models."""
+    root = tmp_path_factory.mktemp("trace")
+    vocab = read_spm(shared_data / "llama2" / "tokenizer.model").vocab
+    weights = random_weights(ARGS, seed=3)
+    paths = {"f32": root / "m.gguf", "q8_0": root / "m-q8.gguf"}
+    for dtype, path in paths.items():
+        gguf.write(mapping.to_gguf(weights, ARGS, vocab, dtype=dtype), path)
+    paths["ckpt"] = save_ckpt(weights, ARGS, root / "ckpt.pt")
+    paths["other_seed"] = save_ckpt(random_weights(ARGS, seed=4), ARGS, root / "other.pt")
+    wider = ModelArgs(**{**ARGS.to_dict(), "hidden_dim": 256})
+    paths["other_shape"] = save_ckpt(random_weights(wider, seed=3), wider, root / "wider.pt")
+    paths["weights"], paths["vocab"] = weights, vocab
+    return paths
+
+
+@pytest.fixture(scope="module")
+def traced(files):
+    """trace --json with --ckpt on the f32 file, and the same prompt's ids and cache in-process."""
+    result = run_cli("trace", files["f32"], "--prompt", PROMPT, "--ckpt", files["ckpt"], "--top-k", "3", "--json")
+    assert result.returncode == 0, result.stderr
+    ids = Tokenizer(files["vocab"]).encode(PROMPT)
+    _, cache = Llama(ARGS, files["weights"]).run_with_cache(ids)
+    return json.loads(result.stdout), ids, cache
+
+
+def test_json_has_exactly_the_spec_schema(traced, files):
+    doc, ids, cache = traced
+    assert list(doc) == ["tokens", "points", "logit_lens", "heads"]
+    assert doc["tokens"] == [{"id": i, "piece": files["vocab"].pieces[i]} for i in ids]
+    assert [p["name"] for p in doc["points"]] == list(cache)
+    for point in doc["points"]:
+        assert list(point) == ["name", "shape", "rms", "max_abs", "vs_torch"]
+        assert list(point["vs_torch"]) == ["max_abs_diff", "bit_identical"]
+        array = cache[point["name"]].astype(np.float64)
+        finite = array[np.isfinite(array)]                    # scores' masked -inf are not data
+        assert point["shape"] == list(array.shape)
+        assert point["rms"] == pytest.approx(np.sqrt(np.mean(finite ** 2)), rel=1e-12)
+        assert point["max_abs"] == np.max(np.abs(finite))
+    n_tokens = len(ids)
+    assert [(e["layer"], e["position"]) for e in doc["logit_lens"]] == [
+        (layer, t) for layer in range(ARGS.n_layers) for t in range(n_tokens)]
+    for entry in doc["logit_lens"]:
+        assert list(entry) == ["layer", "position", "top"] and len(entry["top"]) == 3
+        assert all(list(top) == ["id", "piece", "prob"] for top in entry["top"])
+        assert all(top["piece"] == files["vocab"].pieces[top["id"]] for top in entry["top"])
+        probs = [top["prob"] for top in entry["top"]]
+        assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-6
+    assert [(h["layer"], h["head"]) for h in doc["heads"]] == [
+        (layer, head) for layer in range(ARGS.n_layers) for head in range(ARGS.n_heads)]
+    assert all(0 <= h["entropy_bits"] <= np.log2(n_tokens) + 1e-9 for h in doc["heads"])
+
+
+def test_json_vs_torch_agreement(traced):
+    doc, _, _ = traced
+    points = {p["name"]: p["vs_torch"] for p in doc["points"]}
+    assert points["embed"] == points["blocks.0.resid_pre"] == {"max_abs_diff": 0.0, "bit_identical": 1.0}
+    worst = max(points, key=lambda name: points[name]["max_abs_diff"])
+    assert points[worst]["max_abs_diff"] <= VS_TORCH_MAX_ABS_DIFF, worst
+    # Below the diagonal the scores are data, above it the mask: exactly half-ish identical at least.
+    assert points["blocks.1.attn.scores"]["bit_identical"] >= 0.4
+
+
+def test_quantized_file_against_its_ckpt_shows_the_rounding(files):
+    result = run_cli("trace", files["q8_0"], "--prompt", PROMPT, "--ckpt", files["ckpt"], "--json")
+    assert result.returncode == 0, result.stderr
+    embed = json.loads(result.stdout)["points"][0]
+    # Q8_0 rounds each weight to 1/127 of its 32-block's max |w| (~3 std): half a step is ~0.006 std.
+    assert embed["name"] == "embed" and 0 < embed["vs_torch"]["max_abs_diff"] < 0.01
+    assert embed["vs_torch"]["bit_identical"] < 0.1
+
+
+def test_table_without_torch(files):
+    result = run_cli("trace", files["f32"], "--prompt", PROMPT, "--position", "2", "--vs-float64", script=NO_TORCH)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith(f"{files['f32']}: 2 blocks, dim 64, 4 heads (2 kv)")
+    header = next(line for line in lines if line.startswith("point"))
+    assert "max |Δ| f64" in header and "torch" not in header
+    rows = [line.split()[0] for line in lines if line.startswith(("embed", "blocks.", "final_norm", "logits"))]
+    assert rows[:3] == ["embed", "blocks.0.resid_pre", "blocks.0.attn_norm"] and rows[-1] == "logits"
+    assert len(rows) == 1 + 18 * ARGS.n_layers + 2
+    piece = files["vocab"].pieces[Tokenizer(files["vocab"]).encode(PROMPT)[2]]
+    assert f"logit lens at position 2 ({piece!r})" in result.stdout
+    assert sum(line.startswith("  block ") for line in lines) == ARGS.n_layers
+    assert "attends most" in result.stdout
+
+
+def png_size(path):
+    """(width, height) from a PNG's IHDR, after checking the signature and that IHDR comes first."""
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR", path
+    assert data[-12:] == b"\x00\x00\x00\x00IEND\xaeB`\x82", path         # complete: ends with IEND
+    return struct.unpack(">II", data[16:24])
+
+
+def test_plots_are_png_figures(files, tmp_path):
+    out = tmp_path / "figures"
+    result = run_cli("trace", files["f32"], "--prompt", PROMPT, "--ckpt", files["ckpt"], "--plots", out)
+    assert result.returncode == 0, result.stderr
+    expected = [f"attention_block{i}.png" for i in range(ARGS.n_layers)]
+    expected += ["logit_lens.png", "residual_norms.png", "torch_agreement.png"]
+    assert sorted(p.name for p in out.iterdir()) == sorted(expected)
+    for name in expected:
+        width, height = png_size(out / name)
+        assert width >= 400 and height >= 200, (name, width, height)
+
+
+@pytest.mark.parametrize("case, message", [
+    ("long_prompt", "--prompt: 25 tokens do not fit the model's 24-token context"),
+    ("other_seed", "not this model's checkpoint: its tok_embeddings differ from MODEL's by 1.41"),
+    ("other_shape", "not this model's checkpoint: hidden_dim 256, MODEL has 192"),
+    ("no_matplotlib", "--plots needs matplotlib: pip install matplotlib"),
+    ("top_k", "--top-k must be >= 1, got 0"),
+    ("position", "--position 9 is outside the prompt's 9 tokens"),
+])
+def test_bad_requests_get_one_line_and_exit_2(files, tmp_path, case, message):
+    base = ("trace", files["f32"], "--prompt", PROMPT)
+    requests = {
+        "long_prompt": (("trace", files["f32"], "--prompt", "fox" * 23), None),   # <s> ▁fo x fox fox ...
+        "other_seed": ((*base, "--ckpt", files["other_seed"]), None),
+        "other_shape": ((*base, "--ckpt", files["other_shape"]), None),
+        "no_matplotlib": ((*base, "--plots", tmp_path / "p"), NO_MATPLOTLIB),
+        "top_k": ((*base, "--top-k", "0"), NO_TORCH),
+        "position": ((*base, "--position", "9"), NO_TORCH),
+    }
+    argv, script = requests[case]
+    result = run_cli(*argv, script=script)
+    assert result.returncode == 2 and result.stdout == ""
+    assert len(result.stderr.splitlines()) == 1 and message in result.stderr, result.stderr
+    assert not (tmp_path / "p").exists()

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
-PAGES = ("formats.md", "interfaces.md")
+PAGES = ("formats.md", "interfaces.md", "walkthrough.md")
 # Each page documents several layouts or commands, each with at least one example.
 MIN_EXAMPLES = 10
 

@@ -33,11 +33,12 @@ import torch
 from formats import gguf, hf, llama2c, mapping, safetensors, spm
 from formats.ggml import BLOCK, GGMLType
 from formats.gguf import Array, GGUFFile, Tensor, Value, ValueType
-from formats.vocab import TokenType, Vocab
 from formats.llama2c_quant import Int8Groups
-from formats.spec import ModelArgs, weight_shapes
+from formats.spec import ModelArgs
 from trainer import checkpoint
 from trainer.pretokenize import load_tokens
+from tests.helpers import small_vocab, written
+from tests.llama_helpers import normal_weights
 from tests.quant_helpers import F16_FIELDS, map_scales
 
 # ---------------------------------------------------------------------------- the valid files
@@ -45,23 +46,13 @@ from tests.quant_helpers import F16_FIELDS, map_scales
 ARGS = dict(dim=4, n_layers=1, n_heads=2, n_kv_heads=1, vocab_size=8, hidden_dim=8, max_seq_len=4,
             norm_eps=1e-5, rope_theta=10000.0)
 PIECES = ["<unk>", "<s>", "</s>", "<0x0A>", "\u2581a", "b", "é", "👋"]
-TYPES = [TokenType.UNKNOWN, TokenType.CONTROL, TokenType.CONTROL, TokenType.BYTE] + [TokenType.NORMAL] * 4
 V = len(PIECES)
-
-
-def small_vocab():
-    return Vocab(list(PIECES), -np.arange(V, dtype=np.float32), TYPES)
-
-
-def random_weights(shapes, seed=0):
-    rng = np.random.default_rng(seed)
-    return {name: rng.standard_normal(shape).astype(np.float32) for name, shape in shapes.items()}
 
 
 def llama_gguf():
     """A whole 1-layer llama (dim 4, 8 pieces) as mapping.to_gguf builds it for export."""
     args = ModelArgs(**ARGS)
-    return mapping.to_gguf(random_weights(weight_shapes(args)), args, small_vocab())
+    return mapping.to_gguf(normal_weights(args), args, small_vocab(PIECES))
 
 
 def rich_gguf():
@@ -113,7 +104,7 @@ def hostile_quant_gguf():
 
 def llama2c_checkpoint(shared):
     args = ModelArgs(**ARGS, tie_embeddings=shared)
-    return llama2c.Checkpoint(args, random_weights(weight_shapes(args), seed=1))
+    return llama2c.Checkpoint(args, normal_weights(args, seed=1))
 
 
 def token_files(n_tokens=200):
@@ -145,16 +136,9 @@ def hf_folder(tmp_path):
     """config.json and model.safetensors of the 1-layer llama, as hf.to_hf writes them."""
     args = ModelArgs(**ARGS)
     folder = tmp_path / "hf"
-    model = spm.to_bytes(spm.SentencePieceModel(small_vocab(), byte_fallback=True))
-    hf.to_hf(random_weights(weight_shapes(args)), args, model, folder)
+    model = spm.to_bytes(spm.SentencePieceModel(small_vocab(PIECES), byte_fallback=True))
+    hf.to_hf(normal_weights(args), args, model, folder)
     return {name: (folder / name).read_bytes() for name in (hf.CONFIG, hf.WEIGHTS)}
-
-
-def written(write, tmp_path, name):
-    """The bytes a writer produces (the writers only write to paths)."""
-    path = tmp_path / name
-    write(path)
-    return path.read_bytes()
 
 
 def saved(obj, **kwargs):
@@ -167,18 +151,19 @@ def saved(obj, **kwargs):
 def build_valid_files(tmp_path):
     """kind -> {file name: bytes} of one small valid instance."""
     return {
-        "gguf-llama": {"m.gguf": written(lambda p: gguf.write(llama_gguf(), p), tmp_path, "l.gguf")},
-        "gguf-rich": {"m.gguf": written(lambda p: gguf.write(rich_gguf(), p), tmp_path, "r.gguf")},
-        "gguf-quants": {"m.gguf": written(lambda p: gguf.write(hostile_quant_gguf(), p), tmp_path, "q.gguf")},
-        "llama2c-v0": {"m.bin": written(lambda p: llama2c.write(llama2c_checkpoint(False), p, 0), tmp_path, "0")},
-        "llama2c-v1": {"m.bin": written(lambda p: llama2c.write(llama2c_checkpoint(True), p, 1), tmp_path, "1")},
-        "llama2c-v2": {"m.bin": written(lambda p: llama2c.write(llama2c_checkpoint(False), p, 2), tmp_path, "2")},
-        "tokenizer.bin": {"tok.bin": written(lambda p: llama2c.write_tokenizer(small_vocab(), p), tmp_path, "t")},
-        "spm": {"m.model": written(lambda p: spm.write(spm.SentencePieceModel(small_vocab(), byte_fallback=True), p),
-                                   tmp_path, "s")},
+        "gguf-llama": {"m.gguf": written(gguf.write, llama_gguf(), tmp_path / "l.gguf").read_bytes()},
+        "gguf-rich": {"m.gguf": written(gguf.write, rich_gguf(), tmp_path / "r.gguf").read_bytes()},
+        "gguf-quants": {"m.gguf": written(gguf.write, hostile_quant_gguf(), tmp_path / "q.gguf").read_bytes()},
+        "llama2c-v0": {"m.bin": written(llama2c.write, llama2c_checkpoint(False), tmp_path / "0", 0).read_bytes()},
+        "llama2c-v1": {"m.bin": written(llama2c.write, llama2c_checkpoint(True), tmp_path / "1", 1).read_bytes()},
+        "llama2c-v2": {"m.bin": written(llama2c.write, llama2c_checkpoint(False), tmp_path / "2", 2).read_bytes()},
+        "tokenizer.bin": {"tok.bin": written(llama2c.write_tokenizer, small_vocab(PIECES),
+                                             tmp_path / "t").read_bytes()},
+        "spm": {"m.model": written(spm.write, spm.SentencePieceModel(small_vocab(PIECES), byte_fallback=True),
+                                   tmp_path / "s").read_bytes()},
         "tokens": token_files(),
-        "ckpt": {"ckpt.pt": written(lambda p: checkpoint.save(small_ckpt(), p), tmp_path, "c")},
-        "safetensors": {"m.safetensors": written(lambda p: safetensors.write(rich_safetensors(), p), tmp_path, "st")},
+        "ckpt": {"ckpt.pt": written(checkpoint.save, small_ckpt(), tmp_path / "c").read_bytes()},
+        "safetensors": {"m.safetensors": written(safetensors.write, rich_safetensors(), tmp_path / "st").read_bytes()},
         "hf": hf_folder(tmp_path),
     }
 

@@ -5,7 +5,8 @@ ggml types, independent of gguf-py.
   libggml-base shared library that llama-cpp-python ships.
 - `quantize_model`: llama_model_quantize, llama.cpp's quantizer, on a whole GGUF.
 
-A missing llama_cpp is a test failure, never a skip (as in tests/test_verify.py).
+A missing llama_cpp is a test failure, never a skip: `llama_cpp` below, which tests/test_verify.py's
+fixture returns too.
 """
 
 import ctypes
@@ -19,6 +20,8 @@ from formats.ggml import BLOCK
 
 
 def llama_cpp():
+    """The llama_cpp module; a missing install fails the test (a skipped llama.cpp check would let a
+    broken file through)."""
     try:
         import llama_cpp
     except ImportError as exc:

@@ -1,6 +1,6 @@
-"""Shared by the model tests: random weights that make logits informative, torch <-> NumPy glue,
-and an ulp distance for the bit-level comparisons. Imports torch lazily so that the property
-tests run without it."""
+"""Random Llama weights for every test (ones that make logits informative, and plain Gaussian ones),
+torch <-> NumPy glue, and an ulp distance for the bit-level comparisons. Imports torch lazily so
+that the property tests, and children that block torch, run without it."""
 
 import numpy as np
 
@@ -28,6 +28,15 @@ def random_weights(args: ModelArgs, seed):
             std, mean = 1 / np.sqrt(shape[1]), 0.0
         weights[name] = mean + np.float32(std) * rng.standard_normal(shape, dtype=np.float32)
     return weights
+
+
+def normal_weights(args: ModelArgs, seed=0, scale=1.0):
+    """Every llama2.c-named weight of `args` scale * N(0, 1), drawn in float64 and rounded to
+    float32: arbitrary values for the format, mapping and CLI tests, which check where the values
+    go, not what the model computes with them (random_weights' logits are the informative ones)."""
+    rng = np.random.default_rng(seed)
+    return {name: (scale * rng.standard_normal(shape)).astype(np.float32)
+            for name, shape in weight_shapes(args).items()}
 
 
 def torch_model(args: ModelArgs, weights, dtype=None):

@@ -1,8 +1,7 @@
 """The console script: `inspect` output schemas, one-line errors with exit status 2, no torch."""
 
+import functools
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -10,14 +9,11 @@ import pytest
 from formats import gguf, llama2c, spec
 from formats.gguf import Array, GGUFFile, Tensor, Value, ValueType
 from llama2_scratch import cli
+from tests import helpers
+from tests.llama_helpers import normal_weights
 
-# Runs the CLI in a fresh interpreter where `import torch` fails, as on a machine without torch.
-NO_TORCH = "import sys; sys.modules['torch'] = None; from llama2_scratch.cli import main; sys.exit(main(sys.argv[1:]))"
-
-
-def run_cli(*args):
-    return subprocess.run([sys.executable, "-c", NO_TORCH, *map(str, args)], capture_output=True, text=True,
-                          timeout=120)
+# The CLI in a fresh interpreter where `import torch` fails; inspect and --help answer in seconds.
+run_cli = functools.partial(helpers.run_cli, timeout=120)
 
 
 @pytest.fixture
@@ -60,8 +56,7 @@ def test_inspect_gguf_table_summarizes_arrays(small_gguf):
 def test_inspect_llama2c_json(tmp_path):
     args = spec.ModelArgs(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=40, hidden_dim=96,
                           max_seq_len=16, tie_embeddings=False)
-    rng = np.random.default_rng(0)
-    weights = {n: rng.standard_normal(s).astype(np.float32) for n, s in spec.weight_shapes(args).items()}
+    weights = normal_weights(args)
     path = tmp_path / "m.bin"
     llama2c.write(llama2c.Checkpoint(args=args, weights=weights, shared_classifier=False, version=2,
                                      group_size=None), path, version=2)

@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -21,12 +20,12 @@ from formats.errors import FormatError
 from llama2_scratch import cli
 from llama2_scratch.model_files import load_model
 from tests.fuzz_targets import build_valid_files, llama2c_checkpoint, llama_gguf, rich_gguf, small_ckpt
+from tests.helpers import REPO, run_cli
 from tests.pipeline_helpers import TINY_MODEL, VOCAB_SIZE, build_dataset, tiny_config
 from tests.test_fuzz import CKPT_CRAFTED, GGUF_CRAFTED, RAWS, tokenizer_bin
 from trainer import checkpoint
 from trainer import train as train_module
 
-REPO = Path(__file__).resolve().parents[1]
 # Every training child runs one thread: float32 sums then happen in one order, so runs in
 # different processes agree bit for bit.
 CHILD_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
@@ -116,11 +115,6 @@ def test_a_checkpoint_that_runs_code_is_refused_unrun(tmp_path):
 # ---------------------------------------------------------------------------------------- CLI
 
 
-def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "llama2_scratch", *map(str, args)], capture_output=True,
-                          text=True, timeout=300, cwd=REPO, env=CHILD_ENV)
-
-
 def crafted(kind, cases, label, tmp_path):
     """The file of a crafted case of tests/test_fuzz.py, written under tmp_path."""
     make = next(make for name, make, _ in cases if name == label)
@@ -175,7 +169,7 @@ CLI_CASES = {
 @pytest.mark.parametrize("case", sorted(CLI_CASES))
 def test_bad_files_through_the_cli_are_one_line_exit_2(tmp_path, case):
     make_args, fragment = CLI_CASES[case]
-    result = run_cli(*make_args(tmp_path))
+    result = run_cli(*make_args(tmp_path), with_torch=True, env=CHILD_ENV)
     assert result.returncode == 2, result.stderr
     assert fragment in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr, result.stderr

@@ -22,6 +22,7 @@ from reference.runtime.fast import FastLlama
 from reference.generate import generate
 from reference.runtime.load import load_model
 from reference.model import Llama
+from tests.helpers import write_gguf
 from tests.llama_helpers import random_weights
 from tests.test_reference_props import small_configs
 
@@ -39,11 +40,6 @@ CONFIGS = {
                             max_seq_len=64, tie_embeddings=False),
     "mqa": ModelArgs(dim=64, n_layers=2, n_heads=4, n_kv_heads=1, vocab_size=128, max_seq_len=64),
 }
-
-
-def write_gguf(args, weights, path, dtype):
-    gguf.write(mapping.to_gguf(weights, args, dtype=dtype), path)
-    return path
 
 
 def greedy_ids(model, prompt, n_new):

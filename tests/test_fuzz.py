@@ -40,8 +40,8 @@ from formats import gguf, llama2c
 from formats.errors import FormatError
 from formats.ggml import GGMLType
 from formats.gguf import Tensor, Value, ValueType
-from tests.fuzz_targets import (KINDS, PIECES, READERS, build_valid_files, llama_gguf, saved,
-                                small_ckpt, written)
+from tests.fuzz_targets import KINDS, PIECES, READERS, build_valid_files, llama_gguf, saved, small_ckpt
+from tests.helpers import gguf_header, gguf_string, tensor_info, written
 from tests.test_gguf import BAD_FILES as GGUF_BAD_FILES
 from tests.test_hf import BAD_CONFIGS as HF_BAD_CONFIGS
 from tests.test_safetensors import BAD as SAFETENSORS_BAD
@@ -262,7 +262,7 @@ def gguf_with(edit):
     def make(files, tmp):
         gf = llama_gguf()
         edit(gf)
-        return {"m.gguf": written(lambda p: gguf.write(gf, p), tmp, "crafted.gguf")}
+        return {"m.gguf": written(gguf.write, gf, tmp / "crafted.gguf").read_bytes()}
     return make
 
 
@@ -284,19 +284,6 @@ def drop_last_token(gf):
 
 def gguf_bytes(data):
     return lambda files, tmp: {"m.gguf": data}
-
-
-def gguf_header(n_tensors, n_kv, body):
-    return b"GGUF" + struct.pack("<IQQ", 3, n_tensors, n_kv) + body
-
-
-def gguf_string(raw):
-    return struct.pack("<Q", len(raw)) + raw
-
-
-def tensor_info(name, ne, ggml_type=0, offset=0):
-    return (gguf_string(name) + struct.pack("<I", len(ne)) + b"".join(struct.pack("<Q", n) for n in ne)
-            + struct.pack("<IQ", ggml_type, offset))
 
 
 U32, F32_ = ValueType.UINT32, ValueType.FLOAT32

@@ -1,32 +1,21 @@
 """`generate` and `tokenize` end to end, in a subprocess where torch cannot be imported."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import sentencepiece as spm
 
-from formats import gguf, llama2c, mapping, spec
+from formats import llama2c
 from formats.spm import read as read_spm
 from formats.vocab import TokenType, Vocab
 from formats.spec import ModelArgs
 from reference.model import Llama
+from tests.helpers import run_cli, small_vocab, write_gguf
+from tests.llama_helpers import normal_weights
 
-NO_TORCH = "import sys; sys.modules['torch'] = None; from llama2_scratch.cli import main; sys.exit(main(sys.argv[1:]))"
 ARGS = {"dim": 64, "n_layers": 2, "n_heads": 4, "n_kv_heads": 2, "hidden_dim": 96, "max_seq_len": 48,
         "tie_embeddings": True}
-
-
-def run_cli(*args):
-    return subprocess.run([sys.executable, "-c", NO_TORCH, *map(str, args)], capture_output=True, text=True,
-                          timeout=300)
-
-
-def random_weights(args, seed=0, scale=0.5):
-    rng = np.random.default_rng(seed)
-    return {n: (rng.standard_normal(s) * scale).astype(np.float32) for n, s in spec.weight_shapes(ModelArgs.from_dict(args)).items()}
 
 
 @pytest.fixture(scope="module")
@@ -38,8 +27,8 @@ def llama2_vocab(shared_data):
 def model_gguf(tmp_path_factory, llama2_vocab):
     args = dict(ARGS, vocab_size=len(llama2_vocab))
     path = tmp_path_factory.mktemp("gen") / "m.gguf"
-    weights = random_weights(args)
-    gguf.write(mapping.to_gguf(weights, ModelArgs.from_dict(args), llama2_vocab), path)
+    weights = normal_weights(ModelArgs.from_dict(args), scale=0.5)
+    write_gguf(ModelArgs.from_dict(args), weights, path, vocab=llama2_vocab)
     return path, args, weights
 
 
@@ -121,10 +110,10 @@ def _control_first_vocab(n, stop_piece):
     ("</s>", (), True), ("<s>", (), False), ("<s>", ("--stop-at-bos",), True)])
 def test_generation_stops_at_eos_and_optionally_bos(tmp_path, stop_piece, flags, expect_stop):
     args = dict(ARGS, vocab_size=20)
-    weights = random_weights(args)
+    weights = normal_weights(ModelArgs.from_dict(args), scale=0.5)
     weights["norm.weight"] = np.zeros(args["dim"], np.float32)  # all logits 0: greedy picks id 0
     path = tmp_path / "stop.gguf"
-    gguf.write(mapping.to_gguf(weights, ModelArgs.from_dict(args), _control_first_vocab(20, stop_piece)), path)
+    write_gguf(ModelArgs.from_dict(args), weights, path, vocab=_control_first_vocab(20, stop_piece))
     result = run_cli("generate", path, "--prompt", "w1", "--temperature", "0", "--max-new-tokens", "5", "--json",
                      *flags)
     assert result.returncode == 0, result.stderr
@@ -156,7 +145,8 @@ def test_tokenize_matches_sentencepiece_from_every_source(model_gguf, shared_dat
 def test_bad_requests_are_one_line_exit_2(tmp_path, model_gguf, shared_data, make_args, fragment):
     args = dict(ARGS, vocab_size=40)
     bin_path = tmp_path / "m.bin"
-    llama2c.write(llama2c.Checkpoint(ModelArgs.from_dict(args), random_weights(args)), bin_path, version=1)
+    model_args = ModelArgs.from_dict(args)
+    llama2c.write(llama2c.Checkpoint(model_args, normal_weights(model_args, scale=0.5)), bin_path, version=1)
     paths = {"bin": bin_path, "tok": shared_data / "llama2" / "tokenizer.model", "gguf": model_gguf[0],
              "missing": tmp_path / "missing.gguf"}
     result = run_cli(*make_args(paths))
@@ -169,9 +159,7 @@ def test_a_tokenizer_bin_starting_like_a_sentencepiece_model(tmp_path):
     # max_token_length 10 makes a tokenizer.bin start with 0x0A, a SentencePiece .model's first
     # byte: the demo's own export did, and was read as a broken .model ("empty piece").
     pieces = ["<unk>", "<s>", "</s>", "a", "b", "ab", "abcdefghij"]
-    vocab = Vocab(pieces, np.array([0, 0, 0, -1, -2, -3, -4], np.float32),
-                  np.array([TokenType.UNKNOWN, TokenType.CONTROL, TokenType.CONTROL] + [TokenType.NORMAL] * 4,
-                           np.int32))
+    vocab = small_vocab(pieces, np.array([0, 0, 0, -1, -2, -3, -4], np.float32))
     path = tmp_path / "tok.bin"
     llama2c.write_tokenizer(vocab, path)
     assert path.read_bytes()[:4] == bytes([0x0A, 0, 0, 0])

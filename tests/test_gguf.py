@@ -17,6 +17,7 @@ from formats import gguf
 from formats.errors import FormatError
 from formats.ggml import BLOCK, GGMLType
 from formats.gguf import Array, GGUFFile, Tensor, Value, ValueType
+from tests.helpers import gguf_header, gguf_string, tensor_info
 
 V = ValueType
 
@@ -365,53 +366,38 @@ def _patched(tmp_path, data, offset, new):
     return path
 
 
-def _header_with(kvs=b"", n_kv=0, tensor_infos=b"", n_tensors=0, tail=b""):
-    return b"GGUF" + struct.pack("<IQQ", 3, n_tensors, n_kv) + kvs + tensor_infos + tail
-
-
-def _s(text):
-    raw = text.encode() if isinstance(text, str) else text
-    return struct.pack("<Q", len(raw)) + raw
-
-
-def _tensor_info(name, ne, ggml_type=0, offset=0):
-    return _s(name) + struct.pack("<I", len(ne)) + b"".join(struct.pack("<Q", n) for n in ne) + \
-        struct.pack("<IQ", ggml_type, offset)
-
-
 BAD_FILES = {
     "magic": (b"GGUB" + bytes(20), "magic at byte 0"),
     "version": (b"GGUF" + struct.pack("<IQQ", 1, 0, 0), "version at byte 4"),
     "kv_count near 2**64": (b"GGUF" + struct.pack("<IQQ", 3, 0, 2**64 - 1), "kv_count"),
     "tensor_count near 2**64": (b"GGUF" + struct.pack("<IQQ", 3, 2**64 - 1, 0), "tensor_count"),
-    "string length past EOF": (_header_with(struct.pack("<Q", 2**63) + b"k" * 16, 1), "kv[0].key at byte 24"),
-    "unknown value type": (_header_with(_s("k") + struct.pack("<I", 13), 1), "unknown value type 13"),
-    "array count past EOF": (_header_with(_s("k") + struct.pack("<IIQ", 9, 4, 2**62), 1), "count"),
-    "nested too deep": (_header_with(_s("k") + struct.pack("<I", 9) + struct.pack("<IQ", 9, 1) * 40 +
-                                     struct.pack("<IQ", 4, 0), 1), "nested deeper"),
-    "bool byte 2": (_header_with(_s("k") + struct.pack("<IB", 7, 2), 1), "BOOL byte"),
-    "non-UTF-8 key": (_header_with(_s(b"\xff\xfe") + struct.pack("<IB", 0, 1), 1), "invalid UTF-8"),
-    "non-UTF-8 string value": (_header_with(_s("k") + struct.pack("<I", 8) + _s(b"a\xc3"), 1), "invalid UTF-8"),
-    "duplicate key": (_header_with((_s("k") + struct.pack("<IB", 0, 1)) * 2, 2), "duplicate key"),
-    "alignment not a power of two": (_header_with(_s("general.alignment") + struct.pack("<II", 4, 24), 1),
+    "string length past EOF": (gguf_header(0, 1, struct.pack("<Q", 2**63) + b"k" * 16), "kv[0].key at byte 24"),
+    "unknown value type": (gguf_header(0, 1, gguf_string("k") + struct.pack("<I", 13)), "unknown value type 13"),
+    "array count past EOF": (gguf_header(0, 1, gguf_string("k") + struct.pack("<IIQ", 9, 4, 2**62)), "count"),
+    "nested too deep": (gguf_header(0, 1, gguf_string("k") + struct.pack("<I", 9) + struct.pack("<IQ", 9, 1) * 40 +
+                                    struct.pack("<IQ", 4, 0)), "nested deeper"),
+    "bool byte 2": (gguf_header(0, 1, gguf_string("k") + struct.pack("<IB", 7, 2)), "BOOL byte"),
+    "non-UTF-8 key": (gguf_header(0, 1, gguf_string(b"\xff\xfe") + struct.pack("<IB", 0, 1)), "invalid UTF-8"),
+    "non-UTF-8 string value": (gguf_header(0, 1, gguf_string("k") + struct.pack("<I", 8) + gguf_string(b"a\xc3")),
+                               "invalid UTF-8"),
+    "duplicate key": (gguf_header(0, 2, (gguf_string("k") + struct.pack("<IB", 0, 1)) * 2), "duplicate key"),
+    "alignment not a power of two": (gguf_header(0, 1, gguf_string("general.alignment") + struct.pack("<II", 4, 24)),
                                      "general.alignment"),
-    "alignment wrong type": (_header_with(_s("general.alignment") + struct.pack("<Iq", 11, 32), 1),
+    "alignment wrong type": (gguf_header(0, 1, gguf_string("general.alignment") + struct.pack("<Iq", 11, 32)),
                              "general.alignment"),
-    "n_dims > 4": (_header_with(tensor_infos=_tensor_info("t", [1] * 5), n_tensors=1), "n_dims"),
-    "dims overflow int64": (_header_with(tensor_infos=_tensor_info("t", [2**32, 2**32]), n_tensors=1), "overflow"),
-    "dim above int64": (_header_with(tensor_infos=_tensor_info("t", [2**63]), n_tensors=1), "overflow"),
-    "unknown tensor type": (_header_with(tensor_infos=_tensor_info("t", [4], 99), n_tensors=1), "ggml type 99"),
-    "row not a multiple of the block": (_header_with(tensor_infos=_tensor_info("t", [33], 8), n_tensors=1),
-                                        "block size"),
-    "duplicate tensor name": (_header_with(tensor_infos=_tensor_info("t", [8]) + _tensor_info("t", [8], 0, 32),
-                                           n_tensors=2), "duplicate tensor name"),
-    "offset past EOF": (_header_with(tensor_infos=_tensor_info("t", [8]), n_tensors=1), "passes the end"),
-    "misaligned offset": (_header_with(tensor_infos=_tensor_info("t", [8]) + _tensor_info("u", [8], 0, 33),
-                                       n_tensors=2, tail=bytes(200)), "misaligned"),
-    "overlapping tensors": (_header_with(tensor_infos=_tensor_info("t", [16]) + _tensor_info("u", [8], 0, 32),
-                                         n_tensors=2, tail=bytes(300)), "overlaps"),
-    "first offset not zero": (_header_with(tensor_infos=_tensor_info("t", [8], 0, 64), n_tensors=1,
-                                           tail=bytes(300)), "gap"),
+    "n_dims > 4": (gguf_header(1, 0, tensor_info("t", [1] * 5)), "n_dims"),
+    "dims overflow int64": (gguf_header(1, 0, tensor_info("t", [2**32, 2**32])), "overflow"),
+    "dim above int64": (gguf_header(1, 0, tensor_info("t", [2**63])), "overflow"),
+    "unknown tensor type": (gguf_header(1, 0, tensor_info("t", [4], 99)), "ggml type 99"),
+    "row not a multiple of the block": (gguf_header(1, 0, tensor_info("t", [33], 8)), "block size"),
+    "duplicate tensor name": (gguf_header(2, 0, tensor_info("t", [8]) + tensor_info("t", [8], 0, 32)),
+                              "duplicate tensor name"),
+    "offset past EOF": (gguf_header(1, 0, tensor_info("t", [8])), "passes the end"),
+    "misaligned offset": (gguf_header(2, 0, tensor_info("t", [8]) + tensor_info("u", [8], 0, 33) + bytes(200)),
+                          "misaligned"),
+    "overlapping tensors": (gguf_header(2, 0, tensor_info("t", [16]) + tensor_info("u", [8], 0, 32) + bytes(300)),
+                            "overlaps"),
+    "first offset not zero": (gguf_header(1, 0, tensor_info("t", [8], 0, 64) + bytes(300)), "gap"),
 }
 
 

@@ -11,29 +11,22 @@ add_bos_token/add_eos_token and a chat template, and the general.file_type of ea
 """
 
 import dataclasses
-import subprocess
-import sys
-from pathlib import Path
 
 import gguf as ggufpy
 import numpy as np
 import pytest
 
-from formats import gguf, mapping, spec
+from formats import gguf, mapping
 from formats.errors import FormatError
 from formats.spec import ModelArgs
+from tests.helpers import run_cli
+from tests.llama_helpers import normal_weights
 
 ARGS = ModelArgs(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=40, hidden_dim=96,
                  max_seq_len=128, tie_embeddings=False)
 PIECES = ["<unk>", "<s>", "</s>"] + [f"\u2581p{i}" for i in range(ARGS.vocab_size - 3)]
 CHAT_TEMPLATE = ("{% for message in messages %}<|{{ message['role'] }}|>\n{{ message['content'] }}</s>\n"
                  "{% endfor %}")
-
-
-def weights(args):
-    rng = np.random.default_rng(0)
-    return {name: rng.standard_normal(shape).astype(np.float32)
-            for name, shape in spec.weight_shapes(args).items()}
 
 
 def write_converted(path, args=ARGS, arch="llama", file_type=1, omit=(), extra=None):
@@ -76,7 +69,7 @@ def write_converted(path, args=ARGS, arch="llama", file_type=1, omit=(), extra=N
     writer.add_chat_template(CHAT_TEMPLATE)
     for key, (vtype, value) in (extra or {}).items():
         writer.add_key_value(key, value, vtype)
-    for name, array in weights(args).items():
+    for name, array in normal_weights(args).items():
         writer.add_tensor(mapping.gguf_name(name), array.astype(np.float16) if array.ndim == 2 else array)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
@@ -106,7 +99,7 @@ def assert_reads_as(path, written):
     tensors, args, vocab = read_model(path)
     assert args.norm_eps == float(np.float32(written.norm_eps))          # stored as FLOAT32
     assert args == dataclasses.replace(written, norm_eps=args.norm_eps)
-    for name, array in weights(written).items():
+    for name, array in normal_weights(written).items():
         stored = array.astype(np.float16).astype(np.float32) if array.ndim == 2 else array
         np.testing.assert_array_equal(tensors[name].to_float32(), stored)
     assert vocab.pieces == PIECES and (vocab.bos_id, vocab.eos_id, vocab.unk_id) == (1, 2, 0)
@@ -145,8 +138,7 @@ def test_what_we_do_not_compute_is_refused_in_one_line(tmp_path, kwargs, message
 
 def test_generate_says_so_in_one_line(tmp_path):
     path = write_converted(tmp_path / "qwen.gguf", arch="qwen2")
-    result = subprocess.run([sys.executable, "-m", "llama2_scratch", "generate", str(path), "--prompt", "hi"],
-                            capture_output=True, text=True, timeout=300, cwd=Path(__file__).parents[1])
+    result = run_cli("generate", path, "--prompt", "hi", with_torch=True)
     assert result.returncode != 0 and result.stdout == ""
     assert result.stderr.strip().splitlines() == [f"llama2-scratch: error: {path}: general.architecture: "
                                                   "is 'qwen2'; only 'llama' is supported"]

@@ -9,9 +9,6 @@ import dataclasses
 import doctest
 import json
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 os.environ["HF_HUB_OFFLINE"] = "1"      # before transformers reads it: a local folder needs no network
 
@@ -29,9 +26,8 @@ from formats.spec import ModelArgs
 from reference.model import Llama
 from reference.rope import apply_rope, rope_tables
 from reference.tokenizer import Tokenizer
+from tests.helpers import run_python
 from tests.test_tokenizer import train_bpe
-
-REPO = Path(__file__).resolve().parents[1]
 
 # Max |logit difference| between transformers (float64 weights, dtype=torch.float64) and
 # reference.model.Llama in float64, on the four MODELS below (1000 pieces, 32 positions, logits
@@ -340,7 +336,5 @@ print("ok")
 
 
 def test_formats_need_none_of_the_oracles(tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    result = subprocess.run([sys.executable, "-c", WITHOUT_ORACLES, str(tmp_path)], cwd=tmp_path, env=env,
-                            capture_output=True, text=True, timeout=120)
+    result = run_python("-c", WITHOUT_ORACLES, tmp_path, cwd=tmp_path, timeout=120)
     assert result.returncode == 0 and result.stdout == "ok\n", result.stderr

@@ -25,6 +25,7 @@ from formats.llama2c import Checkpoint
 from formats.llama2c_quant import Int8Groups, default_group_size, quantize
 from formats.spec import ModelArgs
 from formats.vocab import TokenType, Vocab
+from tests.helpers import small_vocab, written
 
 # Deterministic whatever the profile: the same examples on every run.
 ROUND_TRIPS = settings(max_examples=40, derandomize=True, deadline=None)
@@ -93,12 +94,6 @@ def patched(tmp_path, data, offset, new_bytes):
     return path
 
 
-def written(tmp_path, checkpoint, version, name=None, **kwargs):
-    path = tmp_path / (name or f"v{version}.bin")
-    llama2c.write(checkpoint, path, version, **kwargs)
-    return path
-
-
 @st.composite
 def configs(draw):
     """Tiny valid configs: GQA and MQA, odd hidden and vocab sizes, head_dim 2..8."""
@@ -135,7 +130,7 @@ def test_v0_v1_round_trip_bit_exact(tmp_path_factory, config, shared, seed):
     config = dataclasses.replace(config, tie_embeddings=shared)
     ckpt = with_special_values(make_checkpoint(config, shared, seed))
     for version in (0, 1):
-        path = written(tmp, ckpt, version)
+        path = written(llama2c.write, ckpt, tmp / f"v{version}.bin", version)
         assert path.stat().st_size == expected_size(config, version, shared)
         back = llama2c.read(path)
         header = (back.args, back.version, back.shared_classifier, back.group_size)
@@ -146,7 +141,7 @@ def test_v0_v1_round_trip_bit_exact(tmp_path_factory, config, shared, seed):
             # Zero-copy: a read-only view into the mapped file, not a copy.
             assert isinstance(back.weights[name], np.memmap)
             assert not back.weights[name].flags.writeable
-        again = written(tmp, back, version, name="again.bin")
+        again = written(llama2c.write, back, tmp / "again.bin", version)
         assert again.read_bytes() == path.read_bytes()
 
 
@@ -160,7 +155,7 @@ def test_v2_round_trip_is_the_expected_quantization(tmp_path_factory, config, sh
     ckpt = make_checkpoint(config, shared, seed)
     if zero_row:  # a row of dim zeros holds whole groups of zeros: the 0/0 case
         ckpt.weights["tok_embeddings.weight"][0] = 0
-    path = written(tmp, ckpt, 2, group_size=group_size)
+    path = written(llama2c.write, ckpt, tmp / "v2.bin", 2, group_size=group_size)
     gs = group_size or default_group_size(config.dim)
     assert path.stat().st_size == expected_size(config, 2, shared, gs)
     back = llama2c.read(path)
@@ -178,13 +173,13 @@ def test_v2_round_trip_is_the_expected_quantization(tmp_path_factory, config, sh
         err = np.abs(got.to_float32() - w).reshape(-1, gs).max(axis=1)
         assert np.all(err <= got.scales * (0.5 + QUANT_SLACK))
     # Int8Groups are written as they are, with the file's own group size.
-    again = written(tmp, back, 2, name="again.bin")
+    again = written(llama2c.write, back, tmp / "again.bin", 2)
     assert again.read_bytes() == path.read_bytes()
 
 
 def test_v2_to_v1_writes_the_dequantized_values(tmp_path):
-    back = llama2c.read(written(tmp_path, make_checkpoint(TINY, shared=False), 2))
-    v1 = llama2c.read(written(tmp_path, back, 1))
+    back = llama2c.read(written(llama2c.write, make_checkpoint(TINY, shared=False), tmp_path / "v2.bin", 2))
+    v1 = llama2c.read(written(llama2c.write, back, tmp_path / "v1.bin", 1))
     for name, w in back.weights.items():
         assert_bits_equal(v1.weights[name], w.to_float32() if isinstance(w, Int8Groups) else w)
 
@@ -194,8 +189,8 @@ def test_write_accepts_anything_asarray_takes(tmp_path):
     # float64 torch tensors holding float32 values: converting back to float32 is exact.
     as_torch = Checkpoint(TINY, {name: torch.from_numpy(w.astype(np.float64))
                                  for name, w in ckpt.weights.items()})
-    from_torch = written(tmp_path, as_torch, 1, "torch.bin")
-    assert from_torch.read_bytes() == written(tmp_path, ckpt, 1, "numpy.bin").read_bytes()
+    from_torch = written(llama2c.write, as_torch, tmp_path / "torch.bin", 1)
+    assert from_torch.read_bytes() == written(llama2c.write, ckpt, tmp_path / "numpy.bin", 1).read_bytes()
 
 
 def test_shared_classifier_is_derived_from_the_weights():
@@ -216,7 +211,7 @@ def test_args_tie_embeddings_must_agree_with_the_weights():
 @pytest.mark.parametrize("version", [0, 1, 2])
 @pytest.mark.parametrize("shared", [True, False])
 def test_tensor_table_tiles_the_file(tmp_path, version, shared):
-    path = written(tmp_path, make_checkpoint(TINY, shared), version)
+    path = written(llama2c.write, make_checkpoint(TINY, shared), tmp_path / f"v{version}.bin", version)
     table = llama2c.tensor_table(llama2c.read(path))
     offset = 28 if version == 0 else 256
     for t in table:
@@ -288,7 +283,7 @@ def known_bytes(ckpt, version):
 @pytest.mark.parametrize("shared", [True, False])
 def test_known_bytes(tmp_path, version, shared):
     ckpt = labelled_checkpoint(shared)
-    data = written(tmp_path, ckpt, version).read_bytes()
+    data = written(llama2c.write, ckpt, tmp_path / f"v{version}.bin", version).read_bytes()
     assert data == known_bytes(ckpt, version)
     assert data[:4] == (b"24ka" if version else b"\x02\0\0\0")
 
@@ -309,7 +304,7 @@ def test_stories15m_sizes(tmp_path):
             assert llama2c.file_size(args, version, group_size) == expected
     zeros = {name: np.zeros(shape, np.float32)
              for name, shape in spec.weight_shapes(STORIES15M).items()}
-    path = written(tmp_path, Checkpoint(STORIES15M, zeros), 0)
+    path = written(llama2c.write, Checkpoint(STORIES15M, zeros), tmp_path / "v0.bin", 0)
     assert path.stat().st_size == 60_816_028
     assert llama2c.read(path).args == STORIES15M
 
@@ -407,7 +402,7 @@ def test_v0_rope_tables_match_llama2c(tmp_path, head_dim):
     seq = 256
     config = ModelArgs(dim=head_dim, hidden_dim=4, n_layers=1, n_heads=1, n_kv_heads=1, vocab_size=3,
                        max_seq_len=seq)
-    path = written(tmp_path, make_checkpoint(config), 0)
+    path = written(llama2c.write, make_checkpoint(config), tmp_path / "v0.bin", 0)
     # The tables follow the 28-byte config and these float32s (docs/formats.md): embedding (3, D),
     # one layer's two norms (D each), wq wk wv wo (D, D each), w1 w2 w3 (4·D each), final norm.
     D = head_dim
@@ -465,11 +460,6 @@ SMALL_PIECES = ["<unk>", "<s>", "</s>", "<0x0A>", "\u2581a", "\u2581\u2581", "é
 SMALL_SCORES = [0.0, 0.0, 0.0, 0.0, -1.5, -2.0, -3.25, -1e9]
 
 
-def small_vocab():
-    types = [TokenType.UNKNOWN, TokenType.CONTROL, TokenType.CONTROL, TokenType.BYTE] + [TokenType.NORMAL] * 4
-    return Vocab(SMALL_PIECES, SMALL_SCORES, types)
-
-
 def small_tokenizer_bytes():
     """The small vocabulary's tokenizer.bin, assembled by hand from the layout."""
     texts = [b"<unk>", b"\n<s>\n", b"\n</s>\n", b"<0x0A>", b" a", b"  ", "é".encode(), "👋".encode()]
@@ -480,9 +470,9 @@ def small_tokenizer_bytes():
 
 
 def test_tokenizer_known_bytes_and_round_trip(tmp_path):
-    llama2c.write_tokenizer(small_vocab(), tmp_path / "tok.bin")
+    llama2c.write_tokenizer(small_vocab(SMALL_PIECES, SMALL_SCORES), tmp_path / "tok.bin")
     assert (tmp_path / "tok.bin").read_bytes() == small_tokenizer_bytes()
-    assert llama2c.read_tokenizer(tmp_path / "tok.bin", len(SMALL_PIECES)) == small_vocab()
+    assert llama2c.read_tokenizer(tmp_path / "tok.bin", len(SMALL_PIECES)) == small_vocab(SMALL_PIECES, SMALL_SCORES)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -493,7 +483,7 @@ def test_tokenizer_known_bytes_and_round_trip(tmp_path):
 def tiny_files(tmp_path_factory):
     """version -> bytes of a valid TINY file."""
     tmp = tmp_path_factory.mktemp("tiny")
-    return {v: written(tmp, make_checkpoint(TINY), v).read_bytes() for v in (0, 1, 2)}
+    return {v: written(llama2c.write, make_checkpoint(TINY), tmp / f"v{v}.bin", v).read_bytes() for v in (0, 1, 2)}
 
 
 def cut(tmp_path, data, n):

@@ -11,26 +11,14 @@ from formats.ggml import GGMLType
 from formats.gguf import Value, ValueType
 from formats.spec import ModelArgs
 from formats.vocab import TokenType, Vocab
+from tests.helpers import byte_vocab
+from tests.llama_helpers import normal_weights
 
 
 def make_args(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=40, hidden_dim=96, tie=True):
     return ModelArgs(dim=dim, n_layers=n_layers, n_heads=n_heads, n_kv_heads=n_kv_heads,
                      vocab_size=vocab_size, hidden_dim=hidden_dim, multiple_of=32, norm_eps=1e-5,
                      rope_theta=10000.0, max_seq_len=48, dropout=0.0, tie_embeddings=tie)
-
-
-def make_weights(args, seed=0):
-    rng = np.random.default_rng(seed)
-    return {name: rng.standard_normal(shape).astype(np.float32)
-            for name, shape in spec.weight_shapes(args).items()}
-
-
-def make_vocab(n):
-    pieces = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(min(n - 3, 256))]
-    pieces += [f"▁p{i}" for i in range(n - len(pieces))]
-    types = [TokenType.UNKNOWN, TokenType.CONTROL, TokenType.CONTROL] + \
-        [TokenType.BYTE if p.startswith("<0x") else TokenType.NORMAL for p in pieces[3:]]
-    return Vocab(pieces, -np.arange(n, dtype=np.float32), types)
 
 
 def write_read(tmp_path, gf, name="m.gguf"):
@@ -42,8 +30,8 @@ def write_read(tmp_path, gf, name="m.gguf"):
 @pytest.mark.parametrize("tie", [True, False])
 def test_f32_round_trip_is_bit_exact(tmp_path, tie):
     args = make_args(tie=tie)
-    weights = make_weights(args)
-    vocab = make_vocab(args.vocab_size)
+    weights = normal_weights(args)
+    vocab = byte_vocab(args.vocab_size)
     _, gf = write_read(tmp_path, mapping.to_gguf(weights, args, vocab))
     tensors, back_args, back_vocab = mapping.from_gguf(gf)
     assert set(tensors) == set(weights)
@@ -60,7 +48,7 @@ def test_f32_round_trip_is_bit_exact(tmp_path, tie):
 def test_key_types_are_what_llama_cpp_reads(tmp_path):
     """Checked through gguf-py's reader: UINT32 hyperparameters, FLOAT32 eps/base, INT32 token types."""
     args = make_args(dim=288, n_layers=1, n_heads=6, n_kv_heads=6, hidden_dim=768, vocab_size=300)
-    path, _ = write_read(tmp_path, mapping.to_gguf(make_weights(args), args, make_vocab(300)))
+    path, _ = write_read(tmp_path, mapping.to_gguf(normal_weights(args), args, byte_vocab(300)))
     fields = ggufpy.GGUFReader(path).fields
     expect = {
         "general.architecture": (ValueType.STRING, "llama"),
@@ -94,8 +82,8 @@ def test_key_types_are_what_llama_cpp_reads(tmp_path):
     ("f16", 1, GGMLType.F16), ("bf16", 32, GGMLType.BF16), ("q8_0", 7, GGMLType.Q8_0), ("q4_0", 2, GGMLType.Q4_0)])
 def test_dtypes_type_matrices_and_keep_norms_f32(tmp_path, dtype, file_type, ggml_type):
     args = make_args()
-    weights = make_weights(args)
-    _, gf = write_read(tmp_path, mapping.to_gguf(weights, args, make_vocab(40), dtype=dtype))
+    weights = normal_weights(args)
+    _, gf = write_read(tmp_path, mapping.to_gguf(weights, args, byte_vocab(40), dtype=dtype))
     assert gf.metadata["general.file_type"] == Value(ValueType.UINT32, file_type)
     quantized = ggml_type in (GGMLType.Q8_0, GGMLType.Q4_0)
     assert ("general.quantization_version" in gf.metadata) == quantized
@@ -114,7 +102,7 @@ def test_llama2_vocab_goes_in_and_out(tmp_path, shared_data):
              else TokenType.UNKNOWN if sp.is_unknown(i) else TokenType.NORMAL for i in range(n)]
     vocab = Vocab([sp.id_to_piece(i) for i in range(n)], [sp.get_score(i) for i in range(n)], types)
     args = make_args(dim=32, n_layers=1, n_heads=2, n_kv_heads=2, hidden_dim=64, vocab_size=n)
-    _, gf = write_read(tmp_path, mapping.to_gguf(make_weights(args), args, vocab))
+    _, gf = write_read(tmp_path, mapping.to_gguf(normal_weights(args), args, vocab))
     assert mapping.from_gguf(gf)[2] == vocab
 
 
@@ -128,7 +116,7 @@ def test_llama2_vocab_goes_in_and_out(tmp_path, shared_data):
 ])
 def test_to_gguf_refuses_inconsistent_requests(mutate, message):
     args = make_args().to_dict()
-    weights = make_weights(ModelArgs.from_dict(args))
+    weights = normal_weights(ModelArgs.from_dict(args))
     mutate(weights, args)
     with pytest.raises(ValueError, match=message):
         mapping.to_gguf(weights, ModelArgs.from_dict(args))
@@ -137,15 +125,15 @@ def test_to_gguf_refuses_inconsistent_requests(mutate, message):
 def test_to_gguf_refuses_rows_not_divisible_by_the_block_and_vocab_mismatch():
     args = make_args(dim=48, n_heads=4, n_kv_heads=4, hidden_dim=64)
     with pytest.raises(ValueError, match="tok_embeddings.weight as q8_0"):
-        mapping.to_gguf(make_weights(args), args, dtype="q8_0")
+        mapping.to_gguf(normal_weights(args), args, dtype="q8_0")
     args = make_args()
     with pytest.raises(ValueError, match="vocab has 41 pieces"):
-        mapping.to_gguf(make_weights(args), args, make_vocab(41))
+        mapping.to_gguf(normal_weights(args), args, byte_vocab(41))
 
 
 def _file_with(tmp_path, edit, args=None):
     args = args or make_args()
-    gf = mapping.to_gguf(make_weights(args), args, make_vocab(args.vocab_size))
+    gf = mapping.to_gguf(normal_weights(args), args, byte_vocab(args.vocab_size))
     edit(gf)
     return write_read(tmp_path, gf)[1]
 

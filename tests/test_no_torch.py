@@ -1,11 +1,6 @@
 """Inference needs NumPy only: load models and run them in a Python where torch cannot import."""
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers import run_python
 
 # Runs in a fresh interpreter. sys.modules["torch"] = None makes every `import torch` raise
 # ImportError, exactly as if torch were not installed.
@@ -56,8 +51,6 @@ print("inference without torch: ok")
 
 
 def test_loading_and_inference_work_without_torch(tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    result = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path)], cwd=tmp_path, env=env,
-                            capture_output=True, text=True, timeout=120)
+    result = run_python("-c", SCRIPT, tmp_path, cwd=tmp_path, timeout=120)
     assert result.returncode == 0, f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
     assert "inference without torch: ok" in result.stdout

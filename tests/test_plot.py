@@ -2,11 +2,10 @@
 written whole, and training without matplotlib."""
 
 import math
-import subprocess
-import sys
 
 import numpy as np
 
+from tests.helpers import run_python
 from trainer.plot import loss_figure, write_loss_curve
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -57,7 +56,7 @@ def test_without_matplotlib_nothing_is_drawn_and_the_reason_is_one_line(tmp_path
     code = ("import sys; sys.modules['matplotlib'] = None\n"
             "from trainer.plot import write_loss_curve\n"
             f"print(write_loss_curve([{{'iter': 1, 'loss': 2.0}}], {str(tmp_path / 'loss.png')!r}))")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    result = run_python("-c", code, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout == f"{tmp_path / 'loss.png'}: not drawn, matplotlib is not installed " \
                             "(pip install matplotlib (or the project's [plot] extra))\n"

@@ -19,8 +19,8 @@ from formats import gguf, mapping
 from formats.errors import FormatError
 from formats.ggml import GGMLType
 from formats.spec import ModelArgs
-from formats.vocab import TokenType, Vocab
 from tests.ggml_c import llama_cpp, quantize_model
+from tests.helpers import byte_vocab, write_gguf
 from tests.llama_helpers import random_weights
 from tests.test_quant import assert_same_bits
 
@@ -40,19 +40,10 @@ OVERRIDE_TYPES = [GGMLType.MXFP4, GGMLType.NVFP4]
 UNREADABLE_FTYPES = {"Q1_0": 41, "Q2_0": 42}
 
 
-def small_vocab():
-    pieces = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)]
-    pieces += [f"\u2581w{i}" for i in range(ARGS.vocab_size - len(pieces))]
-    types = [TokenType.UNKNOWN, TokenType.CONTROL, TokenType.CONTROL] + [TokenType.BYTE] * 256
-    types += [TokenType.NORMAL] * (ARGS.vocab_size - len(types))
-    return Vocab(pieces, -np.arange(ARGS.vocab_size, dtype=np.float32), types)
-
-
 @pytest.fixture(scope="module")
 def source(tmp_path_factory):
     path = tmp_path_factory.mktemp("llama_cpp_quant") / "f32.gguf"
-    gguf.write(mapping.to_gguf(random_weights(ARGS, seed=0), ARGS, small_vocab()), path)
-    return path
+    return write_gguf(ARGS, random_weights(ARGS, seed=0), path, vocab=byte_vocab(ARGS.vocab_size, "\u2581w"))
 
 
 def ftype(name):

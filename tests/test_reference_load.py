@@ -13,8 +13,10 @@ from formats.errors import FormatError
 from formats.ggml import GGMLType
 from formats.spec import ModelArgs
 from llama2_scratch import model_files
+from parity.metrics import logit_metrics
 from reference.runtime.load import load_model, weights_from_gguf, weights_from_llama2c
 from reference.model import Llama
+from tests.helpers import write_gguf
 from tests.llama_helpers import random_weights
 from trainer.export import load_exportable
 from trainer.model import Transformer
@@ -48,11 +50,6 @@ def trained(request):
     if args.tie_embeddings:
         del state["output.weight"]
     return args, state
-
-
-def write_gguf(args, weights, path, dtype):
-    gguf_format.write(mapping.to_gguf(weights, args, dtype=dtype), path)
-    return path
 
 
 def write_llama2c(args, weights, path, version):
@@ -147,17 +144,6 @@ def test_llama2c_v2_weights_equal_the_int8_group_dequantization(trained, tmp_pat
     assert_same_bits(weights, expected)
 
 
-def kl_divergence(p_logits, q_logits):
-    """KL(softmax(p) || softmax(q)) per row, in nats, computed in float64."""
-    def log_softmax(x):
-        x = x.astype(np.float64)
-        shifted = x - x.max(-1, keepdims=True)
-        return shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
-
-    log_p, log_q = log_softmax(p_logits), log_softmax(q_logits)
-    return np.sum(np.exp(log_p) * (log_p - log_q), axis=-1)
-
-
 def test_q8_0_logits_are_within_kl_of_f32(tmp_path):
     # random_weights: logits with std ~2, so a distribution change is visible in the KL.
     args = ModelArgs(dim=128, n_layers=2, n_heads=4, vocab_size=512, max_seq_len=128)
@@ -165,9 +151,9 @@ def test_q8_0_logits_are_within_kl_of_f32(tmp_path):
     tokens = np.random.default_rng(1).integers(0, args.vocab_size, args.max_seq_len)
     f32 = load_model(write_gguf(args, weights, tmp_path / "f32.gguf", "f32")).forward(tokens, all_logits=True)
     q8 = load_model(write_gguf(args, weights, tmp_path / "q8.gguf", "q8_0")).forward(tokens, all_logits=True)
-    kl = kl_divergence(f32, q8)
-    assert kl.mean() <= Q8_0_MEAN_KL, f"Q8_0 mean KL {kl.mean():.3g} nats (max {kl.max():.3g})"
-    assert kl.mean() > 0, "Q8_0 logits identical to F32: the quantized file was not used"
+    kl = logit_metrics(f32, q8)["kl"]          # mean over positions of KL(softmax(f32) || softmax(q8))
+    assert kl <= Q8_0_MEAN_KL, f"Q8_0 mean KL {kl:.3g} nats"
+    assert kl > 0, "Q8_0 logits identical to F32: the quantized file was not used"
 
 
 @pytest.mark.parametrize("kind", ["gguf", "v0", "v1", "ckpt"])

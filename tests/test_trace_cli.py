@@ -1,10 +1,8 @@
-"""`llama2-scratch trace` end to end: the --json schema of SPEC.md, the tables, --ckpt against
+"""`llama2-scratch trace` end to end: the --json schema (docs/interfaces.md), the tables, --ckpt against
 torch, --plots as PNG files, and one-line errors (exit 2) on input it cannot honour."""
 
 import json
 import struct
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -15,14 +13,14 @@ from formats.spec import ModelArgs
 from formats.spm import read as read_spm
 from reference.model import Llama
 from reference.tokenizer import Tokenizer
+from tests import helpers
+from tests.helpers import NO_TORCH
 from tests.llama_helpers import random_weights
 from trainer import checkpoint
 
 ARGS = ModelArgs(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=32000, max_seq_len=24)
 PROMPT = "Once upon a time, a fox"
-# Runs the CLI where `import torch` fails, as on a machine without torch.
-NO_TORCH = "import sys; sys.modules['torch'] = None; from llama2_scratch.cli import main; sys.exit(main(sys.argv[1:]))"
-# The same, without matplotlib.
+# The CLI where `import matplotlib` fails (tests.helpers.NO_TORCH blocks torch the same way).
 NO_MATPLOTLIB = NO_TORCH.replace("'torch'", "'matplotlib'")
 # trace's vs_torch on an f32 export of the ckpt: tests/test_study.py's TORCH_FLOAT32_RTOL (1e-5,
 # relative to a point's max |x|, measured 2.9e-6 at most) times the largest max |x| here (the
@@ -31,8 +29,8 @@ VS_TORCH_MAX_ABS_DIFF = 1e-4
 
 
 def run_cli(*args, script=None):
-    command = [sys.executable, "-m", "llama2_scratch"] if script is None else [sys.executable, "-c", script]
-    return subprocess.run([*command, *map(str, args)], capture_output=True, text=True, timeout=300)
+    """The CLI with torch (`script` None), or `python -c script ARGS` (NO_TORCH, NO_MATPLOTLIB)."""
+    return helpers.run_cli(*args, with_torch=True) if script is None else helpers.run_python("-c", script, *args)
 
 
 def save_ckpt(weights, args, path):

@@ -3,9 +3,6 @@
 import argparse
 import dataclasses
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +10,7 @@ import torch
 
 from data.paths import DataError
 from formats.spec import FIELDS, ModelArgs
+from tests.helpers import run_python
 from tests.pipeline_helpers import build_dataset, tiny_config
 from trainer import checkpoint
 from trainer.config import (NOT_MODEL_SETTINGS, SETTINGS, TrainConfig, add_arguments, from_args, from_settings,
@@ -112,10 +110,9 @@ def test_ddp_two_gloo_processes_match_one(data_dir, tmp_path):
     # grad_accum 4 over 2 ranks: each rank runs 2 micro-steps, and DDP must sync only on the last.
     single = train(tiny_config(data_dir, tmp_path / "one", grad_accum=4, max_iters=4, warmup_iters=1,
                                n_kv_heads=None, seed=3), out=quiet)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "llama2_scratch", "train", *flags, "--out-dir", str(tmp_path / "two")]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    done = run_python("-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                      "-m", "llama2_scratch", "train", *flags, "--out-dir", tmp_path / "two",
+                      env={"OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr[-2000:]
     one = checkpoint.load(single["ckpt"])["model"]
     two = checkpoint.load(tmp_path / "two/ckpt.pt")["model"]
@@ -131,12 +128,10 @@ def test_ddp_gradients_and_loss_of_a_step_equal_one_process(data_dir, tmp_path):
              "--n-layers", "2", "--n-heads", "4", "--max-seq-len", "32", "--batch-size", "4",
              "--grad-accum", "4", "--device", "cpu", "--seed", "3"]
     script = str(Path(__file__).with_name("ddp_step.py"))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    one = subprocess.run([sys.executable, script, tmp_path / "one.pt", *flags, "--out-dir", tmp_path / "one"],
-                         capture_output=True, text=True, timeout=300, env=env)
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                          script, tmp_path / "two.pt", *flags, "--out-dir", tmp_path / "two"],
-                         capture_output=True, text=True, timeout=300, env=env)
+    env = {"OMP_NUM_THREADS": "1"}
+    one = run_python(script, tmp_path / "one.pt", *flags, "--out-dir", tmp_path / "one", env=env)
+    two = run_python("-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                     script, tmp_path / "two.pt", *flags, "--out-dir", tmp_path / "two", env=env)
     assert one.returncode == 0 and two.returncode == 0, one.stderr[-2000:] + two.stderr[-2000:]
     one, two = torch.load(tmp_path / "one.pt"), torch.load(tmp_path / "two.pt")
     assert two["loss"] == pytest.approx(one["loss"], rel=DDP_STEP_RTOL, abs=0)

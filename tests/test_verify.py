@@ -13,10 +13,6 @@ logits are well separated: the trained model is, and the random ones are scaled 
 """
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -28,10 +24,11 @@ from parity.prompts import FULL_CONTEXT, PROMPTS, greedy_prompt
 from parity.report import Check
 from parity.run import run_verify
 from parity.thresholds import SAME_FILE, VS_TORCH
+from tests import ggml_c
 from tests import verify_helpers as vh
+from tests.helpers import run_cli
 from trainer.export import export_llama2c, load_exportable
 
-REPO = Path(__file__).resolve().parents[1]
 DTYPES = ["f32", "f16", "bf16", "q8_0", "q4_0"]
 REFERENCES = {"torch", "numpy", "llama.cpp", "sentencepiece"}
 CHECK_KEYS = {"name", "reference", "candidate", "dtype", "metric", "value", "threshold", "ok"}
@@ -40,12 +37,7 @@ CHECK_KEYS = {"name", "reference", "candidate", "dtype", "metric", "value", "thr
 @pytest.fixture(scope="session")
 def llama_cpp():
     """The llama_cpp module; a missing install is a failure, never a skip."""
-    try:
-        import llama_cpp
-    except ImportError as exc:
-        pytest.fail(f"llama_cpp cannot be imported ({exc}): pip install -e '.[test]' installs "
-                    "llama-cpp-python; the llama.cpp parity tests must not be skipped")
-    return llama_cpp
+    return ggml_c.llama_cpp()
 
 
 @pytest.fixture(scope="module")
@@ -255,24 +247,13 @@ def test_wrong_tokenizer_flag_fails_tokenizer_checks(trained, llama_cpp, tmp_pat
 # ------------------------------------------------------------------------ without torch
 
 
-NO_TORCH = r'''
-import sys
-sys.modules["torch"] = None          # every `import torch` now raises ImportError
-from llama2_scratch.cli import main
-sys.exit(main(sys.argv[1:]))
-'''
-
-
 def test_verify_against_llama_cpp_runs_without_torch(trained, llama_cpp, tmp_path):
     path = _exported(trained, "q4_0", tmp_path)
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    result = subprocess.run([sys.executable, "-c", NO_TORCH, "verify", str(path), "--llama-cpp", "--json",
-                             "--threads", "1"], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    result = run_cli("verify", path, "--llama-cpp", "--json", "--threads", "1", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     doc = json.loads(result.stdout)
     assert {(c["reference"], c["candidate"]) for c in doc["checks"] if c["name"].startswith("logits/")} == \
         {("numpy", "llama.cpp")}
     assert any(c["name"] == "tokenizer/thai" and c["candidate"] == "llama.cpp" for c in doc["checks"])
-    result = subprocess.run([sys.executable, "-c", NO_TORCH, "verify", str(path), "--ckpt", str(trained)],
-                            capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    result = run_cli("verify", path, "--ckpt", trained, cwd=tmp_path)
     assert result.returncode == 2 and "needs torch" in result.stderr

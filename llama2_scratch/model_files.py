@@ -281,6 +281,13 @@ class HFModel(ModelFile):
             return None
         return spm.from_bytes(self.spm_model, os.path.join(self.path, hf.TOKENIZER)).vocab
 
+    def tokenizer(self):
+        """tokenizer.model with its normalizer options too (remove_extra_whitespaces, ...), as
+        `tokenize X.model` reads it: the folder keeps the SentencePiece model itself."""
+        if self.spm_model is None:
+            return super().tokenizer()
+        return FastTokenizer.from_spm(os.path.join(self.path, hf.TOKENIZER))
+
     @property
     def context(self):
         """max_position_embeddings, or transformers' default where the key is missing."""

@@ -122,9 +122,10 @@ class ModelFile:
 
         try:
             args, weights = self.spec, self.weights()
+            own = (self.vocab, self.spm_model) if tokenizer_path is None else (None, None)
         except ValueError as exc:
             raise ExportError(str(exc)) from None
-        return exportable(weights, args, self.vocab, self.spm_model, tokenizer_path)
+        return exportable(weights, args, *own, tokenizer_path)
 
 
 class GGUFModel(ModelFile):

@@ -62,7 +62,7 @@ def exportable_from(ckpt, ckpt_path, tokenizer_path=None):
     if emb is None or emb.shape != (args.vocab_size, args.dim):
         raise ExportError(f"{ckpt_path}: tok_embeddings.weight is {None if emb is None else emb.shape}, "
                           f"model_args say ({args.vocab_size}, {args.dim})")
-    spm_model = stored_spm_model(ckpt)
+    spm_model = stored_spm_model(ckpt) if tokenizer_path is None else None      # --tokenizer replaces it
     vocab = spm.from_bytes(spm_model, "the checkpoint's tokenizer").vocab if spm_model else None
     return exportable(weights, args, vocab, spm_model, tokenizer_path)
 

@@ -34,6 +34,7 @@ spaces, and it has no normalizer (so no remove_extra_whitespaces). tokenizer.mod
 reference: `from_hf` returns its bytes.
 """
 
+import dataclasses
 import itertools
 import json
 import re
@@ -279,6 +280,34 @@ def weights_from_hf(tensors, args: ModelArgs, where):
     return weights
 
 
+@dataclasses.dataclass(eq=False)
+class Folder:
+    """A Hugging Face Llama folder as read, nothing converted: what `read_folder` returns."""
+    path: Path
+    config: dict                # config.json, a JSON object
+    tensors: dict               # Hugging Face name -> safetensors.Tensor (views into the mapped files)
+    tokenizer_model: bytes | None   # tokenizer.model's bytes, None when the folder has none
+
+    @property
+    def args(self):
+        """config.json as ModelArgs (`args_from_config`: FormatError for what we cannot run)."""
+        return args_from_config(self.config, self.path / CONFIG)
+
+
+def read_folder(folder):
+    """Parse a Hugging Face Llama folder: config.json (must be a JSON object), the safetensors
+    headers (model.safetensors, else the sharded index), tokenizer.model's bytes if present."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FormatError(folder, "folder", None, "not a folder (a Hugging Face model is a folder "
+                                                  f"holding {CONFIG} and {WEIGHTS})")
+    config = _read_json(folder / CONFIG)
+    if not isinstance(config, dict):
+        raise FormatError(folder / CONFIG, "config", None, "must be a JSON object")
+    tokenizer = folder / TOKENIZER
+    return Folder(folder, config, _read_tensors(folder), tokenizer.read_bytes() if tokenizer.is_file() else None)
+
+
 def from_hf(folder):
     """Read a Hugging Face Llama folder -> (weights with llama2.c names, ModelArgs, the
     tokenizer.model bytes or None when the folder has none).
@@ -286,11 +315,9 @@ def from_hf(folder):
     config.json has no multiple_of or dropout (hidden_dim is given, dropout only trains): they
     come back as ModelArgs' defaults. float32 weights stay views into the mapped file.
     """
-    folder = Path(folder)
-    args = args_from_config(_read_json(folder / CONFIG), folder / CONFIG)
-    weights = weights_from_hf(_read_tensors(folder), args, folder)
-    tokenizer = folder / TOKENIZER
-    return weights, args, tokenizer.read_bytes() if tokenizer.is_file() else None
+    parsed = read_folder(folder)
+    args = parsed.args
+    return weights_from_hf(parsed.tensors, args, parsed.path), args, parsed.tokenizer_model
 
 
 # ------------------------------------------------------------------------------------ writing

@@ -19,9 +19,10 @@ HELP = "generate text with the NumPy model (no torch needed)"
 
 
 def add_arguments(parser):
-    parser.add_argument("model", help="a GGUF, a llama2.c .bin (v0/v1/v2) or a ckpt.pt")
+    parser.add_argument("model", help="a GGUF, a llama2.c .bin (v0/v1/v2), a ckpt.pt or a Hugging Face folder")
     parser.add_argument("--tokenizer", help="tokenizer.bin or SentencePiece .model (needed unless MODEL carries "
-                                            "one: a GGUF, or a ckpt.pt holding its .model)")
+                                            "one: a GGUF, a ckpt.pt holding its .model, a folder with "
+                                            "tokenizer.model)")
     prompt = parser.add_mutually_exclusive_group()
     prompt.add_argument("--prompt", default="", help="the prompt text (default: empty)")
     prompt.add_argument("--prompt-file", help="read the prompt from this UTF-8 file")

@@ -1,4 +1,5 @@
-"""`llama2-scratch inspect FILE [--json]`: describe a GGUF or llama2.c file (schema in docs/interfaces.md, section 2)."""
+"""`llama2-scratch inspect FILE [--json]`: describe a GGUF or llama2.c file, or a Hugging Face
+folder (schema in docs/interfaces.md, section 2)."""
 
 import json
 import sys
@@ -6,20 +7,23 @@ import sys
 from formats import gguf, llama2c
 from llama2_scratch.model_files import KIND_NAMES, open_model
 
-HELP = "header, metadata and tensor table of a GGUF or llama2.c file"
+HELP = "header, metadata and tensor table of a GGUF or llama2.c file, or a Hugging Face folder"
 
 # How many items of an array the table shows before summarizing with its length.
 PREVIEW_ITEMS = 5
 
 
 def describe(path):
-    """The `inspect --json` document for the GGUF or llama2.c file at `path`."""
+    """The `inspect --json` document for the GGUF, llama2.c file or Hugging Face folder at `path`."""
     model_file = open_model(path)
     if model_file.kind == "gguf":
         return _describe_gguf(model_file.source)
     if model_file.kind == "llama2c":
         return _describe_llama2c(model_file.source)
-    raise ValueError(f"{path}: {KIND_NAMES[model_file.kind]}; inspect describes GGUF and llama2.c files")
+    if model_file.kind == "hf":
+        return _describe_hf(model_file.source)
+    raise ValueError(f"{path}: {KIND_NAMES[model_file.kind]}; inspect describes GGUF and llama2.c files "
+                     "and Hugging Face folders")
 
 
 def _value_json(vtype, value):
@@ -56,6 +60,18 @@ def _describe_llama2c(ckpt):
     }
 
 
+def _describe_hf(folder):
+    """config.json as it is, whether tokenizer.model is there, and the safetensors tensors in
+    the files' order (sharded: the index's)."""
+    return {
+        "format": "hf",
+        "config": folder.config,
+        "tokenizer_model": folder.tokenizer_model is not None,
+        "tensors": [{"name": name, "shape": list(t.shape), "dtype": t.dtype, "nbytes": t.nbytes}
+                    for name, t in folder.tensors.items()],
+    }
+
+
 def _preview(value):
     if isinstance(value, dict) and value.get("type") == "ARRAY":
         items = value["value"]
@@ -78,6 +94,13 @@ def format_table(doc):
         rows = [(t["name"], t["type"], "x".join(map(str, t["shape"])), str(t["offset"]), str(t["nbytes"]))
                 for t in doc["tensors"]]
         header = ("name", "type", "shape", "offset", "nbytes")
+    elif doc["format"] == "hf":
+        lines.append(f"Hugging Face folder  {len(doc['tensors'])} tensors  "
+                     f"tokenizer.model {'yes' if doc['tokenizer_model'] else 'no'}")
+        width = max((len(k) for k in doc["config"]), default=0)
+        lines.extend(f"  {key:<{width}}  {value!r}" for key, value in doc["config"].items())
+        rows = [(t["name"], t["dtype"], "x".join(map(str, t["shape"])), str(t["nbytes"])) for t in doc["tensors"]]
+        header = ("name", "dtype", "shape", "nbytes")
     else:
         c = doc["config"]
         lines.append(f"llama2.c v{doc['version']}  shared_classifier {doc['shared_classifier']}  "
@@ -92,7 +115,8 @@ def format_table(doc):
 
 
 def add_arguments(parser):
-    parser.add_argument("file", help="a .gguf file or a llama2.c .bin checkpoint (v0, v1 or v2)")
+    parser.add_argument("file", help="a .gguf file, a llama2.c .bin checkpoint (v0, v1 or v2) or a Hugging Face "
+                                     "folder")
     parser.add_argument("--json", action="store_true", help="print the full description as one JSON document")
 
 

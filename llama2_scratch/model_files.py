@@ -4,11 +4,14 @@
     gguf      llama.cpp's GGUF            formats.gguf.read (mapped)     tokenizer.ggml.* when present
     llama2c   llama2.c .bin, v0/v1/v2     formats.llama2c.read (mapped)  never (tokenizer.bin is apart)
     ckpt      torch.save ckpt.pt          trainer.checkpoint.load        the SentencePiece .model bytes
+    hf        Hugging Face Llama folder   formats.hf.read_folder         tokenizer.model when present
 
-The kind comes from the first bytes (formats.detect), never the name. GGUF and llama2.c files are
-parsed when opened: their header and tensor table, the tensor data staying in the file's memory
-map until a weight is asked for. A ckpt.pt is read by torch, so it is loaded on first use: until
-then nothing needs torch, and `inspect` can refuse one without it.
+A folder is a Hugging Face model (config.json + model.safetensors or a sharded index); a file's
+kind comes from its first bytes (formats.detect), never its name. GGUF and llama2.c files and
+Hugging Face folders are parsed when opened: header and tensor table (config.json and the
+safetensors headers), the tensor data staying in the file's memory map until a weight is asked
+for. A ckpt.pt is read by torch, so it is loaded on first use: until then nothing needs torch,
+and `inspect` can refuse one without it.
 
 This module is the one place the commands reach formats/, reference/ and trainer/ to read a model:
 `generate`, `tokenize`, `inspect`, `verify` (parity/) and `export` (its source) go through it.
@@ -19,18 +22,23 @@ import os
 
 import numpy as np
 
-from formats import detect, gguf, llama2c, mapping
+from formats import detect, gguf, hf, llama2c, mapping, spm
 from formats.spec import ModelArgs
 from reference.runtime import load
 from reference.runtime.fast_tokenizer import FastTokenizer
 
 # How each kind is named in messages.
-KIND_NAMES = {"gguf": "a GGUF", "llama2c": "a llama2.c file", "ckpt": "a torch checkpoint (ckpt.pt)"}
+KIND_NAMES = {"gguf": "a GGUF", "llama2c": "a llama2.c file", "ckpt": "a torch checkpoint (ckpt.pt)",
+              "hf": "a Hugging Face folder"}
 
 
-def _kind(head):
-    """The kind ("gguf", "ckpt" or "llama2c") a file's first four bytes tell: llama2.c v0 has no
-    magic, so anything else is taken for llama2.c and its reader says what is wrong."""
+def _kind(path):
+    """The kind of model at `path`: "hf" for a folder, else what the file's first four bytes
+    tell ("gguf", "ckpt" or "llama2c": llama2.c v0 has no magic, so anything else is taken for
+    llama2.c and its reader says what is wrong)."""
+    if os.path.isdir(path):
+        return "hf"
+    head = detect.first_bytes(path)
     if head == detect.GGUF_MAGIC:
         return "gguf"
     if head == detect.TORCH_ZIP_MAGIC:
@@ -39,9 +47,10 @@ def _kind(head):
 
 
 def open_model(path):
-    """A GGUFModel, Llama2cModel or CkptModel for the file at `path` (see the table above)."""
+    """A GGUFModel, Llama2cModel, CkptModel or HFModel for the file or folder at `path` (see
+    the table above)."""
     path = str(path)
-    return _open(path, _kind(detect.first_bytes(path)))
+    return _open(path, _kind(path))
 
 
 def _open(path, kind):
@@ -49,11 +58,13 @@ def _open(path, kind):
         return GGUFModel(path, gguf.read(path))
     if kind == "ckpt":
         return CkptModel(path)
+    if kind == "hf":
+        return HFModel(path, hf.read_folder(path))
     return Llama2cModel(path, llama2c.read(path))
 
 
 def open_checkpoint(path):
-    """`path` as a ckpt.pt whatever its first bytes (what `export` and `verify --ckpt` read): a
+    """`path` as a ckpt.pt whatever its first bytes (what `verify --ckpt` reads): a
     damaged one gets trainer.checkpoint's error saying what is wrong, not a guess at another kind."""
     return CkptModel(str(path))
 
@@ -61,17 +72,22 @@ def open_checkpoint(path):
 class ModelFile:
     """What every kind of model file answers; GGUFModel, Llama2cModel and CkptModel fill it in.
 
-    kind     "gguf" | "llama2c" | "ckpt"
-    path     the file
-    source   the parsed file: a formats.gguf.GGUFFile, formats.llama2c.Checkpoint or ckpt dict
-    dtypes   the stored types of its matrices, sorted: ("q8_0",); a GGUF may mix several
-             ("f16", "q6_k"); llama2.c v0/v1 and a ckpt.pt are ("f32",), llama2.c v2 ("int8",)
-    spec     formats.spec.ModelArgs; ValueError when the stored hyperparameters do not fit
-             together or with the tensors (worked out on first use, so a broken file still opens)
-    vocab    formats.vocab.Vocab, or None when the file carries no tokenizer
-    context  the declared context length (max_seq_len), known even when `spec` fails
+    kind       "gguf" | "llama2c" | "ckpt" | "hf"
+    path       the file (the folder, for "hf")
+    source     the parsed file: a formats.gguf.GGUFFile, formats.llama2c.Checkpoint, ckpt dict or
+               formats.hf.Folder
+    dtypes     the stored types of its matrices, sorted: ("q8_0",); a GGUF may mix several
+               ("f16", "q6_k"); llama2.c v0/v1 and a ckpt.pt are ("f32",), llama2.c v2 ("int8",),
+               a Hugging Face folder its safetensors dtypes ("bf16",)
+    spec       formats.spec.ModelArgs; ValueError when the stored hyperparameters do not fit
+               together or with the tensors (worked out on first use, so a broken file still opens)
+    vocab      formats.vocab.Vocab, or None when the file carries no tokenizer
+    spm_model  the SentencePiece .model bytes the file carries (a ckpt.pt, a Hugging Face
+               folder's tokenizer.model), or None
+    context    the declared context length (max_seq_len), known even when `spec` fails
     """
     kind = None
+    spm_model = None
 
     def __init__(self, path, source):
         self.path = path
@@ -98,6 +114,18 @@ class ModelFile:
         """{where: (ModelArgs field, value)}: each hyperparameter as the file stores it, before
         any check, under the name a reader finds it by in the file ('llama.block_count')."""
         raise NotImplementedError
+
+    def exportable(self, tokenizer_path=None):
+        """What `export` writes (trainer.export.Exportable): the float32 weights, `spec` and the
+        vocabulary (--tokenizer's .model, else the file's own); ExportError when they do not fit."""
+        from trainer.export import ExportError, exportable
+
+        try:
+            args, weights = self.spec, self.weights()
+            own = (self.vocab, self.spm_model) if tokenizer_path is None else (None, None)
+        except ValueError as exc:
+            raise ExportError(str(exc)) from None
+        return exportable(weights, args, *own, tokenizer_path)
 
 
 class GGUFModel(ModelFile):
@@ -212,8 +240,9 @@ class CkptModel(ModelFile):
     @property
     def spm_model(self):
         """The SentencePiece .model bytes stored in the checkpoint, or None."""
-        tok = self.source.get("tokenizer")
-        return bytes(tok["model"]) if isinstance(tok, dict) and tok.get("model") else None
+        from trainer.export import stored_spm_model
+
+        return stored_spm_model(self.source)
 
     @property
     def context(self):
@@ -227,18 +256,68 @@ class CkptModel(ModelFile):
                 if field not in ("multiple_of", "dropout")}
 
 
+class HFModel(ModelFile):
+    """A Hugging Face Llama folder (formats/hf.py): config.json read and the safetensors headers
+    parsed when opened; weights converted to llama2.c names (q/k rows back to Meta's order) and
+    float32 when asked for."""
+    kind = "hf"
+
+    @property
+    def dtypes(self):
+        """The safetensors dtypes of its matrices, lower case: ("f32",), ("bf16",), ..."""
+        return tuple(sorted({t.dtype.lower() for t in self.source.tensors.values() if len(t.shape) == 2}))
+
+    @functools.cached_property
+    def spec(self):
+        return self.source.args
+
+    @property
+    def spm_model(self):
+        return self.source.tokenizer_model
+
+    @functools.cached_property
+    def vocab(self):
+        """tokenizer.model's vocabulary (tokenizer.json alone is not read: None)."""
+        if self.spm_model is None:
+            return None
+        return spm.from_bytes(self.spm_model, os.path.join(self.path, hf.TOKENIZER)).vocab
+
+    def tokenizer(self):
+        """tokenizer.model with its normalizer options too (remove_extra_whitespaces, ...), as
+        `tokenize X.model` reads it: the folder keeps the SentencePiece model itself."""
+        if self.spm_model is None:
+            return super().tokenizer()
+        return FastTokenizer.from_spm(os.path.join(self.path, hf.TOKENIZER))
+
+    @property
+    def context(self):
+        """max_position_embeddings, or transformers' default where the key is missing."""
+        key = hf.CONFIG_KEYS["max_seq_len"]
+        value = self.source.config.get(key)
+        return value if type(value) is int else hf.DEFAULTS[key]
+
+    def weights(self, keep_quantized=False):
+        return hf.weights_from_hf(self.source.tensors, self.spec, self.path)
+
+    def stored_hparams(self):
+        """config.json's values (absent keys as transformers' defaults, rope_theta where
+        transformers 5 keeps it) under their config.json names."""
+        return {f"{hf.CONFIG} {key}": (field, getattr(self.spec, field)) for field, key in hf.CONFIG_KEYS.items()}
+
+
 def load_model(path, dtype=np.float32, fast=False, threads=1, mmap=False):
-    """The NumPy model in a GGUF, llama2.c file or ckpt.pt (ModelFile.model)."""
+    """The NumPy model in a GGUF, llama2.c file, ckpt.pt or Hugging Face folder (ModelFile.model)."""
     return open_model(path).model(dtype, fast, threads, mmap)
 
 
 def open_tokenizer(path, vocab_size=None):
-    """A Tokenizer from a GGUF or ckpt.pt (the one it carries), a SentencePiece .model or a
-    llama2.c tokenizer.bin (`vocab_size` pieces, default: up to the end of the file)."""
+    """A Tokenizer from a GGUF, ckpt.pt or Hugging Face folder (the one it carries), a
+    SentencePiece .model or a llama2.c tokenizer.bin (`vocab_size` pieces, default: up to the end
+    of the file)."""
     path = str(path)
-    head = detect.first_bytes(path)
-    if _kind(head) != "llama2c":
-        return _open(path, _kind(head)).tokenizer()
+    kind = _kind(path)
+    if kind != "llama2c":
+        return _open(path, kind).tokenizer()
     if detect.is_sentencepiece_model(path):
         return FastTokenizer.from_spm(path)
     return FastTokenizer(llama2c.read_tokenizer(path, vocab_size))

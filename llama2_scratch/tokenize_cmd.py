@@ -9,8 +9,8 @@ HELP = "print the token ids and pieces of a text"
 
 def add_arguments(parser):
     parser.add_argument("tokenizer", metavar="MODEL_OR_TOKENIZER",
-                        help="a GGUF or ckpt.pt (tokenizer inside), a SentencePiece .model or a llama2.c "
-                             "tokenizer.bin")
+                        help="a GGUF, ckpt.pt or Hugging Face folder (tokenizer inside), a SentencePiece .model "
+                             "or a llama2.c tokenizer.bin")
     parser.add_argument("text", help="the text to encode")
     parser.add_argument("--vocab-size", type=int, default=None,
                         help="pieces in a tokenizer.bin (default: all pieces up to the end of the file)")

@@ -1,7 +1,7 @@
 """`llama2-scratch verify MODEL [--ckpt CKPT] [--llama-cpp] [--json]`: the parity report.
 
 Runs fixed prompts through every implementation the flags make available (torch from the ckpt,
-NumPy from MODEL, llama.cpp from MODEL) and compares logits, greedy continuations and token ids
+NumPy from MODEL, llama.cpp from a GGUF, transformers from a Hugging Face folder) and compares logits, greedy continuations and token ids
 pair by pair against per-dtype thresholds (the parity/ package). Exit status 0 when every check
 passes, 1 when one fails (each failure named on stderr), 2 when the request cannot run.
 """
@@ -9,11 +9,12 @@ passes, 1 when one fails (each failure named on stderr), 2 when the request cann
 import json
 import sys
 
-HELP = "parity report: torch vs NumPy vs llama.cpp logits, greedy text and token ids"
+HELP = "parity report: torch vs NumPy vs llama.cpp or transformers logits, greedy text and token ids"
 
 
 def add_arguments(parser):
-    parser.add_argument("model", help="the exported file: a GGUF, or a llama2.c .bin (NumPy only)")
+    parser.add_argument("model", help="the exported file: a GGUF, a llama2.c .bin (NumPy only) or a Hugging Face "
+                                      "folder (NumPy and transformers)")
     parser.add_argument("--ckpt", help="the ckpt.pt MODEL was exported from: adds torch (the trained "
                                        "model) and sentencepiece (its stored tokenizer) as references")
     parser.add_argument("--llama-cpp", action="store_true",

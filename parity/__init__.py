@@ -2,9 +2,12 @@
 
 Up to three implementations run the same token ids and are compared pair by pair:
 
-    torch      trainer/model.py on the ckpt.pt weights (the model as trained; needs --ckpt)
-    numpy      reference/model.py on MODEL (a GGUF or a llama2.c .bin, as the file stores it)
-    llama.cpp  llama-cpp-python on MODEL (a GGUF; needs --llama-cpp)
+    torch         trainer/model.py on the ckpt.pt weights (the model as trained; needs --ckpt)
+    numpy         reference/model.py on MODEL (a GGUF, a llama2.c .bin or a Hugging Face folder, as
+                  the file stores it)
+    transformers  LlamaForCausalLM on MODEL in float32 (a Hugging Face folder; when transformers
+                  is installed)
+    llama.cpp     llama-cpp-python on MODEL (a GGUF; needs --llama-cpp)
 
 and up to three tokenizers encode the same prompts:
 
@@ -28,7 +31,7 @@ measurement it came from).
 The modules, in the order a run uses them:
 
     prompts.py     the fixed prompts and the lengths of greedy continuations
-    backends.py    one interface over torch, NumPy and llama.cpp: logits(ids), greedy(ids, n)
+    backends.py    one interface over torch, NumPy, transformers and llama.cpp: logits(ids), greedy(ids, n)
     tokenizers.py  the three tokenizers as encode(text) -> ids
     metrics.py     logit metrics and identical prefixes: arrays in, numbers out
     thresholds.py  pass limits per (dtype, pair), as data with their measurements
@@ -36,9 +39,10 @@ The modules, in the order a run uses them:
     report.py      Check, Report, the JSON document and the text table
     run.py         run_verify: open the files, build the implementations, run the prompts
 
-torch and llama_cpp are imported inside the functions that use them: the package imports with
-NumPy alone, so `verify MODEL --llama-cpp` runs without torch.
+torch, transformers and llama_cpp are imported inside the functions that use them: the package
+imports with NumPy alone, so `verify MODEL --llama-cpp` runs without torch.
 """
 
 # The implementations and tokenizers, as the report names them.
 TORCH, NUMPY, LLAMA_CPP, SENTENCEPIECE = "torch", "numpy", "llama.cpp", "sentencepiece"
+TRANSFORMERS = "transformers"

@@ -1,6 +1,6 @@
-"""The three implementations verify compares, behind one interface.
+"""The implementations verify compares, behind one interface.
 
-    name                   "torch" | "numpy" | "llama.cpp"
+    name                   "torch" | "numpy" | "transformers" | "llama.cpp"
     args                   formats.spec.ModelArgs, or None where the implementation does not say
     logits(ids)            (T, V) float32 logits at every position of one sequence
     greedy(prompt_ids, n)  the n ids each implementation appends on its own: the argmax of the
@@ -12,15 +12,16 @@ error). `logits` and `greedy` raise ValueError, RuntimeError or IndexError (FAIL
 implementation cannot run the ids, e.g. an id past its vocabulary; parity/run.py catches those
 in one place and reports the pairs involving it as failed.
 
-torch and llama_cpp are imported when their backend is built.
+torch, transformers and llama_cpp are imported when their backend is built.
 """
 
+import contextlib
 import os
 
 import numpy as np
 
 from formats.ggml import GGMLType
-from parity import LLAMA_CPP, NUMPY, TORCH
+from parity import LLAMA_CPP, NUMPY, TORCH, TRANSFORMERS
 
 FAILURES = (ValueError, RuntimeError, IndexError)
 
@@ -69,16 +70,8 @@ class TorchBackend(Backend):
 
     def logits(self, ids):
         torch = self.torch
-        saved = torch.get_num_threads()
-        if self.threads:
-            # On a busy machine torch's spinning worker threads can make small matmuls 100x slower
-            # (measured: 37 ms instead of 0.2 ms for (160, 64) @ (64, 192) with 2 threads on 2 busy cores).
-            torch.set_num_threads(self.threads)
-        try:
-            with torch.no_grad():
-                logits, _ = self.model(torch.tensor([ids], dtype=torch.long))    # (1, T, V)
-        finally:
-            torch.set_num_threads(saved)
+        with _torch_threads(torch, self.threads), torch.no_grad():
+            logits, _ = self.model(torch.tensor([ids], dtype=torch.long))    # (1, T, V)
         return logits[0].numpy()
 
     def last_logits(self, ids, cached):
@@ -92,6 +85,59 @@ class TorchBackend(Backend):
             return super().greedy(prompt_ids, n)
         finally:
             last_only.remove()
+
+
+@contextlib.contextmanager
+def _torch_threads(torch, threads):
+    """torch on `threads` threads (None: as it is) for the duration of the block.
+
+    On a busy machine torch's spinning worker threads can make small matmuls 100x slower
+    (measured: 37 ms instead of 0.2 ms for (160, 64) @ (64, 192) with 2 threads on 2 busy cores)."""
+    saved = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
+
+
+class TransformersBackend(Backend):
+    """transformers' LlamaForCausalLM on MODEL, a Hugging Face folder, computing in float32
+    whatever the folder stores (dtype=float32 upcasts F16/BF16 weights, as NumPy does). It
+    reads the folder alone (local_files_only: nothing is looked up on a hub). Greedy reruns the
+    whole sequence at each step, keeping only the last position's logits."""
+    name = TRANSFORMERS
+
+    def __init__(self, folder, threads=None):
+        import torch
+        import transformers
+        from transformers.utils import logging
+
+        self.torch = torch
+        self.threads = threads
+        bars = logging.is_progress_bar_enabled()
+        logging.disable_progress_bar()          # its "Loading weights" bar would land in the report
+        try:
+            model = transformers.LlamaForCausalLM.from_pretrained(folder, dtype=torch.float32, local_files_only=True)
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise ValueError(" ".join(str(exc).split())[:500]) from None
+        finally:
+            if bars:
+                logging.enable_progress_bar()
+        self.model = model.eval()
+
+    def _logits(self, ids, keep):
+        torch = self.torch
+        with _torch_threads(torch, self.threads), torch.no_grad():
+            out = self.model(torch.tensor([ids], dtype=torch.long), logits_to_keep=keep)
+        return out.logits[0].numpy()                                        # (keep or T, V)
+
+    def logits(self, ids):
+        return self._logits(list(ids), 0)                                   # 0 keeps every position
+
+    def last_logits(self, ids, cached):
+        return self._logits(ids, 1)[-1]     # no KV cache: the whole sequence again
 
 
 class NumpyBackend(Backend):

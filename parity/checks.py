@@ -69,7 +69,7 @@ def logits_checks(prompt, names, logits, failed, dtype):
     """Every pair's logit metrics on one prompt; `logits` maps names to (T, V) arrays."""
     checks = []
     for ref, cand in _pairs(names):
-        limits = for_pair(dtype, ref)
+        limits = for_pair(dtype, ref, cand)
         reason = failed.get(ref) or failed.get(cand)
         metrics = dict.fromkeys(LOGIT_METRICS) if reason else logit_metrics(logits[ref], logits[cand])
         for metric, value in metrics.items():
@@ -84,7 +84,7 @@ def greedy_checks(prompt, names, continuations, failed, dtype):
     """Every pair's identical prefix of their own greedy continuations of one prompt."""
     checks = []
     for ref, cand in _pairs(names):
-        limit = for_pair(dtype, ref).greedy
+        limit = for_pair(dtype, ref, cand).greedy
         reason = failed.get(ref) or failed.get(cand)
         if reason:
             checks.append(Check(f"greedy/{prompt}", ref, cand, dtype, "identical_prefix", None, limit, ">=",

@@ -6,8 +6,9 @@
      "model": "path/to/MODEL",
      "dtype": "q8_0",                  the file's matrix type: f32 f16 bf16 q8_0 q4_0, or int8 (llama2.c v2)
      "implementations": ["torch", "numpy", "llama.cpp"],     those that loaded, reference first
+                                       (on a Hugging Face folder: transformers, not llama.cpp)
      "checks": [{"name": "logits/thai",             config | load | tokenizer/P | logits/P | greedy/P
-                 "reference": "torch",              torch | numpy | llama.cpp | sentencepiece
+                 "reference": "torch",              torch | numpy | transformers | llama.cpp | sentencepiece
                  "candidate": "llama.cpp",          ... or "file" for config and load rows
                  "dtype": "q8_0",
                  "metric": "kl",                    max_abs_diff nmse kl top1 identical_prefix ids_equal
@@ -89,11 +90,11 @@ class Report:
         lines = [f"verify {self.model} [{self.dtype}]: {shape}",
                  f"implementations: {', '.join(self.implementations) or 'none'}"]
         lines += [f"note: {note}" for note in self.notes]
-        lines.append(f"{'check':<24} {'reference':<13} {'candidate':<10} {'metric':<18} {'value':>10}   "
+        lines.append(f"{'check':<24} {'reference':<13} {'candidate':<12} {'metric':<18} {'value':>10}   "
                      f"{'threshold':<11} ")
         for c in self.checks:
             value = "n/a" if c.value is None else f"{c.value:.3g}"
-            lines.append(f"{c.name:<24} {c.reference:<13} {c.candidate:<10} {c.metric:<18} {value:>10}   "
+            lines.append(f"{c.name:<24} {c.reference:<13} {c.candidate:<12} {c.metric:<18} {value:>10}   "
                          f"{c.pass_if} {c.threshold:<8.3g} {'ok' if c.ok else 'FAIL'}")
         failed, total = len(self.failures), len(self.checks)
         lines.append(f"verify: all {total} checks passed" if not failed else

@@ -2,8 +2,8 @@
 the prompts through each, and collect the rows into a Report."""
 
 from llama2_scratch.model_files import KIND_NAMES, open_checkpoint, open_model
-from parity import LLAMA_CPP, NUMPY, SENTENCEPIECE, checks, tokenizers
-from parity.backends import FAILURES, LlamaCppBackend, NumpyBackend, TorchBackend
+from parity import LLAMA_CPP, NUMPY, SENTENCEPIECE, TRANSFORMERS, checks, tokenizers
+from parity.backends import FAILURES, LlamaCppBackend, NumpyBackend, TorchBackend, TransformersBackend
 from parity.prompts import FULL_CONTEXT, GREEDY_TOKENS, greedy_prompt, prompt_texts
 from parity.report import Report
 from parity.thresholds import VS_TORCH
@@ -19,17 +19,19 @@ def run_verify(model_path, ckpt_path=None, use_llama_cpp=False, tokenizer_path=N
     """
     model_file = open_model(model_path)
     dtype = _file_dtype(model_file)
-    _check_request(model_file, dtype, ckpt_path, use_llama_cpp)
+    notes = []
+    use_transformers = _transformers_runs(model_file, notes)
+    _check_request(model_file, dtype, ckpt_path, use_llama_cpp, use_transformers)
     ckpt_file = open_checkpoint(ckpt_path) if ckpt_path is not None else None
     # The context every implementation runs in: the trained model's, else the one MODEL declares.
     max_seq_len = ckpt_file.spec.max_seq_len if ckpt_file is not None else model_file.context
-    notes = []
-    spm_bytes = tokenizers.sentencepiece_model(tokenizer_path, ckpt_file)
+    spm_bytes = tokenizers.sentencepiece_model(tokenizer_path, ckpt_file, model_file)
     tokenizer = tokenizers.our_tokenizer(model_file, tokenizer_path, ckpt_file, notes)
     if tokenizer is None and not spm_bytes:
         raise ValueError(f"{model_file.path}: no tokenizer: pass --tokenizer (a .model or tokenizer.bin)")
 
-    backends, rows = _backends(model_file, ckpt_file, dtype, use_llama_cpp, max_seq_len, threads)
+    backends, rows = _backends(model_file, ckpt_file, dtype, use_llama_cpp, use_transformers, max_seq_len,
+                               threads)
     llama = {b.name: b for b in backends}.get(LLAMA_CPP)
     try:
         encoders = tokenizers.encoders(spm_bytes, tokenizer, llama, notes)
@@ -56,7 +58,23 @@ def _file_dtype(model_file):
     return model_file.dtypes[0]
 
 
-def _check_request(model_file, dtype, ckpt_path, use_llama_cpp):
+def _transformers_runs(model_file, notes):
+    """Whether transformers runs MODEL: a Hugging Face folder, with transformers (and torch)
+    installed. On a folder `notes` says why llama.cpp does not run, and transformers when not."""
+    if model_file.kind != "hf":
+        return False
+    notes.append("llama.cpp reads GGUF only, not a Hugging Face folder: `llama2-scratch export "
+                 f"{model_file.path} --to gguf -o MODEL.gguf`, then `verify MODEL.gguf --llama-cpp`")
+    try:
+        import torch  # noqa: F401
+        import transformers  # noqa: F401
+    except ImportError:
+        notes.append("transformers (or torch) is not installed: transformers did not run the folder")
+        return False
+    return True
+
+
+def _check_request(model_file, dtype, ckpt_path, use_llama_cpp, use_transformers):
     """ValueError (exit status 2) for a request that cannot run at all."""
     if dtype not in VS_TORCH:
         raise ValueError(f"{model_file.path}: no verify thresholds for {dtype} (have {', '.join(VS_TORCH)})")
@@ -69,9 +87,9 @@ def _check_request(model_file, dtype, ckpt_path, use_llama_cpp):
         except ImportError:
             raise ValueError("--llama-cpp: the llama_cpp package is not installed "
                              "(pip install llama-cpp-python==0.3.36)") from None
-    if ckpt_path is None and not use_llama_cpp:
+    if ckpt_path is None and not use_llama_cpp and not use_transformers:
         raise ValueError("nothing to compare MODEL with: pass --ckpt CKPT (the trained model) "
-                         "and/or --llama-cpp")
+                         "and/or --llama-cpp (a GGUF), or install transformers (a Hugging Face folder)")
     if ckpt_path is not None or model_file.kind == "ckpt":
         try:
             import torch  # noqa: F401
@@ -80,16 +98,19 @@ def _check_request(model_file, dtype, ckpt_path, use_llama_cpp):
             raise ValueError(f"{where}: reading a ckpt.pt needs torch (pip install -e '.[train]')") from None
 
 
-def _backends(model_file, ckpt_file, dtype, use_llama_cpp, max_seq_len, threads):
-    """(the implementations that loaded, reference first: torch, NumPy, llama.cpp; their rows).
+def _backends(model_file, ckpt_file, dtype, use_llama_cpp, use_transformers, max_seq_len, threads):
+    """(the implementations that loaded, reference first: torch, NumPy, transformers, llama.cpp;
+    their rows).
 
-    torch failing to build is an error (the ckpt itself is broken); NumPy and llama.cpp failing
-    to load MODEL is a failed `load` row."""
+    torch failing to build is an error (the ckpt itself is broken); NumPy, transformers and
+    llama.cpp failing to load MODEL is a failed `load` row."""
     backends, rows = [], []
     if ckpt_file is not None:
         backends.append(TorchBackend(ckpt_file.spec, ckpt_file.weights(), threads))
         rows.append(checks.config_check(model_file, ckpt_file.spec, dtype))
     loaders = [(NUMPY, lambda: NumpyBackend(model_file))]
+    if use_transformers:
+        loaders.append((TRANSFORMERS, lambda: TransformersBackend(model_file.path, threads)))
     if use_llama_cpp:
         loaders.append((LLAMA_CPP, lambda: LlamaCppBackend(model_file.path, max_seq_len, threads)))
     for name, load in loaders:

@@ -1,6 +1,7 @@
 """The tokenizers verify compares, each as encode(text) -> ids (BOS/EOS as the vocabulary says).
 
-    sentencepiece  the trained .model with the sentencepiece package (the reference when present)
+    sentencepiece  the trained .model with the sentencepiece package (the reference when present):
+                   --tokenizer's, the ckpt's, or a Hugging Face folder's tokenizer.model
     numpy          reference/tokenizer.py on MODEL's vocabulary
     llama.cpp      llama.cpp's own, from its backend (parity/backends.py)
 
@@ -13,13 +14,15 @@ from llama2_scratch.model_files import open_tokenizer
 from parity import LLAMA_CPP, NUMPY, SENTENCEPIECE
 
 
-def sentencepiece_model(tokenizer_path, ckpt_file):
+def sentencepiece_model(tokenizer_path, ckpt_file, model_file):
     """The bytes of the trained SentencePiece .model: --tokenizer when it is one, else the
-    ckpt's stored copy, else None."""
+    ckpt's stored copy, else MODEL's (a Hugging Face folder's tokenizer.model), else None."""
     if tokenizer_path is not None and detect.is_sentencepiece_model(tokenizer_path):
         with open(tokenizer_path, "rb") as f:
             return f.read()
-    return ckpt_file.spm_model if ckpt_file is not None else None
+    if ckpt_file is not None and ckpt_file.spm_model:
+        return ckpt_file.spm_model
+    return model_file.spm_model
 
 
 def sentencepiece_encoder(spm_bytes, notes):

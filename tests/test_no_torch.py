@@ -1,4 +1,5 @@
-"""Inference needs NumPy only: load models and run them in a Python where torch cannot import."""
+"""Inference needs NumPy only: load models and run them in a Python where torch cannot import
+(nor transformers: a Hugging Face folder is read by formats/hf.py)."""
 
 from tests.helpers import run_python
 
@@ -7,6 +8,7 @@ from tests.helpers import run_python
 SCRIPT = r'''
 import sys
 sys.modules["torch"] = None
+sys.modules["transformers"] = None
 try:
     import torch
     raise AssertionError("torch imported despite being blocked")
@@ -14,9 +16,11 @@ except ImportError:
     pass
 
 import numpy as np
-from formats import gguf, llama2c, mapping
+from formats import gguf, hf, llama2c, mapping, spm
 from formats.spec import ModelArgs
-from llama2_scratch.model_files import load_model as load_any
+from formats.vocab import Vocab
+from llama2_scratch.cli import main
+from llama2_scratch.model_files import load_model as load_any, open_tokenizer
 from reference.runtime.load import load_model
 from tests.llama_helpers import random_weights
 
@@ -32,6 +36,19 @@ for name in ("model.gguf", "model.bin"):
     logits = model.forward(prompt)
     logits = model.forward([int(np.argmax(logits))], start_pos=len(prompt))
     assert logits.shape == (300,) and logits.dtype == np.float32 and np.isfinite(logits).all(), name
+
+# A Hugging Face folder computes what the llama2.c file of the same weights computes, bit for bit
+# (q/k rows permuted on export and back on reading), and carries its tokenizer.
+vocab = Vocab(["<unk>", "<s>", "</s>"] + [f"p{i}" for i in range(297)], np.zeros(300), [2, 3, 3] + [1] * 297)
+spm.write(spm.SentencePieceModel(vocab), f"{out}/tokenizer.model")
+hf.to_hf(weights, args, open(f"{out}/tokenizer.model", "rb").read(), f"{out}/hf")
+prompt = np.arange(10)
+assert np.array_equal(load_any(f"{out}/hf").forward(prompt, all_logits=True),
+                      load_model(f"{out}/model.bin").forward(prompt, all_logits=True))
+ids = open_tokenizer(f"{out}/hf").encode("p7p1 p2")
+assert ids == open_tokenizer(f"{out}/tokenizer.model").encode("p7p1 p2") and len(ids) > 1, ids
+assert main(["generate", f"{out}/hf", "--prompt", "p7", "--max-new-tokens", "3", "--temperature", "0"]) == 0
+assert main(["verify", f"{out}/hf"]) == 2       # without transformers: nothing to compare with
 
 with open(f"{out}/ckpt.pt", "wb") as f:           # what a torch checkpoint starts with
     f.write(b"PK\x03\x04" + bytes(60))

@@ -1,4 +1,8 @@
-"""ckpt.pt -> GGUF or llama2.c files, through formats/, with a preflight and a read-back check.
+"""A model -> GGUF, llama2.c files or a Hugging Face folder, through formats/, with a preflight
+and a read-back check.
+
+The source is usually a ckpt.pt (`load_exportable`), but any model file gives an Exportable
+(llama2_scratch.model_files: ModelFile.exportable), so a Hugging Face folder becomes a GGUF.
 
 Accepts our checkpoints and llama2.c's own (train.py's): those have no hidden_dim, norm_eps,
 rope_theta or tie_embeddings in model_args (ModelArgs derives the first three as llama2.c does;
@@ -11,10 +15,11 @@ bit, and the quantized ones are reported with their largest error.
 """
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 
-from formats import gguf, llama2c, mapping, spm
+from formats import gguf, hf, llama2c, mapping, spm
 from formats.spec import ModelArgs
 from trainer import checkpoint
 
@@ -27,7 +32,8 @@ class ExportError(Exception):
 class Exportable:
     weights: dict       # llama2.c name -> float32 array; no output.weight when tied
     args: ModelArgs     # resolved: llama2.c-style checkpoints get hidden_dim, eps, theta, tying
-    vocab: object       # formats.vocab.Vocab, or None when neither ckpt nor --tokenizer has one
+    vocab: object       # formats.vocab.Vocab, or None when neither the source nor --tokenizer has one
+    spm_model: bytes | None = None      # the SentencePiece .model behind `vocab`, when there is one
 
 
 def load_exportable(ckpt_path, tokenizer_path=None):
@@ -56,19 +62,27 @@ def exportable_from(ckpt, ckpt_path, tokenizer_path=None):
     if emb is None or emb.shape != (args.vocab_size, args.dim):
         raise ExportError(f"{ckpt_path}: tok_embeddings.weight is {None if emb is None else emb.shape}, "
                           f"model_args say ({args.vocab_size}, {args.dim})")
-    return Exportable(weights, args, _vocab(ckpt, tokenizer_path, args.vocab_size))
+    spm_model = stored_spm_model(ckpt) if tokenizer_path is None else None      # --tokenizer replaces it
+    vocab = spm.from_bytes(spm_model, "the checkpoint's tokenizer").vocab if spm_model else None
+    return exportable(weights, args, vocab, spm_model, tokenizer_path)
 
 
-def _vocab(ckpt, tokenizer_path, vocab_size):
+def stored_spm_model(ckpt):
+    """The SentencePiece .model bytes a checkpoint dict stores, or None."""
+    tok = ckpt.get("tokenizer")
+    return bytes(tok["model"]) if isinstance(tok, dict) and tok.get("model") else None
+
+
+def exportable(weights, args, vocab, spm_model, tokenizer_path=None):
+    """An Exportable of a model's float32 `weights` and `args` with its own `vocab` (and the
+    .model bytes behind it, or None), or --tokenizer's .model in their place; ExportError when the
+    vocabulary does not fit the embedding."""
     if tokenizer_path is not None:
-        vocab = spm.read(tokenizer_path).vocab
-    elif isinstance(ckpt.get("tokenizer"), dict) and ckpt["tokenizer"].get("model"):
-        vocab = spm.from_bytes(ckpt["tokenizer"]["model"], "the checkpoint's tokenizer").vocab
-    else:
-        return None
-    if len(vocab) != vocab_size:
-        raise ExportError(f"the tokenizer has {len(vocab)} pieces but the model's vocab_size is {vocab_size}")
-    return vocab
+        spm_model = Path(tokenizer_path).read_bytes()
+        vocab = spm.from_bytes(spm_model, tokenizer_path).vocab
+    if vocab is not None and len(vocab) != args.vocab_size:
+        raise ExportError(f"the tokenizer has {len(vocab)} pieces but the model's vocab_size is {args.vocab_size}")
+    return Exportable(weights, args, vocab, spm_model)
 
 
 def export_gguf(model, dtype, out_path):
@@ -123,3 +137,28 @@ def export_llama2c(model, version, out_path, tokenizer_out=None):
         if pieces != model.vocab.pieces:
             raise ExportError(f"{tokenizer_out}: pieces read back differ")
     return report
+
+
+def export_hf(model, out_dir):
+    """Write a Hugging Face Llama folder (formats.hf.to_hf: float32, q/k in the half-split
+    layout); returns {"tensors", "max_abs_error"} after reading it back with formats.hf.from_hf,
+    which must give the same ModelArgs, tokenizer.model and weights bit for bit."""
+    if model.spm_model is None:
+        raise ExportError("a Hugging Face folder needs the SentencePiece .model: pass --tokenizer PATH.model "
+                          "(the source holds none, or only a vocabulary that is not a .model)")
+    try:
+        hf.to_hf(model.weights, model.args, model.spm_model, out_dir)
+    except ValueError as exc:
+        raise ExportError(f"cannot export as a Hugging Face folder: {exc}") from None
+    weights, args, spm_model = hf.from_hf(out_dir)
+    if args != _hf_args(model.args) or spm_model != model.spm_model:
+        raise ExportError(f"{out_dir}: config.json or tokenizer.model read back differs")
+    if weights.keys() != model.weights.keys() or any(
+            weights[name].tobytes() != np.asarray(w, np.float32).tobytes() for name, w in model.weights.items()):
+        raise ExportError(f"{out_dir}: weights read back differ from the source")
+    return {"tensors": len(weights), "max_abs_error": 0.0}
+
+
+def _hf_args(args):
+    """`args` as config.json keeps them: it has no multiple_of or dropout (hidden_dim is explicit)."""
+    return dataclasses.replace(args, multiple_of=ModelArgs.multiple_of, dropout=ModelArgs.dropout)

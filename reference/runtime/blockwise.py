@@ -137,25 +137,42 @@ class BlockMatrix:
 
 
 class Int8BlockMatrix(BlockMatrix):
-    """W = scales[:, :, None] * codes: int8 codes (rows, n_blocks, block) and a float32 scale per
-    block (rows, n_blocks). Q8_0 (block 32, scales stored as float16) and llama2.c v2 int8 groups
-    (any group size that divides a row, scales stored as float32) are both this.
+    """W = scales[:, :, None] * codes (+ or - mins[:, :, None]): int8 codes (rows, n_blocks, block)
+    and a float32 scale per block (rows, n_blocks), and for some types a float32 min per block,
+    added (Q4_1, Q5_1) or subtracted (Q2_K, Q4_K, Q5_K) as `subtract` says. Every quantized ggml
+    type is this (formats/quants/codes.py: its `Codes`, the block being the group sharing a
+    scale: 16, 32 or 256 elements), and so are llama2.c v2 int8 groups (any group size that
+    divides a row, scales stored as float32).
 
     `codes` may be a strided view into the file (Q8_0's 34-byte blocks interleave the 2-byte
     scale with the 32 codes): nothing is copied but the scales, 1/8 of the codes' size as float32
-    at block 32 (1/32 of the elements, 4 bytes each). They are kept block-major, (n_blocks, rows),
-    the layout the one-token product reads.
+    at block 32 (1/32 of the elements, 4 bytes each). Scales and mins are kept block-major,
+    (n_blocks, rows), the layout the one-token product reads.
+
+    One token with mins: sum_j (d q_j + m) x_j = d sum_j q_j x_j + m sum_j x_j, so the mins cost
+    one (n_blocks,) @ (n_blocks, rows) product per call on the block sums of x, not a pass over
+    the weights.
     """
 
-    def __init__(self, codes, scales):
+    def __init__(self, codes, scales, mins=None, subtract=False):
         n_rows, n_blocks, block = codes.shape
-        if codes.dtype != np.int8 or scales.shape != (n_rows, n_blocks):
-            raise ValueError(f"codes {codes.dtype} {codes.shape} and scales {scales.shape} do not fit")
+        if (codes.dtype != np.int8 or scales.shape != (n_rows, n_blocks)
+                or (mins is not None and mins.shape != scales.shape)):
+            raise ValueError(f"codes {codes.dtype} {codes.shape}, scales {scales.shape} and mins "
+                             f"{None if mins is None else mins.shape} do not fit")
         super().__init__((n_rows, n_blocks * block))
         self.codes = codes
-        self.block_scales = np.ascontiguousarray(np.asarray(scales, dtype=np.float32).T)  # (n_blocks, rows)
-        self.scales = self.block_scales.T                                                 # (rows, n_blocks)
+        self.block_scales = _block_major(scales)                        # (n_blocks, rows)
+        self.scales = self.block_scales.T                               # (rows, n_blocks)
+        self.block_mins = None if mins is None else _block_major(mins)
+        self.mins = None if mins is None else self.block_mins.T
+        self.subtract = bool(subtract)
         self.block = block
+
+    @classmethod
+    def from_codes(cls, codes):
+        """From a formats.quants.codes.Codes of a matrix: codes (rows, n_blocks, block)."""
+        return cls(codes.codes, codes.scales, codes.mins, codes.subtract)
 
     @classmethod
     def from_q8_0(cls, raw, shape):
@@ -171,21 +188,37 @@ class Int8BlockMatrix(BlockMatrix):
     @classmethod
     def fused(cls, matrices):
         """The matrices stacked along their rows when their codes lie back to back (as wq, wk, wv
-        do in a GGUF): the codes stay a view, the small scales are copied. Else None."""
-        if not all(isinstance(m, cls) and m.block == matrices[0].block for m in matrices):
+        do in a GGUF) and their blocks and mins are alike: the codes stay a view, the small
+        scales and mins are copied. Else None."""
+        first = matrices[0]
+        if not all(isinstance(m, cls) and (m.block, m.mins is None, m.subtract)
+                   == (first.block, first.mins is None, first.subtract) for m in matrices):
             return None
         codes = fused_rows([m.codes for m in matrices])
-        return None if codes is None else cls(codes, np.concatenate([m.scales for m in matrices]))
+        if codes is None:
+            return None
+        mins = None if first.mins is None else np.concatenate([m.mins for m in matrices])
+        return cls(codes, np.concatenate([m.scales for m in matrices]), mins, first.subtract)
 
     def rows(self, start, stop, scratch):
         n = stop - start
-        # One ufunc call: int8 -> float32 cast and the per-block scale, as quant._decode_q8_0.
-        np.multiply(self.scales[start:stop, :, None], self.codes[start:stop],
-                    out=scratch.reshape(n, -1, self.block))
+        # One ufunc call: int8 -> float32 cast and the per-block scale, as Codes.values; the
+        # mins then in a second, in the same order.
+        w = scratch.reshape(n, -1, self.block)
+        np.multiply(self.scales[start:stop, :, None], self.codes[start:stop], out=w)
+        if self.mins is not None:
+            self._min_op(w, self.mins[start:stop, :, None], out=w)
         return scratch
 
     def take(self, ids):
-        return (self.scales[ids, :, None] * self.codes[ids]).reshape(len(ids), -1)
+        w = self.scales[ids, :, None] * self.codes[ids]
+        if self.mins is not None:
+            self._min_op(w, self.mins[ids, :, None], out=w)
+        return w.reshape(len(ids), -1)
+
+    @property
+    def _min_op(self):
+        return np.subtract if self.subtract else np.add
 
     def product(self, x, out, start, stop):
         if x.shape[0] > 1:
@@ -201,33 +234,14 @@ class Int8BlockMatrix(BlockMatrix):
             # Block b of every row against block b of x: B matrix-vector products (n, bs) @ (bs,).
             t = np.matmul(q.transpose(1, 0, 2), xb, out=partial[:, :r1 - r0])    # (B, n, 1)
             np.einsum("bo,bo->o", t[:, :, 0], self.block_scales[:, r0:r1], out=out[0, r0:r1])
+        if self.block_mins is not None:
+            sums = np.add.reduce(xb[:, :, 0], axis=1)                             # (B,) block sums of x
+            self._min_op(out[0, start:stop], sums @ self.block_mins[:, start:stop], out=out[0, start:stop])
 
     def _arrays(self):
-        return self.codes, self.block_scales
+        return (self.codes, self.block_scales) + (() if self.block_mins is None else (self.block_mins,))
 
 
-class GGMLBlockMatrix(BlockMatrix):
-    """Any other ggml type formats.quant decodes (Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q6_K, F16, BF16):
-    the tensor's bytes (rows, row_bytes) stay as they are (a view into the file) and each chunk
-    is decoded by formats.quant.dequantize_rows."""
-
-    def __init__(self, raw, ggml_type, shape):
-        super().__init__(shape)
-        self.raw = raw.reshape(self.shape[0], -1).view(np.uint8)             # (rows, row_bytes)
-        self.type = GGMLType(ggml_type)
-
-    def rows(self, start, stop, scratch):
-        return quant.dequantize_rows(self.raw[start:stop], self.type, self.shape[1])
-
-    def take(self, ids):
-        return quant.dequantize_rows(self.raw[ids], self.type, self.shape[1])
-
-    def _arrays(self):
-        return (self.raw,)
-
-
-def block_matrix(tensor):
-    """The BlockMatrix for a 2-D GGUF tensor of a non-F32 type (formats.gguf.Tensor)."""
-    if tensor.type == GGMLType.Q8_0:
-        return Int8BlockMatrix.from_q8_0(tensor.data, tensor.shape)
-    return GGMLBlockMatrix(tensor.data, tensor.type, tensor.shape)
+def _block_major(per_row):
+    """(rows, n_blocks) -> a contiguous float32 (n_blocks, rows) copy."""
+    return np.ascontiguousarray(np.asarray(per_row, dtype=np.float32).T)

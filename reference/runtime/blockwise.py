@@ -10,11 +10,15 @@ OpenBLAS's sgemv (`x @ w.T`) reached 13 GB/s and np.einsum 25 (the 32000 x 288 c
 caches); T > 1 is a real matrix product and goes to BLAS sgemm.
 
 Compressed weights: a Q8_0 GGUF holds int8 codes with one float16 scale per block of 32 (W = d * q,
-formats/quant.py); expanding every matrix to float32 at load would take ~3.8x the file's size. A
-BlockMatrix keeps the stored form and works through an L2-sized chunk of rows at a time:
+formats/quant.py); expanding every matrix to float32 at load would take ~3.8x the file's size.
+Every other quantized type is, per block of 16, 32 or 256, small integer codes times one scale
+(plus a min for some): formats/quants/codes.py reads each that way, and load.py transcodes each
+matrix into that form once. A BlockMatrix keeps it and works through an L2-sized chunk of rows
+at a time:
 
     one token:  t[b, o] = sum_j q[o, b, j] x[b, j]       codes cast to float32 in a scratch, then
                 out[o]  = sum_b d[o, b] t[b, o]           one batched matmul over the blocks
+                        (+ or - sum_b m[o, b] s[b])       mins m: s[b] = sum_j x[b, j], once a call
     T tokens:   W[r0:r1] = d[r0:r1, :, None] * q[r0:r1]   dequantized in the scratch (exactly
                 out[:, r0:r1] = x @ W[r0:r1].T            formats.quant's values), then BLAS
 
@@ -201,20 +205,25 @@ class Int8BlockMatrix(BlockMatrix):
         return cls(codes, np.concatenate([m.scales for m in matrices]), mins, first.subtract)
 
     def rows(self, start, stop, scratch):
-        n = stop - start
         # One ufunc call: int8 -> float32 cast and the per-block scale, as Codes.values; the
         # mins then in a second, in the same order.
-        w = scratch.reshape(n, -1, self.block)
-        np.multiply(self.scales[start:stop, :, None], self.codes[start:stop], out=w)
-        if self.mins is not None:
-            self._min_op(w, self.mins[start:stop, :, None], out=w)
+        self._weights(self.codes[start:stop], self.scales[start:stop], self.mins, slice(start, stop),
+                      scratch.reshape(stop - start, -1, self.block))
         return scratch
 
     def take(self, ids):
-        w = self.scales[ids, :, None] * self.codes[ids]
-        if self.mins is not None:
-            self._min_op(w, self.mins[ids, :, None], out=w)
-        return w.reshape(len(ids), -1)
+        w = np.empty((len(ids), *self.codes.shape[1:]), dtype=np.float32)
+        return self._weights(self.codes[ids], self.scales[ids], self.mins, ids, w).reshape(len(ids), -1)
+
+    def _weights(self, codes, scales, mins, which, out):
+        """out = scales * codes (+ or - mins[which]), (n, n_blocks, block); an infinite or NaN
+        scale gives what that arithmetic gives (inf * 0 is NaN), without a warning, as
+        formats.quant.dequantize."""
+        with np.errstate(invalid="ignore", over="ignore"):
+            np.multiply(scales[:, :, None], codes, out=out)
+            if mins is not None:
+                self._min_op(out, mins[which][:, :, None], out=out)
+        return out
 
     @property
     def _min_op(self):

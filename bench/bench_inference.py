@@ -53,24 +53,31 @@ def model_args(dim):
             "vocab_size": 32000, "hidden_dim": None, "max_seq_len": MAX_SEQ_LEN}
 
 
+def random_weights(args, seed):
+    """llama2.c-named weights: matrices N(0, 1/fan_in) float32, norm gains 1."""
+    from formats.spec import weight_shapes
+
+    rng = np.random.default_rng(seed)
+    weights = {}
+    for name, shape in weight_shapes(args).items():
+        if len(shape) == 1:
+            weights[name] = np.ones(shape, dtype=np.float32)
+        else:
+            weights[name] = rng.standard_normal(shape, dtype=np.float32)
+            weights[name] *= np.float32(1 / np.sqrt(shape[1]))
+    return weights
+
+
 def write_models(folder, dims, dtypes, tokenizer_model):
     """{(dim, dtype): path} of GGUFs with random N(0, 1/fan_in) weights and Llama 2's vocabulary."""
     from formats import gguf, mapping, spm
     from formats.spec import ModelArgs
-    from formats.spec import weight_shapes
 
     vocab = spm.read(tokenizer_model).vocab
     paths = {}
     for dim in dims:
         args = ModelArgs(**{k: v for k, v in model_args(dim).items() if v is not None})
-        rng = np.random.default_rng(dim)
-        weights = {}
-        for name, shape in weight_shapes(args).items():
-            if len(shape) == 1:
-                weights[name] = np.ones(shape, dtype=np.float32)
-            else:
-                scale = np.float32(1 / np.sqrt(shape[1]))
-                weights[name] = rng.standard_normal(shape, dtype=np.float32) * scale
+        weights = random_weights(args, seed=dim)
         for dtype in dtypes:
             path = Path(folder) / f"d{dim}_{dtype}.gguf"
             gguf.write(mapping.to_gguf(weights, args, vocab, dtype=dtype), path)
@@ -98,9 +105,11 @@ def numpy_prefill_seconds(model, tokens):
 
 
 class NumpyRunner:
+    fast = True
+
     def __init__(self, path, threads):
         from reference.runtime.load import load_model
-        self.model = load_model(path, fast=True, threads=threads)
+        self.model = load_model(path, fast=self.fast, threads=threads)
 
     def decode(self, n):
         return numpy_decode_seconds(self.model, n)
@@ -131,7 +140,12 @@ class LlamaCppRunner:
         return time.perf_counter() - start
 
 
-RUNNERS = {"numpy": NumpyRunner, "llama.cpp": LlamaCppRunner}
+class PlainRunner(NumpyRunner):
+    """reference/model.py's Llama: matrices dequantized to float32 at load."""
+    fast = False
+
+
+RUNNERS = {"numpy": NumpyRunner, "numpy-plain": PlainRunner, "llama.cpp": LlamaCppRunner}
 
 
 def worker(impl, path, threads):
@@ -184,18 +198,21 @@ class Worker:
         self.proc.wait()
 
 
-def compare(path, threads, runs, decode_tokens, prompt, impls):
-    """{impl: {"decode": tok/s, "prefill": tok/s}} with the runs of all impls interleaved."""
+def compare(path, threads, runs, decode_tokens, prompt, impls, ops=("decode", "prefill")):
+    """{impl: {op: tok/s}} for ops "decode" and "prefill", with the runs of all impls interleaved."""
     workers = [Worker(impl, path, threads) for impl in impls]
-    times = {w.impl: {"decode": [], "prefill": []} for w in workers}
+    times = {w.impl: {op: [] for op in ops} for w in workers}
+    requests = {"decode": ({"n": 8}, {"n": decode_tokens}, decode_tokens),
+                "prefill": ({"tokens": prompt}, {"tokens": prompt}, len(prompt))}
     try:
         for w in workers:                                  # warm-up: caches, page faults, JIT-free
-            w.ask(op="decode", n=8)
-            w.ask(op="prefill", tokens=prompt)
+            for op in ops:
+                w.ask(op=op, **requests[op][0])
         for _ in range(runs):
             for w in workers:
-                times[w.impl]["decode"].append(decode_tokens / w.ask(op="decode", n=decode_tokens))
-                times[w.impl]["prefill"].append(len(prompt) / w.ask(op="prefill", tokens=prompt))
+                for op in ops:
+                    _, request, n_tokens = requests[op]
+                    times[w.impl][op].append(n_tokens / w.ask(op=op, **request))
     finally:
         for w in workers:
             w.close()

@@ -1,6 +1,6 @@
 """Every benchmark in one command: each figure a ratio against a peer measured in the same run.
 
-    python bench/run.py [--quick] [--threads 2] [--skip train ...]
+    python bench/run.py [--quick] [--threads 2] [--skip train ...] [--tinyllama]
 
 1. inference (bench_inference.py): NumPy fast path vs llama.cpp on the same GGUF and thread count,
    decode and prefill tok/s at f32 and q8_0 for dim 288/6 layers, 512/8, 768/12; decode at 1 vs N
@@ -9,7 +9,9 @@
    bench_gguf.py (GGUF open: ours vs gguf-py), bench_quant.py (Q8_0 quantize: ours vs gguf-py),
    bench_tokenizer.py (encode: ours vs sentencepiece), bench_train.py (training tok/s and MFU vs a
    llama2.c-style baseline), bench_fast_variants.py (each fast-path choice vs the same model
-   without it).
+   without it), bench_quant_types.py (every type llama.cpp quantizes to: decode vs our Q8_0,
+   fast vs plain prefill, vs llama.cpp; seed config and the nearest shape every type fits);
+3. with --tinyllama, bench_quant_types.py at TinyLlama-1.1B's shape (f32, Q8_0, Q4_K_M; peak RSS).
 --quick shortens every part (fewer runs, dim 288 only, 64 decode tokens); numbers are then rougher.
 Exits 1 if any part failed (after running the others).
 """
@@ -34,7 +36,11 @@ SCRIPTS = {
     "tokenizer": ("bench_tokenizer.py", [], ["--runs", "2"]),
     "train": ("bench_train.py", [], ["--steps", "2"]),
     "variants": ("bench_fast_variants.py", ["--runs", "5"], ["--runs", "2", "--sizes", "288"]),
+    "quant-types": ("bench_quant_types.py", [], ["--runs", "1", "--shape", "seed", "--types", "F32", "Q8_0",
+                                                 "Q4_K_M", "Q6_K"]),
 }
+# The 1.1B shape: only with --tinyllama (a 4.4 GB f32 file and ~10 GB of memory).
+TINYLLAMA = ("bench_quant_types.py", ["--shape", "tinyllama", "--rss"], ["--shape", "tinyllama", "--runs", "1"])
 
 
 def cpu_name():
@@ -54,7 +60,7 @@ def section(title):
 
 def run_script(name, quick, threads):
     """Run one bench script in its own process with the thread pools pinned; True if it passed."""
-    script, full_args, quick_args = SCRIPTS[name]
+    script, full_args, quick_args = TINYLLAMA if name == "tinyllama" else SCRIPTS[name]
     cmd = [sys.executable, str(HERE / script), *(quick_args if quick else full_args)]
     section(f"{script} {' '.join(quick_args if quick else full_args)}".strip())
     start = time.perf_counter()
@@ -69,6 +75,9 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=2, help="threads for every part (default 2)")
     parser.add_argument("--skip", nargs="*", default=[], choices=["inference", *SCRIPTS],
                         help="parts to leave out")
+    parser.add_argument("--tinyllama", action="store_true",
+                        help="also the TinyLlama-1.1B shape: f32, Q8_0, Q4_K_M vs llama.cpp, peak RSS "
+                             "(bench_quant_types.py; ~6.5 GB of disk, ~10 GB of memory, ~15 minutes)")
     args = parser.parse_args(argv)
 
     print(f"{cpu_name()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
@@ -82,7 +91,7 @@ def main(argv=None):
         except Exception as exc:       # report and go on with the other parts
             print(f"inference benchmark failed: {type(exc).__name__}: {exc}")
             failed.append("inference")
-    for name in SCRIPTS:
+    for name in [*SCRIPTS, *(["tinyllama"] if args.tinyllama else [])]:
         if name not in args.skip and not run_script(name, args.quick, args.threads):
             failed.append(name)
     if failed:

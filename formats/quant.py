@@ -56,9 +56,10 @@ import numpy as np
 
 from formats.ggml import BLOCK, GGMLType, row_nbytes
 from formats.quants import kquants, lattice, lookup, ternary
+from formats.quants.codes import Codes, grouped
 from formats.quants.fields import f16, field
 
-__all__ = ["quantize", "dequantize", "dequantize_rows"]
+__all__ = ["quantize", "dequantize", "dequantize_rows", "codes_rows", "CODES"]
 
 # Work through a tensor this many elements (2 MiB of float32) at a time: a chunk's temporaries
 # stay in the CPU cache; one pass over a 15M-value tensor made Q8_0 about half as fast.
@@ -126,6 +127,35 @@ def dequantize_rows(raw_rows, ggml_type, n):
     The piece a blockwise matmul needs: a few rows of a memory-mapped weight at a time.
     """
     return dequantize(raw_rows, ggml_type, (*raw_rows.shape[:-1], n))
+
+
+def codes_rows(raw_rows, ggml_type, n):
+    """Rows of bytes (rows, row_bytes) holding n elements each, of a type in CODES -> their Codes
+    (formats/quants/codes.py): codes (rows, n // group, group) int8, scales and mins (rows, n // group)
+    float32, whose `values` are dequantize_rows' floats bit for bit.
+
+    The whole input is unpacked at once (temporaries a few times the codes' size): pass a few
+    rows at a time, as reference/runtime/load.py does.
+    >>> c = codes_rows(np.frombuffer(bytes([0x00, 0x3c]) + bytes(range(0, 256, 17)), np.uint8)[None],
+    ...                GGMLType.Q4_0, 32)
+    >>> c.codes[0, 0, :4], c.scales
+    (array([-8, -7, -6, -5], dtype=int8), array([[1.]], dtype=float32))
+    """
+    ggml_type = GGMLType(ggml_type)
+    if ggml_type not in CODES:
+        raise ValueError(f"{ggml_type.name} is not stored as codes and scales; types: {_names(CODES)}")
+    group, read = CODES[ggml_type]
+    n_rows = raw_rows.shape[0]
+    data = np.ascontiguousarray(raw_rows).view(np.uint8)
+    if data.size != n_rows * row_nbytes(ggml_type, n):
+        raise ValueError(f"{ggml_type.name} rows of {n} elements take {row_nbytes(ggml_type, n)} bytes "
+                         f"each, got {data.size} bytes for {n_rows} rows")
+    blocks = data.reshape(-1, BLOCK[ggml_type][1])
+    with np.errstate(invalid="ignore", over="ignore"):          # as dequantize: inf * 0 is NaN
+        c = read(blocks)
+    mins = None if c.mins is None else c.mins.reshape(n_rows, n // group)
+    return Codes(c.codes.reshape(n_rows, n // group, group), c.scales.reshape(n_rows, n // group),
+                 mins, c.subtract)
 
 
 def _names(table):
@@ -263,8 +293,8 @@ def _encode_q5_1(blocks, out):
     out[:, 8:] = _pack_nibbles(q)
 
 
-# Decoders fill out (n_blocks, block_size) float32 from blocks (n_blocks, type_size) uint8, with
-# the products in ggml's order: (d * sc) * q, then - (dmin * mn) or + m.
+# Decoders fill out (n_blocks, block_size) float32 from blocks (n_blocks, type_size) uint8. The
+# quantized types are read as Codes (formats/quants/codes.py) whose `values` do ggml's arithmetic.
 
 def _decode_f32(blocks, out):
     out[...] = blocks.view("<f4")
@@ -278,29 +308,26 @@ def _decode_bf16(blocks, out):
     out[...] = (blocks.view("<u2").astype("<u4") << 16).view("<f4")
 
 
-def _decode_q8_0(blocks, out):
-    np.multiply(f16(blocks, 0), blocks[:, 2:].view(np.int8), out=out)
+def _codes_q8_0(blocks):
+    return grouped(blocks[:, 2:], f16(blocks, 0))
 
 
-def _decode_q4_0(blocks, out):
-    q = _unpack_nibbles(blocks[:, 2:]).view(np.int8) - 8
-    np.multiply(f16(blocks, 0), q, out=out)
+def _codes_q4_0(blocks):
+    return grouped(_unpack_nibbles(blocks[:, 2:]).view(np.int8) - 8, f16(blocks, 0))
 
 
-def _decode_q4_1(blocks, out):
-    np.multiply(f16(blocks, 0), _unpack_nibbles(blocks[:, 4:]), out=out)
-    out += f16(blocks, 2)
+def _codes_q4_1(blocks):
+    return grouped(_unpack_nibbles(blocks[:, 4:]), f16(blocks, 0), f16(blocks, 2))
 
 
-def _decode_q5_0(blocks, out):
+def _codes_q5_0(blocks):
     q = (_unpack_nibbles(blocks[:, 6:]) | _unpack_high_bits(blocks[:, 2:6])).view(np.int8) - 16
-    np.multiply(f16(blocks, 0), q, out=out)
+    return grouped(q, f16(blocks, 0))
 
 
-def _decode_q5_1(blocks, out):
+def _codes_q5_1(blocks):
     q = _unpack_nibbles(blocks[:, 8:]) | _unpack_high_bits(blocks[:, 4:8])
-    np.multiply(f16(blocks, 0), q, out=out)
-    out += f16(blocks, 2)
+    return grouped(q, f16(blocks, 0), f16(blocks, 2))
 
 
 _ENCODERS = {
@@ -314,31 +341,42 @@ _ENCODERS = {
     GGMLType.Q5_1: _encode_q5_1,
 }
 
+# The quantized types as Codes: type -> (elements per group sharing one scale, the reader).
+CODES = {
+    GGMLType.Q8_0: (32, _codes_q8_0),
+    GGMLType.Q4_0: (32, _codes_q4_0),
+    GGMLType.Q4_1: (32, _codes_q4_1),
+    GGMLType.Q5_0: (32, _codes_q5_0),
+    GGMLType.Q5_1: (32, _codes_q5_1),
+    GGMLType.Q2_K: (16, kquants.codes_q2_k),
+    GGMLType.Q3_K: (16, kquants.codes_q3_k),
+    GGMLType.Q4_K: (32, kquants.codes_q4_k),
+    GGMLType.Q5_K: (32, kquants.codes_q5_k),
+    GGMLType.Q6_K: (16, kquants.codes_q6_k),
+    GGMLType.IQ4_NL: (32, lookup.codes_iq4_nl),
+    GGMLType.IQ4_XS: (32, lookup.codes_iq4_xs),
+    GGMLType.MXFP4: (32, lookup.codes_mxfp4),
+    GGMLType.NVFP4: (16, lookup.codes_nvfp4),
+    GGMLType.TQ1_0: (256, ternary.codes_tq1_0),
+    GGMLType.TQ2_0: (256, ternary.codes_tq2_0),
+    GGMLType.IQ2_XXS: (32, lattice.codes_iq2_xxs),
+    GGMLType.IQ2_XS: (16, lattice.codes_iq2_xs),
+    GGMLType.IQ2_S: (16, lattice.codes_iq2_s),
+    GGMLType.IQ3_XXS: (32, lattice.codes_iq3_xxs),
+    GGMLType.IQ3_S: (32, lattice.codes_iq3_s),
+    GGMLType.IQ1_S: (32, lattice.codes_iq1_s),
+    GGMLType.IQ1_M: (16, lattice.codes_iq1_m),
+}
+
+
+def _decoder(read):
+    """The decoder of a type read as Codes: its values, written into out."""
+    return lambda blocks, out: read(blocks).values(out)
+
+
 _DECODERS = {
     GGMLType.F32: _decode_f32,
     GGMLType.F16: _decode_f16,
     GGMLType.BF16: _decode_bf16,
-    GGMLType.Q8_0: _decode_q8_0,
-    GGMLType.Q4_0: _decode_q4_0,
-    GGMLType.Q4_1: _decode_q4_1,
-    GGMLType.Q5_0: _decode_q5_0,
-    GGMLType.Q5_1: _decode_q5_1,
-    GGMLType.Q2_K: kquants.decode_q2_k,
-    GGMLType.Q3_K: kquants.decode_q3_k,
-    GGMLType.Q4_K: kquants.decode_q4_k,
-    GGMLType.Q5_K: kquants.decode_q5_k,
-    GGMLType.Q6_K: kquants.decode_q6_k,
-    GGMLType.IQ4_NL: lookup.decode_iq4_nl,
-    GGMLType.IQ4_XS: lookup.decode_iq4_xs,
-    GGMLType.MXFP4: lookup.decode_mxfp4,
-    GGMLType.NVFP4: lookup.decode_nvfp4,
-    GGMLType.TQ1_0: ternary.decode_tq1_0,
-    GGMLType.TQ2_0: ternary.decode_tq2_0,
-    GGMLType.IQ2_XXS: lattice.decode_iq2_xxs,
-    GGMLType.IQ2_XS: lattice.decode_iq2_xs,
-    GGMLType.IQ2_S: lattice.decode_iq2_s,
-    GGMLType.IQ3_XXS: lattice.decode_iq3_xxs,
-    GGMLType.IQ3_S: lattice.decode_iq3_s,
-    GGMLType.IQ1_S: lattice.decode_iq1_s,
-    GGMLType.IQ1_M: lattice.decode_iq1_m,
+    **{ggml_type: _decoder(read) for ggml_type, (_, read) in CODES.items()},
 }

@@ -4,7 +4,8 @@
 
     {"ok": bool,                       every check passed
      "model": "path/to/MODEL",
-     "dtype": "q8_0",                  the file's matrix type: f32 f16 bf16 q8_0 q4_0, or int8 (llama2.c v2)
+     "dtype": "q8_0",                  the file's matrix type (f32 f16 bf16 q8_0 q4_0 q4_k ..., int8 for
+                                       llama2.c v2), or its types joined by "+" ("q4_k+q6_k")
      "implementations": ["torch", "numpy", "llama.cpp"],     those that loaded, reference first
                                        (on a Hugging Face folder: transformers, not llama.cpp)
      "checks": [{"name": "logits/thai",             config | load | tokenizer/P | logits/P | greedy/P

@@ -2,11 +2,10 @@
 the prompts through each, and collect the rows into a Report."""
 
 from llama2_scratch.model_files import KIND_NAMES, open_checkpoint, open_model
-from parity import LLAMA_CPP, NUMPY, SENTENCEPIECE, TRANSFORMERS, checks, tokenizers
+from parity import LLAMA_CPP, NUMPY, SENTENCEPIECE, TRANSFORMERS, checks, thresholds, tokenizers
 from parity.backends import FAILURES, LlamaCppBackend, NumpyBackend, TorchBackend, TransformersBackend
 from parity.prompts import FULL_CONTEXT, GREEDY_TOKENS, greedy_prompt, prompt_texts
 from parity.report import Report
-from parity.thresholds import VS_TORCH
 
 
 def run_verify(model_path, ckpt_path=None, use_llama_cpp=False, tokenizer_path=None, threads=None):
@@ -18,7 +17,7 @@ def run_verify(model_path, ckpt_path=None, use_llama_cpp=False, tokenizer_path=N
     this command exists to report.
     """
     model_file = open_model(model_path)
-    dtype = _file_dtype(model_file)
+    dtype = thresholds.file_dtype(model_file.dtypes)
     notes = []
     use_transformers = _transformers_runs(model_file, notes)
     _check_request(model_file, dtype, ckpt_path, use_llama_cpp, use_transformers)
@@ -50,14 +49,6 @@ def run_verify(model_path, ckpt_path=None, use_llama_cpp=False, tokenizer_path=N
     return Report(model_file.path, dtype, args, [b.name for b in backends], rows, notes)
 
 
-def _file_dtype(model_file):
-    """The dtype thresholds are looked up by: the one type of the file's matrices."""
-    if len(model_file.dtypes) != 1:
-        raise ValueError(f"{model_file.path}: matrices of several types ({[d.upper() for d in model_file.dtypes]}); "
-                         "verify has thresholds for one type per file")
-    return model_file.dtypes[0]
-
-
 def _transformers_runs(model_file, notes):
     """Whether transformers runs MODEL: a Hugging Face folder, with transformers (and torch)
     installed. On a folder `notes` says why llama.cpp does not run, and transformers when not."""
@@ -76,8 +67,9 @@ def _transformers_runs(model_file, notes):
 
 def _check_request(model_file, dtype, ckpt_path, use_llama_cpp, use_transformers):
     """ValueError (exit status 2) for a request that cannot run at all."""
-    if dtype not in VS_TORCH:
-        raise ValueError(f"{model_file.path}: no verify thresholds for {dtype} (have {', '.join(VS_TORCH)})")
+    if thresholds.missing(dtype):
+        raise ValueError(f"{model_file.path}: no verify thresholds for {', '.join(thresholds.missing(dtype))} "
+                         f"(have {', '.join(thresholds.VS_TORCH)})")
     if use_llama_cpp and model_file.kind != "gguf":
         raise ValueError(f"--llama-cpp: {model_file.path} is {KIND_NAMES[model_file.kind]}; "
                          "llama.cpp reads GGUF only")

@@ -49,16 +49,19 @@ def c_dequantize(raw, ggml_type):
     return out
 
 
-def quantize_model(src, dst, ftype, imatrix_tensors=(), tensor_type=None):
+def quantize_model(src, dst, ftype, imatrix_tensors=(), tensor_type=None, pure=False, threads=1):
     """llama_model_quantize(src -> dst) to llama_ftype `ftype` (an int); returns its status (0 ok).
 
     imatrix_tensors: (name, n_columns) of the matrices to give an importance matrix of all ones
     (every column equally important): the very-low-bit types need one. tensor_type: a ggml type
     id for the token embedding and the output matrix (how llama.cpp makes types no ftype picks).
+    pure: every matrix in the ftype's main type (no mix of types for some layers); a matrix whose
+    rows do not divide into that type's blocks still gets llama.cpp's fallback type. threads:
+    llama.cpp's quantizing threads.
     """
     lc = llama_cpp()
     params = lc.llama_model_quantize_default_params()
-    params.ftype, params.nthread = ftype, 1
+    params.ftype, params.nthread, params.pure = ftype, threads, pure
     if tensor_type is not None:
         params.token_embedding_type = params.output_tensor_type = int(tensor_type)
     ones = [(ctypes.c_float * n)(*[1.0] * n) for _, n in imatrix_tensors]

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 import reference.runtime.fast
 from formats import gguf, llama2c, mapping, quant
 from formats.ggml import GGMLType
-from reference.runtime.blockwise import BlockMatrix, GGMLBlockMatrix, Int8BlockMatrix, block_matrix, fused_rows
+from reference.runtime.blockwise import BlockMatrix, Int8BlockMatrix, fused_rows
 from formats.spec import ModelArgs
 from reference.runtime.fast import FastLlama
 from reference.generate import generate
@@ -169,14 +169,16 @@ def _root(array):
 def test_int8_block_rows_are_exactly_the_dequantized_weights():
     x = np.random.default_rng(0).standard_normal((70, 96), dtype=np.float32)
     raw = quant.quantize(x, GGMLType.Q8_0)
-    m = Int8BlockMatrix.from_q8_0(raw, x.shape)
+    m = Int8BlockMatrix.from_codes(quant.codes_rows(raw, GGMLType.Q8_0, x.shape[1]))
     expected = quant.dequantize(raw, GGMLType.Q8_0, x.shape)
     np.testing.assert_array_equal(m.rows(0, 70, np.empty((70, 96), np.float32)), expected)
     np.testing.assert_array_equal(m.take(np.array([3, 0, 69])), expected[[3, 0, 69]])
-    assert np.shares_memory(m.codes, raw)                            # codes: a view, not a copy
+    # The codes are the file's int8 codes, stored block-major (n_blocks, 32, rows) (issue 15).
+    stored = raw.reshape(70, 3, 34)[:, :, 2:].view(np.int8)
+    np.testing.assert_array_equal(m.codes, stored.transpose(1, 2, 0))
 
 
-@pytest.mark.parametrize("ggml_type", [GGMLType.Q8_0, GGMLType.Q4_0, GGMLType.Q5_1, GGMLType.F16])
+@pytest.mark.parametrize("ggml_type", [GGMLType.Q8_0, GGMLType.Q4_0, GGMLType.Q5_1])
 def test_chunked_matmul_equals_a_matmul_with_the_dequantized_matrix(ggml_type, monkeypatch):
     rng = np.random.default_rng(1)
     w = rng.standard_normal((300, 64), dtype=np.float32)
@@ -184,8 +186,8 @@ def test_chunked_matmul_equals_a_matmul_with_the_dequantized_matrix(ggml_type, m
     raw = quant.quantize(w, ggml_type)
     tensor = gguf.Tensor("t", ggml_type, w.shape, raw)
     monkeypatch.setattr("reference.runtime.blockwise.CHUNK_ELEMENTS", 64 * 7)      # 43 chunks of 7 rows
-    m = block_matrix(tensor)
-    assert isinstance(m, Int8BlockMatrix if ggml_type == GGMLType.Q8_0 else GGMLBlockMatrix)
+    # Every quantized type is transcoded to int8 codes and block scales (+ mins) (issue 15).
+    m = Int8BlockMatrix.from_codes(quant.codes_rows(raw, ggml_type, 64))
     assert m.chunk_rows == 7
     expected = x @ tensor.to_float32().T
     # The same float32 weights in another summation order per chunk: a few ulps of the outputs.
@@ -242,7 +244,7 @@ def test_q8_0_model_never_holds_its_weights_in_float32(tmp_path, monkeypatch):
     tokens = np.arange(16)
     fast_peak = peak_of(lambda: load_model(path, fast=True).forward(tokens))
     plain_peak = peak_of(lambda: load_model(path).forward(tokens))
-    # Allowed: the int8 codes (1/4 of the float32 size: read_q8_0 gathers them from the file), the
+    # Allowed: the int8 codes (1/4 of the float32 size: load.read_codes gathers them from the file), the
     # float32 block scales (1/8, briefly twice while they are transposed), a chunk of scratch,
     # activations and the KV cache. Measured 0.37 here; the plain path 1.03.
     assert fast_peak < 0.5 * f32_bytes, f"{fast_peak / 1e6:.1f} MB traced vs {f32_bytes / 1e6:.1f} MB of f32 weights"
@@ -250,8 +252,8 @@ def test_q8_0_model_never_holds_its_weights_in_float32(tmp_path, monkeypatch):
 
 
 def test_q8_0_read_from_the_file_equals_the_blocks_in_the_map(tmp_path):
-    """load.read_q8_0 gathers codes and scales through the file: the same numbers as the
-    zero-copy view of the mapped blocks, with wq|wk|wv and w1|w3 sharing one array (fused)."""
+    """load.read_codes gathers codes and scales through the file: the same numbers as the mapped
+    blocks read by formats.quant.codes_rows, with wq|wk|wv and w1|w3 sharing one array (fused)."""
     args, weights = CONFIGS["gqa-untied"], random_weights(CONFIGS["gqa-untied"], seed=8)
     path = write_gguf(args, weights, tmp_path / "m.gguf", "q8_0")
     model = load_model(path, fast=True)
@@ -259,10 +261,11 @@ def test_q8_0_read_from_the_file_equals_the_blocks_in_the_map(tmp_path):
     for name, got in [("layers.1.attention.wk.weight", model.layers[1].wk),
                       ("layers.2.feed_forward.w3.weight", model.layers[2].w3),
                       ("output.weight", model.output)]:
-        mapped = Int8BlockMatrix.from_q8_0(tensors[name].data, tensors[name].shape)
+        tensor = tensors[name]
+        mapped = Int8BlockMatrix.from_codes(quant.codes_rows(tensor.data, GGMLType.Q8_0, tensor.shape[1]))
         np.testing.assert_array_equal(got.codes, mapped.codes)
         np.testing.assert_array_equal(got.scales, mapped.scales)
-        assert got.codes.flags.c_contiguous
+        assert got.codes.strides[-1] == 1         # gathered: each block's codes one run over the rows
     layer = model.layers[0]
     assert np.shares_memory(layer.wqkv.codes, layer.wv.codes) and np.shares_memory(layer.w13.codes, layer.w1.codes)
 

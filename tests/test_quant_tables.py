@@ -51,8 +51,9 @@ def test_ksigns_are_gguf_pys_and_have_an_even_number_of_minus_signs():
 
 
 def test_iq1_shifted_grid_is_grid_plus_delta():
-    np.testing.assert_array_equal(lattice.IQ1_SHIFTED[0], lattice.IQ1_GRID + np.float32(0.125))
-    np.testing.assert_array_equal(lattice.IQ1_SHIFTED[1], lattice.IQ1_GRID - np.float32(0.125))
+    shifted = lattice.IQ1_CODES / np.float32(8)            # the codes are 8 * (grid + delta)
+    np.testing.assert_array_equal(shifted[0], lattice.IQ1_GRID + np.float32(0.125))
+    np.testing.assert_array_equal(shifted[1], lattice.IQ1_GRID - np.float32(0.125))
 
 
 def test_iq4_nl_values_are_gguf_pys():

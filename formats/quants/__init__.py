@@ -7,10 +7,11 @@ docstring gives its types' byte layouts and formulas.
   lattice.py   IQ2_XXS IQ2_XS IQ2_S IQ3_XXS IQ3_S IQ1_S IQ1_M
                                              indices into grids of 4 or 8 values, with signs
   tables.py    the grids and IQ4_NL's values: stored data (what cannot be derived)
+  codes.py     Codes: every quantized type as int8 codes times a scale per group (+ a min)
   fields.py    reading a block's fields
 
-formats.quant is the public API (quantize, dequantize, dequantize_rows); it dispatches here.
-Every decoder fills out (n_blocks, block_size) float32 from blocks (n_blocks, type_size) uint8,
-all in float32 with ggml's order of operations, so the floats are bit-identical to gguf-py's
-(tests/test_quant_types.py).
+formats.quant is the public API (quantize, dequantize, dequantize_rows, codes_rows); it
+dispatches here. Each type's reader `codes_<type>(blocks)` takes blocks (n_blocks, type_size)
+uint8 and returns their Codes; its `values` are the floats, all in float32 with ggml's order of
+operations, so they are bit-identical to gguf-py's (tests/test_quant_types.py).
 """

@@ -40,12 +40,14 @@ Q6_K  256 elements, 210 bytes: 16 groups of 16, x = (d * sc[e // 16]) * (q - 32)
       [208:210] d    '<f2'
 
 The products are float32 in ggml's order: the scale d * sc first, then times q, then the min
-subtracted. A NaN or infinite d or dmin gives what that arithmetic gives (inf * 0 is NaN), as in
-ggml and gguf-py.
+subtracted; each type is read as Codes (codes.py) of one float32 d * sc (and dmin * mn) per
+sub-block, which `Codes.values` multiplies in that order. A NaN or infinite d or dmin gives what
+that arithmetic gives (inf * 0 is NaN), as in ggml and gguf-py.
 """
 
 import numpy as np
 
+from formats.quants.codes import grouped
 from formats.quants.fields import bit_planes, crumbs, f16, nibbles
 
 
@@ -70,28 +72,24 @@ def _crumb_codes(qs):
     return crumbs(qs.reshape(n * 2, 32)).reshape(n, 256)   # per half: [k, l]
 
 
-def decode_q2_k(blocks, out):
-    n = blocks.shape[0]
+def codes_q2_k(blocks):
     scales = blocks[:, :16]
-    scale = (f16(blocks, 80) * (scales & 15))[:, :, None]           # (n, 16, 1)
-    offset = (f16(blocks, 82) * (scales >> 4))[:, :, None]          # (n, 16, 1)
-    q = _crumb_codes(blocks[:, 16:80]).reshape(n, 16, 16)
-    np.subtract(scale * q, offset, out=out.reshape(n, 16, 16))
+    return grouped(_crumb_codes(blocks[:, 16:80]), f16(blocks, 80) * (scales & 15),
+                   f16(blocks, 82) * (scales >> 4), subtract=True)
 
 
-def decode_q3_k(blocks, out):
+def codes_q3_k(blocks):
     n = blocks.shape[0]
-    scale = (f16(blocks, 108) * _q3_k_scales(blocks[:, 96:108]))[:, :, None]   # (n, 16, 1)
     low = _crumb_codes(blocks[:, 32:96]).view(np.int8)                          # (n, 256)
     high = bit_planes(blocks[:, :32]).reshape(n, 256).view(np.int8)             # [bit, l]
     q = low - 4 + 4 * high                                                      # -4 .. 3
-    np.multiply(scale, q.reshape(n, 16, 16), out=out.reshape(n, 16, 16))
+    return grouped(q, f16(blocks, 108) * _q3_k_scales(blocks[:, 96:108]))
 
 
-def _k4_scale_offset(blocks):
-    """Q4_K/Q5_K's (d * sc) and (dmin * mn) per sub-block of 32, (n, 8, 1) float32 each."""
+def _k4_scale_min(blocks):
+    """Q4_K/Q5_K's (d * sc) and (dmin * mn) per sub-block of 32, (n, 8) float32 each."""
     sc, mn = _k4_scales(blocks[:, 4:16])
-    return (f16(blocks, 0) * sc)[:, :, None], (f16(blocks, 2) * mn)[:, :, None]
+    return f16(blocks, 0) * sc, f16(blocks, 2) * mn
 
 
 def _k4_low_bits(qs):
@@ -100,23 +98,20 @@ def _k4_low_bits(qs):
     return nibbles(qs.reshape(n * 4, 32)).reshape(n, 8, 32)
 
 
-def decode_q4_k(blocks, out):
-    n = blocks.shape[0]
-    scale, offset = _k4_scale_offset(blocks)
-    np.subtract(scale * _k4_low_bits(blocks[:, 16:]), offset, out=out.reshape(n, 8, 32))
+def codes_q4_k(blocks):
+    scale, dmin = _k4_scale_min(blocks)
+    return grouped(_k4_low_bits(blocks[:, 16:]), scale, dmin, subtract=True)
 
 
-def decode_q5_k(blocks, out):
-    n = blocks.shape[0]
-    scale, offset = _k4_scale_offset(blocks)
+def codes_q5_k(blocks):
+    scale, dmin = _k4_scale_min(blocks)
     q = _k4_low_bits(blocks[:, 48:]) | bit_planes(blocks[:, 16:48]) << 4   # (n, 8, 32)
-    np.subtract(scale * q, offset, out=out.reshape(n, 8, 32))
+    return grouped(q, scale, dmin, subtract=True)
 
 
-def decode_q6_k(blocks, out):
+def codes_q6_k(blocks):
     n = blocks.shape[0]
     low = nibbles(blocks[:, :128].reshape(n * 2, 64))      # per half: [k // 2, 32 (k % 2) + l]
     high = crumbs(blocks[:, 128:192].reshape(n * 2, 32))   # per half: [k, l]
     q = (low.reshape(n * 2, 4, 32) | high << 4).view(np.int8) - 32
-    scale = (f16(blocks, 208) * blocks[:, 192:208].view(np.int8))[:, :, None]   # (n, 16, 1)
-    np.multiply(scale, q.reshape(n, 16, 16), out=out.reshape(n, 16, 16))
+    return grouped(q, f16(blocks, 208) * blocks[:, 192:208].view(np.int8))

@@ -46,14 +46,17 @@ i | parity(i) << 7 (ggml's ksigns_iq2xs): seven stored signs and an eighth that 
 of negative ones even. IQ3_S's levels are 1, 3, ..., 15 and IQ1's -1, 0, 1.
 
 Arithmetic: ggml computes db (or dl) first, in float32 in the order written above, then
-db * grid * sign; here db times the signed grid value, an int8, which is the same float32 for
-every db, NaN and infinities included (a sign flip is exact and NaN * -1 keeps the NaN's bits in
-gguf-py's float product). IQ1's grid + delta is exact, as in ggml. (llama.cpp's compiled C flips
+db * grid * sign; here each type is read as Codes (codes.py): db per group of 16 or 32 times the
+signed grid value, an int8, which is the same float32 for every db, NaN and infinities included
+(a sign flip is exact and NaN * -1 keeps the NaN's bits in gguf-py's float product). IQ1's grid +
+delta (exact, as in ggml) is read as code 8 * grid ± 1 times scale dl / 8: the same products
+(codes.py says why). (llama.cpp's compiled C flips
 the sign bit instead, so where db is NaN its NaNs can differ from gguf-py's and ours in that bit.)
 """
 
 import numpy as np
 
+from formats.quants.codes import grouped
 from formats.quants.fields import BIT_SHIFTS, crumbs, f16, nibbles
 from formats.quants.tables import (IQ1_S_MEMBERS, IQ2_LEVELS, IQ2_S_MEMBERS, IQ2_XS_MEMBERS,
                                    IQ2_XXS_MEMBERS, IQ3_S_MEMBERS, IQ3_XXS_LEVELS, IQ3_XXS_MEMBERS,
@@ -84,8 +87,8 @@ IQ3_S_GRID = _grid(IQ3_S_MEMBERS, range(1, 16, 2), 4)      # (512, 4)
 IQ1_GRID = _grid(IQ1_S_MEMBERS, (-1, 0, 1), 8)             # (2048, 8)
 SIGNS = _sign_patterns()
 KSIGNS = _ksigns()
-# IQ1's grid + delta for both deltas: [0] + 1/8, [1] - 1/8, (2, 2048, 8) float32, exact.
-IQ1_SHIFTED = IQ1_GRID + np.array([0.125, -0.125], dtype=np.float32)[:, None, None]
+# IQ1's grid + delta times 8 for both deltas: [0] 8 * grid + 1, [1] 8 * grid - 1, (2, 2048, 8) int8.
+IQ1_CODES = (8 * IQ1_GRID + np.array([1, -1], dtype=np.int8)[:, None, None]).astype(np.int8)
 
 
 def _iq2_scale(d, s, factor):
@@ -103,60 +106,53 @@ def _nibble_scales(scales):
     return nibbles(scales).transpose(0, 2, 1).reshape(scales.shape[0], -1)
 
 
-def decode_iq2_xxs(blocks, out):
+def codes_iq2_xxs(blocks):
     n = blocks.shape[0]
     words = blocks[:, 2:66].view("<u4").reshape(n, 8, 2)
     b = words[:, :, 1]                                                  # (n, 8)
     index = blocks[:, 2:66].reshape(n, 8, 8)[:, :, :4]                  # bytes of a: (n, 8, 4)
     signed = IQ2_XXS_GRID[index] * _seven_bit_signs(b)                  # (n, 8, 4, 8)
-    db = _iq2_scale(f16(blocks, 0), b >> 28, 0.25)                      # (n, 8)
-    np.multiply(db[:, :, None, None], signed, out=out.reshape(n, 8, 4, 8))
+    return grouped(signed, _iq2_scale(f16(blocks, 0), b >> 28, 0.25))  # db (n, 8)
 
 
-def decode_iq2_xs(blocks, out):
-    n = blocks.shape[0]
+def codes_iq2_xs(blocks):
     q = blocks[:, 2:66].view("<u2")                                     # (n, 32)
     signed = IQ2_XS_GRID[q & 511] * KSIGNS[q >> 9]                      # (n, 32, 8)
-    db = _iq2_scale(f16(blocks, 0), _nibble_scales(blocks[:, 66:74]), 0.25)   # (n, 16)
-    np.multiply(db[:, :, None, None], signed.reshape(n, 16, 2, 8), out=out.reshape(n, 16, 2, 8))
+    return grouped(signed, _iq2_scale(f16(blocks, 0), _nibble_scales(blocks[:, 66:74]), 0.25))
 
 
-def decode_iq2_s(blocks, out):
+def codes_iq2_s(blocks):
     n = blocks.shape[0]
     high = crumbs(blocks[:, 66:74]).transpose(0, 2, 1).reshape(n, 32)  # g = 4 * byte + crumb
     index = blocks[:, 2:34] | high.astype(np.uint16) << 8
     signed = IQ2_S_GRID[index] * SIGNS[blocks[:, 34:66]]               # (n, 32, 8)
-    db = _iq2_scale(f16(blocks, 0), _nibble_scales(blocks[:, 74:82]), 0.25)   # (n, 16)
-    np.multiply(db[:, :, None, None], signed.reshape(n, 16, 2, 8), out=out.reshape(n, 16, 2, 8))
+    return grouped(signed, _iq2_scale(f16(blocks, 0), _nibble_scales(blocks[:, 74:82]), 0.25))
 
 
-def decode_iq3_xxs(blocks, out):
+def codes_iq3_xxs(blocks):
     n = blocks.shape[0]
     b = blocks[:, 66:98].view("<u4")                                    # (n, 8)
     points = IQ3_XXS_GRID[blocks[:, 2:66]].reshape(n, 8, 4, 8)          # two points a group
-    signed = points * _seven_bit_signs(b)
-    db = _iq2_scale(f16(blocks, 0), b >> 28, 0.5)                       # (n, 8)
-    np.multiply(db[:, :, None, None], signed, out=out.reshape(n, 8, 4, 8))
+    return grouped(points * _seven_bit_signs(b), _iq2_scale(f16(blocks, 0), b >> 28, 0.5))
 
 
-def decode_iq3_s(blocks, out):
+def codes_iq3_s(blocks):
     n = blocks.shape[0]
     high = (blocks[:, 66:74, None] >> BIT_SHIFTS & 1).reshape(n, 64)   # p = 8 * byte + bit
     index = blocks[:, 2:66] | high.astype(np.uint16) << 8
     points = IQ3_S_GRID[index].reshape(n, 32, 8)                       # two points a group
-    signed = points * SIGNS[blocks[:, 74:106]]
     db = f16(blocks, 0) * (1 + 2 * _nibble_scales(blocks[:, 106:110]))  # (n, 8)
-    np.multiply(db[:, :, None], signed.reshape(n, 8, 32), out=out.reshape(n, 8, 32))
+    return grouped(points * SIGNS[blocks[:, 74:106]], db)
 
 
-def decode_iq1_s(blocks, out):
+def codes_iq1_s(blocks):
     n = blocks.shape[0]
     h = blocks[:, 34:50].view("<u2")                                    # (n, 8)
     high = h[:, :, None] >> np.array([0, 3, 6, 9], dtype=np.uint16) & 7
     index = blocks[:, 2:34].reshape(n, 8, 4) | high << 8               # (n, 8, 4)
     negative = (h >> 15)[:, :, None]                                   # (n, 8, 1)
     dl = f16(blocks, 0) * (2 * (h >> 12 & 7) + 1)                       # (n, 8)
-    np.multiply(dl[:, :, None, None], IQ1_SHIFTED[negative, index], out=out.reshape(n, 8, 4, 8))
+    return grouped(IQ1_CODES[negative, index], dl * np.float32(0.125))
 
 
 def _iq1_m_d(sc):
@@ -165,12 +161,11 @@ def _iq1_m_d(sc):
     return np.bitwise_or.reduce(bits, axis=1).view("<f2").astype(np.float32)[:, None]
 
 
-def decode_iq1_m(blocks, out):
+def codes_iq1_m(blocks):
     n = blocks.shape[0]
     sc = blocks[:, 48:56].view("<u2")                                   # (n, 4)
     s = (sc[:, :, None] >> np.array([0, 3, 6, 9], dtype=np.uint16) & 7).reshape(n, 16)
     dl = _iq1_m_d(sc) * (2 * s + 1)                                     # (n, 16)
     c = nibbles(blocks[:, 32:48]).transpose(0, 2, 1).reshape(n, 32)    # g = 2 * byte + nibble
     index = blocks[:, :32] | (c & 7).astype(np.uint16) << 8
-    shifted = IQ1_SHIFTED[c >> 3, index]                               # (n, 32, 8)
-    np.multiply(dl[:, :, None, None], shifted.reshape(n, 16, 2, 8), out=out.reshape(n, 16, 2, 8))
+    return grouped(IQ1_CODES[c >> 3, index], dl * np.float32(0.125))  # codes (n, 32, 8)

@@ -35,6 +35,7 @@ Every product is exact in float32 (a scale of at most 4 significant bits times a
 
 import numpy as np
 
+from formats.quants.codes import grouped
 from formats.quants.fields import f16, field, nibbles
 from formats.quants.tables import IQ4_NL_VALUES
 
@@ -70,26 +71,22 @@ def _codes(qs, group):
     return nibbles(qs.reshape(n * m // per, per)).reshape(n, 2 * m)
 
 
-def decode_iq4_nl(blocks, out):
-    np.multiply(f16(blocks, 0), IQ4_NL_TABLE[_codes(blocks[:, 2:], 32)], out=out)
+def codes_iq4_nl(blocks):
+    return grouped(IQ4_NL_TABLE[_codes(blocks[:, 2:], 32)], f16(blocks, 0))
 
 
-def decode_iq4_xs(blocks, out):
+def codes_iq4_xs(blocks):
     n = blocks.shape[0]
     low = nibbles(blocks[:, 4:8]).transpose(0, 2, 1).reshape(n, 8)           # i = 2 * byte + nibble
     high = field(blocks, 2, "<u2")[:, None] >> np.arange(0, 16, 2, dtype=np.uint16) & 3
     scale = f16(blocks, 0) * ((low | high.astype(np.uint8) << 4).view(np.int8) - 32)   # (n, 8)
-    values = IQ4_NL_TABLE[_codes(blocks[:, 8:], 32)].reshape(n, 8, 32)
-    np.multiply(scale[:, :, None], values, out=out.reshape(n, 8, 32))
+    return grouped(IQ4_NL_TABLE[_codes(blocks[:, 8:], 32)], scale)
 
 
-def decode_mxfp4(blocks, out):
+def codes_mxfp4(blocks):
     scale = np.ldexp(np.float32(1), blocks[:, :1].astype(np.int32) - 128)      # (n, 1), exact
-    np.multiply(scale, E2M1_DOUBLED[_codes(blocks[:, 1:], 32)], out=out)
+    return grouped(E2M1_DOUBLED[_codes(blocks[:, 1:], 32)], scale)
 
 
-def decode_nvfp4(blocks, out):
-    n = blocks.shape[0]
-    scale = UE4M3_HALF[blocks[:, :4]][:, :, None]                               # (n, 4, 1)
-    values = E2M1_DOUBLED[_codes(blocks[:, 4:], 16)].reshape(n, 4, 16)
-    np.multiply(scale, values, out=out.reshape(n, 4, 16))
+def codes_nvfp4(blocks):
+    return grouped(E2M1_DOUBLED[_codes(blocks[:, 4:], 16)], UE4M3_HALF[blocks[:, :4]])

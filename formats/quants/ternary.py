@@ -17,6 +17,7 @@ TQ2_0  256 elements, 66 bytes; x = d * (q - 1), q a 2-bit code (3 decodes as 2, 
 
 import numpy as np
 
+from formats.quants.codes import grouped
 from formats.quants.fields import crumbs, f16
 
 _POWERS_OF_3 = 3 ** np.arange(5, dtype=np.uint8)           # 1 3 9 27 81
@@ -28,15 +29,15 @@ def _digits(qs, count):
     return (shifted.astype(np.uint16) * 3 >> 8).astype(np.uint8)
 
 
-def decode_tq1_0(blocks, out):
+def codes_tq1_0(blocks):
     n = blocks.shape[0]
     t = np.concatenate([_digits(blocks[:, :32], 5).reshape(n, 160),
                         _digits(blocks[:, 32:48], 5).reshape(n, 80),
                         _digits(blocks[:, 48:52], 4).reshape(n, 16)], axis=1)
-    np.multiply(f16(blocks, 52), t.view(np.int8) - 1, out=out)
+    return grouped(t.view(np.int8) - 1, f16(blocks, 52))
 
 
-def decode_tq2_0(blocks, out):
+def codes_tq2_0(blocks):
     n = blocks.shape[0]
     q = crumbs(blocks[:, :64].reshape(n * 2, 32)).reshape(n, 256)   # per half: [k, l]
-    np.multiply(f16(blocks, 64), q.view(np.int8) - 1, out=out)
+    return grouped(q.view(np.int8) - 1, f16(blocks, 64))

@@ -18,10 +18,11 @@ identical, F32 and Q8_0). What is different, and why (measured with bench/run.py
   writers store the three back to back (ours, llama.cpp's convert), and the fused matrix is then
   a view spanning them (`fused_rows`). w1 and w3 are not adjacent (w2 lies between them);
   fusing them made prefill's two products 3% faster and decode not at all, so float32 keeps them
-  apart. Q8_0 matrices are gathered at load anyway (load.read_q8_0), w1 and w3 into one array,
-  so there they are fused too.
-- Quantized matrices stay quantized (reference/runtime/blockwise.py): Q8_0 keeps its int8 codes and block
-  scales, and each product casts an L2-sized chunk of rows to float32 at a time.
+  apart. Quantized matrices are gathered at load anyway (load.read_codes), w1 and w3 into one
+  array when they share a type, so there they are fused too.
+- Quantized matrices stay quantized (reference/runtime/blockwise.py): every type becomes int8
+  codes and block scales (+ block mins) at load, the form Q8_0 has in the file, and each product
+  casts an L2-sized chunk of rows to float32 at a time.
 - A decode step runs in buffers allocated once, every op writing with `out=`; the Python work
   per layer is a fixed ~25 NumPy calls, none of them per head.
 - RoPE is one complex multiply for q and k together: pair (x[2j], x[2j+1]) read as the complex

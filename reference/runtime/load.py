@@ -12,8 +12,9 @@ How stored types become float32 (the dtype the model computes in):
   the model multiplies by exactly the values the file encodes.
 With `fast=True` (what `generate` uses) the model is reference.runtime.fast.FastLlama: float32 matrices
 are read out of the file into one huge-page buffer (reference/runtime/memory.py), and quantized
-matrices are not expanded: Q8_0 and v2 int8 groups keep their int8 codes and scales, other block
-types their bytes, and each matmul dequantizes a cache-sized chunk of rows at a time
+matrices are not expanded: every quantized GGUF type is transcoded at load into int8 codes and a
+float32 scale per group (+ a min per group for the types with one), v2 int8 groups are that
+already, and each matmul works through a cache-sized chunk of rows at a time
 (reference/runtime/blockwise.py); the values multiplied are the same.
 Nothing here imports torch.
 
@@ -22,12 +23,12 @@ Runtime (reference/runtime/__init__.py): files -> models; the maths is in refere
 
 import numpy as np
 
-from formats import detect, gguf, llama2c, mapping
-from formats.ggml import BLOCK, GGMLType
+from formats import detect, gguf, llama2c, mapping, quant
+from formats.ggml import GGMLType, row_nbytes
 from formats.llama2c_quant import Int8Groups
-from reference.runtime.blockwise import Int8BlockMatrix, block_matrix
+from reference.runtime.blockwise import Int8BlockMatrix
 from reference.runtime.fast import FastLlama
-from reference.runtime.memory import resident
+from reference.runtime.memory import read_exactly, resident
 from reference.model import Llama
 
 
@@ -35,69 +36,81 @@ def weights_from_gguf(gguf_file, keep_quantized=False):
     """(ModelArgs, weights) from a parsed llama GGUF (formats.gguf.read); hyperparameters come
     from its `llama.*` keys.
 
-    keep_quantized: matrices of other types than F32 become BlockMatrix objects (for FastLlama)
-    instead of float32 arrays; Q8_0 ones are read by `read_q8_0`.
+    keep_quantized: matrices of a quantized type (every one formats.quant.CODES lists) become
+    Int8BlockMatrix objects (for FastLlama), read by `read_codes`, instead of float32 arrays.
+    F16 and BF16 matrices are upcast either way: NumPy's float16 cast ran at ~0.3G weights/s
+    here, against ~4G for int8, so kept as they are they would decode 10x slower than Q8_0.
     """
     tensors, args, _vocab = mapping.from_gguf(gguf_file, path=gguf_file.path)
-    weights, q8_0 = {}, set()
+    weights, quantized = {}, {}
     for name, tensor in tensors.items():
         if tensor.type == GGMLType.F32:
             weights[name] = tensor.data             # a read-only view of the mapped file
-        elif not keep_quantized or len(tensor.shape) != 2:
-            weights[name] = tensor.to_float32()
-        elif tensor.type == GGMLType.Q8_0:
-            q8_0.add(name)                          # read below
+        elif keep_quantized and len(tensor.shape) == 2 and tensor.type in quant.CODES:
+            quantized[name] = tensor                # read below
         else:
-            weights[name] = block_matrix(tensor)
-    # Q8_0 matrices used side by side share one codes array, so FastLlama fuses them for free.
+            weights[name] = tensor.to_float32()
+    # Matrices of one type used side by side share one codes array, so FastLlama fuses them for free.
     fused = (("attention.wq", "attention.wk", "attention.wv"), ("feed_forward.w1", "feed_forward.w3"))
     groups = [[f"layers.{i}.{kind}.weight" for kind in group]
               for i in range(args.n_layers) for group in fused]
-    groups = [group for group in groups if q8_0.issuperset(group)]
-    groups += [[name] for name in sorted(q8_0 - {name for group in groups for name in group})]
+    groups = [group for group in groups
+              if all(name in quantized for name in group) and len({quantized[n].type for n in group}) == 1]
+    grouped = {name for group in groups for name in group}
+    groups += [[name] for name in sorted(set(quantized) - grouped)]
     if groups:
         with open(gguf_file.path, "rb") as f:
             for group in groups:
-                weights.update(zip(group, read_q8_0(f, gguf_file, [tensors[name] for name in group])))
+                weights.update(zip(group, read_codes(f, gguf_file, [quantized[name] for name in group])))
     return args, weights
 
 
-# Bytes read from the file at a time by read_q8_0.
+# Bytes read from the file at a time by read_codes.
 READ_CHUNK_BYTES = 1 << 20
 
 
-def read_q8_0(f, gguf_file, tensors):
-    """Int8BlockMatrix objects for 2-D Q8_0 `tensors`, their codes rows of one contiguous array.
+def read_codes(f, gguf_file, tensors):
+    """Int8BlockMatrix objects for 2-D `tensors` of one quantized type and row length, their
+    codes rows of one contiguous array (and so their scales and mins).
 
-    A Q8_0 block interleaves its 2-byte scale with its 32 codes; a one-token product casts the
-    codes to float32 at every step, and casting from one contiguous array made Q8_0 decode 1.19x
-    faster than casting from the file's strided blocks (seed config). So the codes are gathered
-    once, reading the file (`f`, open for binary reading) in READ_CHUNK_BYTES pieces rather than
-    through the memory map: the
-    file's pages are then never mapped, and resident memory holds the codes once (the file's
-    bytes less the scales, which become float32: 1/8 of the codes' size).
+    Each type's blocks become int8 codes and float32 scales (+ mins) per group
+    (formats.quant.codes_rows), stored in Int8BlockMatrix's block-major layout; the weights
+    those stand for are exactly the dequantized ones. The file (`f`, open for binary reading)
+    is read in READ_CHUNK_BYTES pieces rather than through the memory map: its pages are then
+    never mapped, and resident memory holds the codes once, 1 byte a weight, plus 4 bytes a
+    group for the scales and 4 more for the mins (reference/runtime/__init__.py has the table
+    per type).
     """
-    block, type_size = BLOCK[GGMLType.Q8_0]
-    n_cols = tensors[0].shape[1]
-    if any(t.type != GGMLType.Q8_0 or len(t.shape) != 2 or t.shape[1] != n_cols for t in tensors):
-        raise ValueError("read_q8_0 takes 2-D Q8_0 tensors of one row length")
-    n_blocks, row_bytes = n_cols // block, n_cols // block * type_size
+    ggml_type, n_cols = tensors[0].type, tensors[0].shape[1]
+    if any(t.type != ggml_type or len(t.shape) != 2 or t.shape[1] != n_cols for t in tensors):
+        raise ValueError("read_codes takes 2-D tensors of one type and one row length")
+    group = quant.CODES[ggml_type][0]
+    n_groups, row_bytes = n_cols // group, row_nbytes(ggml_type, n_cols)
     n_rows = sum(t.shape[0] for t in tensors)
-    codes = np.empty((n_rows, n_blocks, block), dtype=np.int8)
-    scales = np.empty((n_rows, n_blocks), dtype=np.float32)
+    codes = np.empty((n_groups, group, n_rows), dtype=np.int8)      # Int8BlockMatrix's layout
+    scales = np.empty((n_groups, n_rows), dtype=np.float32)
+    mins, subtract = None, False
     rows_per_read = max(1, READ_CHUNK_BYTES // row_bytes)
-    matrices, row = [], 0
+    buffer = np.empty(rows_per_read * row_bytes, dtype=np.uint8)
+    pieces, row = [], 0
     for tensor in tensors:
         first = row
-        f.seek(gguf_file.data_offset + tensor.offset)
         for start in range(0, tensor.shape[0], rows_per_read):
             n = min(rows_per_read, tensor.shape[0] - start)
-            piece = np.frombuffer(f.read(n * row_bytes), dtype=np.uint8).reshape(n, n_blocks, type_size)
-            scales[row:row + n] = piece[:, :, :2].view("<f2")[:, :, 0]   # ggml_half d, then
-            codes[row:row + n] = piece[:, :, 2:].view(np.int8)           # int8_t qs[32]
+            raw = buffer[:n * row_bytes]
+            read_exactly(f, gguf_file.data_offset + tensor.offset + start * row_bytes, raw, gguf_file.path,
+                         tensor.name)
+            piece = quant.codes_rows(raw.reshape(n, row_bytes), ggml_type, n_cols)
+            codes[:, :, row:row + n] = piece.codes.transpose(1, 2, 0)
+            scales[:, row:row + n] = piece.scales.T
+            if piece.mins is not None:
+                if mins is None:
+                    mins, subtract = np.empty((n_groups, n_rows), dtype=np.float32), piece.subtract
+                mins[:, row:row + n] = piece.mins.T
             row += n
-        matrices.append(Int8BlockMatrix(codes[first:row], scales[first:row]))
-    return matrices
+        pieces.append((first, row))
+    return [Int8BlockMatrix(codes[:, :, a:b], scales[:, a:b], None if mins is None else mins[:, a:b], subtract)
+            for a, b in pieces]
 
 
 def _int8_groups_matrix(w):
@@ -107,7 +120,8 @@ def _int8_groups_matrix(w):
     if n_cols % w.group_size:
         return w.to_float32()
     n_blocks = n_cols // w.group_size
-    return Int8BlockMatrix(w.q.reshape(n_rows, n_blocks, w.group_size), w.scales.reshape(n_rows, n_blocks))
+    return Int8BlockMatrix.from_rows(w.q.reshape(n_rows, n_blocks, w.group_size),
+                                     w.scales.reshape(n_rows, n_blocks))
 
 
 def weights_from_llama2c(checkpoint, keep_quantized=False):

@@ -107,7 +107,7 @@ def resident(weights):
             if path not in files:
                 files[path] = open(path, "rb", buffering=0)
             target = buffer[position:position + nbytes]
-            _read_exactly(files[path], offset, target, path, names[0])
+            read_exactly(files[path], offset, target, path, names[0])
             copy = target.view(np.float32).reshape(shape)
             copy.flags.writeable = False                # as the mapped file was: read-only
             copies.update(dict.fromkeys(names, copy))
@@ -118,7 +118,7 @@ def resident(weights):
     return {name: copies.get(name, w) for name, w in weights.items()}
 
 
-def _read_exactly(f, offset, target, path, name):
+def read_exactly(f, offset, target, path, name):
     """Fill `target` (uint8) with the file's bytes from `offset`; a file that shrank since it was
     mapped is a FormatError naming the tensor, never a silently short copy."""
     f.seek(offset)

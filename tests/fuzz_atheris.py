@@ -33,7 +33,8 @@ def main():
     if kind not in KINDS:
         sys.exit(f"usage: {sys.argv[0]} KIND [libFuzzer options]; KIND is one of {', '.join(KINDS)}")
     root = Path(tempfile.mkdtemp(prefix="fuzz-atheris-"))
-    valid = build_valid_files(root)[kind]
+    (root / "valid").mkdir()        # the valid files' own folder: some kinds (hf) write folders there
+    valid = build_valid_files(root / "valid")[kind]
     target = sorted(valid)[0]
     folder = root / kind
     folder.mkdir()

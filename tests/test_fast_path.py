@@ -169,11 +169,13 @@ def _root(array):
 def test_int8_block_rows_are_exactly_the_dequantized_weights():
     x = np.random.default_rng(0).standard_normal((70, 96), dtype=np.float32)
     raw = quant.quantize(x, GGMLType.Q8_0)
-    m = Int8BlockMatrix.from_q8_0(raw, x.shape)
+    m = Int8BlockMatrix.from_codes(quant.codes_rows(raw, GGMLType.Q8_0, x.shape[1]))
     expected = quant.dequantize(raw, GGMLType.Q8_0, x.shape)
     np.testing.assert_array_equal(m.rows(0, 70, np.empty((70, 96), np.float32)), expected)
     np.testing.assert_array_equal(m.take(np.array([3, 0, 69])), expected[[3, 0, 69]])
-    assert np.shares_memory(m.codes, raw)                            # codes: a view, not a copy
+    # The codes are the file's int8 codes, stored block-major (n_blocks, 32, rows) (issue 15).
+    stored = raw.reshape(70, 3, 34)[:, :, 2:].view(np.int8)
+    np.testing.assert_array_equal(m.codes, stored.transpose(1, 2, 0))
 
 
 @pytest.mark.parametrize("ggml_type", [GGMLType.Q8_0, GGMLType.Q4_0, GGMLType.Q5_1])
@@ -250,8 +252,8 @@ def test_q8_0_model_never_holds_its_weights_in_float32(tmp_path, monkeypatch):
 
 
 def test_q8_0_read_from_the_file_equals_the_blocks_in_the_map(tmp_path):
-    """load.read_q8_0 gathers codes and scales through the file: the same numbers as the
-    zero-copy view of the mapped blocks, with wq|wk|wv and w1|w3 sharing one array (fused)."""
+    """load.read_codes gathers codes and scales through the file: the same numbers as the mapped
+    blocks read by formats.quant.codes_rows, with wq|wk|wv and w1|w3 sharing one array (fused)."""
     args, weights = CONFIGS["gqa-untied"], random_weights(CONFIGS["gqa-untied"], seed=8)
     path = write_gguf(args, weights, tmp_path / "m.gguf", "q8_0")
     model = load_model(path, fast=True)
@@ -259,10 +261,11 @@ def test_q8_0_read_from_the_file_equals_the_blocks_in_the_map(tmp_path):
     for name, got in [("layers.1.attention.wk.weight", model.layers[1].wk),
                       ("layers.2.feed_forward.w3.weight", model.layers[2].w3),
                       ("output.weight", model.output)]:
-        mapped = Int8BlockMatrix.from_q8_0(tensors[name].data, tensors[name].shape)
+        tensor = tensors[name]
+        mapped = Int8BlockMatrix.from_codes(quant.codes_rows(tensor.data, GGMLType.Q8_0, tensor.shape[1]))
         np.testing.assert_array_equal(got.codes, mapped.codes)
         np.testing.assert_array_equal(got.scales, mapped.scales)
-        assert got.codes.flags.c_contiguous
+        assert got.codes.strides[-1] == 1         # gathered: each block's codes one run over the rows
     layer = model.layers[0]
     assert np.shares_memory(layer.wqkv.codes, layer.wv.codes) and np.shares_memory(layer.w13.codes, layer.w1.codes)
 

@@ -127,17 +127,18 @@ def test_memory_is_one_byte_a_weight_and_four_a_group_for_the_scale_and_min(ggml
 
 def test_mins_fuse_only_with_mins_of_the_same_sign():
     """wq | wk | wv stacked into one product only when they are one kind of matrix."""
-    codes = np.zeros((6, 2, 32), np.int8)
-    scales = np.ones((6, 2), np.float32)
+    codes = np.zeros((2, 32, 6), np.int8)                  # stored (n_blocks, block, rows)
+    scales = np.ones((2, 6), np.float32)
 
     def part(rows, mins, subtract=False):
-        return Int8BlockMatrix(codes[rows], scales[rows], mins, subtract)
+        return Int8BlockMatrix(codes[:, :, rows], scales[:, rows], mins, subtract)
 
-    half = np.ones((3, 2), np.float32)
+    half = np.ones((2, 3), np.float32)
     assert Int8BlockMatrix.fused([part(slice(0, 3), None), part(slice(3, 6), None)]) is not None
+    assert Int8BlockMatrix.fused([part(slice(0, 2), None), part(slice(3, 6), None)]) is None
     fused = Int8BlockMatrix.fused([part(slice(0, 3), half, True), part(slice(3, 6), 2 * half, True)])
     np.testing.assert_array_equal(fused.mins[:, 0], [1, 1, 1, 2, 2, 2])
-    assert fused.subtract and np.shares_memory(fused.codes, codes)
+    assert fused.shape == (6, 64) and fused.subtract and np.shares_memory(fused.codes, codes)
     assert Int8BlockMatrix.fused([part(slice(0, 3), half, True), part(slice(3, 6), half)]) is None
     assert Int8BlockMatrix.fused([part(slice(0, 3), half), part(slice(3, 6), None)]) is None
 

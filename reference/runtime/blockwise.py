@@ -13,19 +13,20 @@ Compressed weights: a Q8_0 GGUF holds int8 codes with one float16 scale per bloc
 formats/quant.py); expanding every matrix to float32 at load would take ~3.8x the file's size.
 Every other quantized type is, per block of 16, 32 or 256, small integer codes times one scale
 (plus a min for some): formats/quants/codes.py reads each that way, and load.py transcodes each
-matrix into that form once. A BlockMatrix keeps it and works through an L2-sized chunk of rows
-at a time:
+matrix into that form once. A BlockMatrix keeps it, the codes q stored (n_blocks, block, rows),
+and works through an L2-sized chunk of them at a time:
 
-    one token:  t[b, o] = sum_j q[o, b, j] x[b, j]       codes cast to float32 in a scratch, then
-                out[o]  = sum_b d[o, b] t[b, o]           one batched matmul over the blocks
-                        (+ or - sum_b m[o, b] s[b])       mins m: s[b] = sum_j x[b, j], once a call
-    T tokens:   W[r0:r1] = d[r0:r1, :, None] * q[r0:r1]   dequantized in the scratch (exactly
-                out[:, r0:r1] = x @ W[r0:r1].T            formats.quant's values), then BLAS
+    one token:  t[b, o] = sum_j x[b, j] q[b, j, o]       codes cast to float32 in a scratch, then
+                                                          per block one BLAS sgemv over the rows
+                out[o]  = sum_b d[b, o] t[b, o]           the scales, once per row and block
+                        (+ or - sum_b m[b, o] s[b])       mins m: s[b] = sum_j x[b, j], once a call
+    T tokens:   W[r0:r1].T = d[:, None, r0:r1] * q[:, :, r0:r1]   dequantized in the scratch
+                out[:, r0:r1] = x @ W[r0:r1].T            (exactly formats.quant's values), then BLAS
 
 The one-token form never multiplies weights by scales: it scales n_blocks partial sums per row
 instead of every weight, which measured 1.5x faster than dequantizing the chunk first (NumPy has no
 int8 matrix product, so the cast itself cannot be avoided). Both forms hold at most one chunk of
-float32 weights per thread.
+float32 weights per thread, in buffers each thread keeps (`_buffer`).
 
 Shapes: a matrix is (rows, cols) as torch's nn.Linear.weight (out, in); x is (T, cols).
 
@@ -33,10 +34,9 @@ Runtime (reference/runtime/__init__.py): the matrix products of model.py's `x @ 
 every way a weight is stored.
 """
 
-import numpy as np
+import threading
 
-from formats import quant
-from formats.ggml import BLOCK, GGMLType
+import numpy as np
 
 # Elements per chunk: 512 Ki float32 = 2 MiB of scratch. Measured on the seed and dim-768 models
 # (Q8_0 decode and prefill, chunks of 2^15 .. 2^22 elements): smaller chunks lose to the Python
@@ -45,19 +45,23 @@ from formats.ggml import BLOCK, GGMLType
 CHUNK_ELEMENTS = 1 << 19
 
 
-def fused_rows(matrices):
-    """The matrices stacked along axis 0, as a view when they lie back to back in one buffer (same
-    dtype, trailing shape and strides, each starting where the one before ends), else None.
+def fused_rows(matrices, axis=0):
+    """The matrices stacked along `axis` (their rows: 0 for (rows, cols) arrays), as a view when
+    they lie back to back in one buffer (same dtype, other dimensions and strides, each starting
+    where the one before ends along that axis), else None.
 
     >>> w = np.arange(12, dtype=np.float32).reshape(6, 2)
     >>> fused_rows([w[:2], w[2:5], w[5:]]) is not None, fused_rows([w[:2], w[3:]])
     (True, None)
+    >>> fused_rows([w[:, :1], w[:, 1:]], axis=1).shape
+    (6, 2)
     """
     first = matrices[0]
     if not all(isinstance(m, np.ndarray) for m in matrices):
         return None
-    if any(m.dtype != first.dtype or m.shape[1:] != first.shape[1:] or m.strides != first.strides
-           for m in matrices):
+    others = [n for i, n in enumerate(first.shape) if i != axis % first.ndim]
+    if any(m.dtype != first.dtype or m.strides != first.strides
+           or [n for i, n in enumerate(m.shape) if i != axis % m.ndim] != others for m in matrices):
         return None
     if len({id(_root(m)) for m in matrices}) != 1:
         return None     # adjacent addresses in two different buffers are no single array
@@ -65,10 +69,24 @@ def fused_rows(matrices):
     for m in matrices:
         if m.__array_interface__["data"][0] != address:
             return None
-        address += m.shape[0] * m.strides[0]
-    n_rows = sum(m.shape[0] for m in matrices)
-    return np.lib.stride_tricks.as_strided(first, (n_rows, *first.shape[1:]), first.strides,
-                                           writeable=False)
+        address += m.shape[axis] * m.strides[axis]
+    shape = list(first.shape)
+    shape[axis] = sum(m.shape[axis] for m in matrices)
+    return np.lib.stride_tricks.as_strided(first, tuple(shape), first.strides, writeable=False)
+
+
+_BUFFERS = threading.local()
+
+
+def _buffer(name, n_elements):
+    """A float32 array of n_elements, this thread's own, reused from call to call. A fresh 2 MiB
+    array per product made the kernel map new pages every call: ~1000 page faults, which doubled
+    the time of the seed classifier's product (1.45 ms -> 3.3 ms, one thread)."""
+    array = getattr(_BUFFERS, name, None)
+    if array is None or array.size < n_elements:
+        array = np.empty(n_elements, dtype=np.float32)
+        setattr(_BUFFERS, name, array)
+    return array[:n_elements]
 
 
 def _root(array):
@@ -121,7 +139,7 @@ class BlockMatrix:
 
     def product(self, x, out, start, stop):
         """out[:, start:stop] = x @ W[start:stop].T, dequantizing one chunk of rows at a time."""
-        scratch = np.empty((self.chunk_rows, self.shape[1]), dtype=np.float32)   # reused per chunk
+        scratch = _buffer("scratch", self.chunk_rows * self.shape[1]).reshape(self.chunk_rows, -1)
         for r0 in range(start, stop, self.chunk_rows):
             r1 = min(r0 + self.chunk_rows, stop)
             w = self.rows(r0, r1, scratch[:r1 - r0])                               # (n, cols)
@@ -141,88 +159,94 @@ class BlockMatrix:
 
 
 class Int8BlockMatrix(BlockMatrix):
-    """W = scales[:, :, None] * codes (+ or - mins[:, :, None]): int8 codes (rows, n_blocks, block)
-    and a float32 scale per block (rows, n_blocks), and for some types a float32 min per block,
-    added (Q4_1, Q5_1) or subtracted (Q2_K, Q4_K, Q5_K) as `subtract` says. Every quantized ggml
-    type is this (formats/quants/codes.py: its `Codes`, the block being the group sharing a
-    scale: 16, 32 or 256 elements), and so are llama2.c v2 int8 groups (any group size that
-    divides a row, scales stored as float32).
+    """W[o, b * block + j] = scales[o, b] * codes[b, j, o] (+ or - mins[o, b]): int8 codes and a
+    float32 scale per block of `block` elements of a row, and for some types a float32 min per
+    block, added (Q4_1, Q5_1) or subtracted (Q2_K, Q4_K, Q5_K) as `subtract` says. Every
+    quantized ggml type is this (formats/quants/codes.py: its `Codes`, the block being the group
+    sharing a scale: 16, 32 or 256 elements), and so are llama2.c v2 int8 groups (any group size
+    that divides a row, float32 scales).
 
-    `codes` may be a strided view into the file (Q8_0's 34-byte blocks interleave the 2-byte
-    scale with the 32 codes): nothing is copied but the scales, 1/8 of the codes' size as float32
-    at block 32 (1/32 of the elements, 4 bytes each). Scales and mins are kept block-major,
-    (n_blocks, rows), the layout the one-token product reads.
+    Stored block-major and transposed: codes (n_blocks, block, rows), so that element j of block b
+    lies in one run over the rows, and scales and mins (n_blocks, rows). A one-token product is
+    then, per block, `block` long multiply-adds over the rows (BLAS sgemv on a (block, rows)
+    matrix): with the codes stored row-major (rows, n_blocks, block) it was n_blocks short dot
+    products per row, one BLAS call per block per chunk, and measured 1.3-1.8x slower, 1.2-1.8x
+    more so for blocks of 16 than of 32 (matrices of 288 to 5632 columns, one thread).
+    `scales` and `mins` are (rows, n_blocks) views of the stored arrays.
 
     One token with mins: sum_j (d q_j + m) x_j = d sum_j q_j x_j + m sum_j x_j, so the mins cost
     one (n_blocks,) @ (n_blocks, rows) product per call on the block sums of x, not a pass over
     the weights.
     """
 
-    def __init__(self, codes, scales, mins=None, subtract=False):
-        n_rows, n_blocks, block = codes.shape
-        if (codes.dtype != np.int8 or scales.shape != (n_rows, n_blocks)
-                or (mins is not None and mins.shape != scales.shape)):
-            raise ValueError(f"codes {codes.dtype} {codes.shape}, scales {scales.shape} and mins "
-                             f"{None if mins is None else mins.shape} do not fit")
+    def __init__(self, codes, block_scales, block_mins=None, subtract=False):
+        n_blocks, block, n_rows = codes.shape
+        if (codes.dtype != np.int8 or block_scales.shape != (n_blocks, n_rows)
+                or (block_mins is not None and block_mins.shape != block_scales.shape)):
+            raise ValueError(f"codes {codes.dtype} {codes.shape}, scales {block_scales.shape} and mins "
+                             f"{None if block_mins is None else block_mins.shape} do not fit")
         super().__init__((n_rows, n_blocks * block))
-        self.codes = codes
-        self.block_scales = _block_major(scales)                        # (n_blocks, rows)
+        self.codes = codes                                              # (n_blocks, block, rows)
+        self.block_scales = np.asarray(block_scales, dtype=np.float32)  # (n_blocks, rows)
         self.scales = self.block_scales.T                               # (rows, n_blocks)
-        self.block_mins = None if mins is None else _block_major(mins)
-        self.mins = None if mins is None else self.block_mins.T
+        self.block_mins = None if block_mins is None else np.asarray(block_mins, dtype=np.float32)
+        self.mins = None if block_mins is None else self.block_mins.T
         self.subtract = bool(subtract)
         self.block = block
 
     @classmethod
-    def from_codes(cls, codes):
-        """From a formats.quants.codes.Codes of a matrix: codes (rows, n_blocks, block)."""
-        return cls(codes.codes, codes.scales, codes.mins, codes.subtract)
+    def from_rows(cls, codes, scales, mins=None, subtract=False):
+        """From row-major arrays, copied into the stored layout: codes (rows, n_blocks, block),
+        scales and mins (rows, n_blocks)."""
+        def block_major(a):
+            return None if a is None else np.ascontiguousarray(np.asarray(a, dtype=np.float32).T)
+
+        return cls(np.ascontiguousarray(codes.transpose(1, 2, 0)), block_major(scales), block_major(mins),
+                   subtract)
 
     @classmethod
-    def from_q8_0(cls, raw, shape):
-        """From a Q8_0 tensor's bytes, (rows, row_bytes) uint8 (formats.gguf's Tensor.data)."""
-        n_rows, n_cols = shape
-        block, type_size = BLOCK[GGMLType.Q8_0]                        # 32 codes + 2-byte scale
-        blocks = raw.reshape(n_rows, n_cols // block, type_size)       # (rows, n_blocks, 34)
-        # ggml's block_q8_0 is {ggml_half d; int8_t qs[32];}: bytes 0-1 the scale, then the codes.
-        scales = blocks[:, :, :2].view("<f2")[:, :, 0]                 # (rows, n_blocks)
-        codes = blocks[:, :, 2:].view(np.int8)                         # (rows, n_blocks, 32)
-        return cls(codes, scales)
+    def from_codes(cls, codes):
+        """From a formats.quants.codes.Codes of a matrix (formats.quant.codes_rows)."""
+        return cls.from_rows(codes.codes, codes.scales, codes.mins, codes.subtract)
 
     @classmethod
     def fused(cls, matrices):
-        """The matrices stacked along their rows when their codes lie back to back (as wq, wk, wv
-        do in a GGUF) and their blocks and mins are alike: the codes stay a view, the small
-        scales and mins are copied. Else None."""
+        """The matrices stacked along their rows when their codes lie side by side in one array
+        (as load.read_codes stores wq, wk, wv) and their blocks and mins are alike: the codes
+        stay a view, the small scales and mins are copied. Else None."""
         first = matrices[0]
         if not all(isinstance(m, cls) and (m.block, m.mins is None, m.subtract)
                    == (first.block, first.mins is None, first.subtract) for m in matrices):
             return None
-        codes = fused_rows([m.codes for m in matrices])
+        codes = fused_rows([m.codes for m in matrices], axis=2)
         if codes is None:
             return None
-        mins = None if first.mins is None else np.concatenate([m.mins for m in matrices])
-        return cls(codes, np.concatenate([m.scales for m in matrices]), mins, first.subtract)
+        mins = None if first.mins is None else np.concatenate([m.block_mins for m in matrices], axis=1)
+        return cls(codes, np.concatenate([m.block_scales for m in matrices], axis=1), mins, first.subtract)
 
     def rows(self, start, stop, scratch):
-        # One ufunc call: int8 -> float32 cast and the per-block scale, as Codes.values; the
-        # mins then in a second, in the same order.
-        self._weights(self.codes[start:stop], self.scales[start:stop], self.mins, slice(start, stop),
-                      scratch.reshape(stop - start, -1, self.block))
-        return scratch
+        """Rows start..stop-1, (stop-start, cols): the transpose of a (cols, stop-start) array
+        written into `scratch`, which a product reads as it is (x @ rows.T)."""
+        n = stop - start
+        wt = scratch.reshape(-1)[:n * self.shape[1]].reshape(*self.codes.shape[:2], n)   # (B, bs, n)
+        self._weights(self.codes[:, :, start:stop], slice(start, stop), wt)
+        return wt.reshape(self.shape[1], n).T
 
     def take(self, ids):
-        w = np.empty((len(ids), *self.codes.shape[1:]), dtype=np.float32)
-        return self._weights(self.codes[ids], self.scales[ids], self.mins, ids, w).reshape(len(ids), -1)
+        ids = np.asarray(ids)
+        wt = np.empty((*self.codes.shape[:2], len(ids)), dtype=np.float32)
+        self._weights(self.codes[:, :, ids], ids, wt)
+        return wt.reshape(self.shape[1], len(ids)).T.copy()
 
-    def _weights(self, codes, scales, mins, which, out):
-        """out = scales * codes (+ or - mins[which]), (n, n_blocks, block); an infinite or NaN
-        scale gives what that arithmetic gives (inf * 0 is NaN), without a warning, as
-        formats.quant.dequantize."""
+    def _weights(self, codes, which, out):
+        """out = scales * codes (+ or - mins) for the rows `which` (a slice or ids): (B, bs, n),
+        in the order of Codes.values, so the floats are formats.quant.dequantize's. An infinite
+        or NaN scale gives what that arithmetic gives (inf * 0 is NaN), without a warning, as
+        dequantize does."""
         with np.errstate(invalid="ignore", over="ignore"):
-            np.multiply(scales[:, :, None], codes, out=out)
-            if mins is not None:
-                self._min_op(out, mins[which][:, :, None], out=out)
+            np.multiply(self.block_scales[:, None, which], codes, out=out)
+            if self.block_mins is not None:
+                self._min_op(out, self.block_mins[:, None, which], out=out)
         return out
 
     @property
@@ -232,25 +256,25 @@ class Int8BlockMatrix(BlockMatrix):
     def product(self, x, out, start, stop):
         if x.shape[0] > 1:
             return super().product(x, out, start, stop)
-        n_blocks = self.block_scales.shape[0]
-        xb = x.reshape(n_blocks, self.block, 1)                                   # (B, bs, 1)
-        scratch = np.empty(self.chunk_rows * self.shape[1], dtype=np.float32)
-        partial = np.empty((n_blocks, self.chunk_rows, 1), dtype=np.float32)
-        for r0 in range(start, stop, self.chunk_rows):
-            r1 = min(r0 + self.chunk_rows, stop)
-            q = scratch[:(r1 - r0) * self.shape[1]].reshape(r1 - r0, n_blocks, self.block)
-            np.copyto(q, self.codes[r0:r1])                                       # int8 -> float32
-            # Block b of every row against block b of x: B matrix-vector products (n, bs) @ (bs,).
-            t = np.matmul(q.transpose(1, 0, 2), xb, out=partial[:, :r1 - r0])    # (B, n, 1)
-            np.einsum("bo,bo->o", t[:, :, 0], self.block_scales[:, r0:r1], out=out[0, r0:r1])
+        n_blocks, block = self.codes.shape[:2]
+        xr = x.reshape(n_blocks, 1, block)
+        # A chunk is `per_rows` rows of `per_blocks` blocks, at most CHUNK_ELEMENTS codes.
+        per_rows = max(1, min(stop - start, CHUNK_ELEMENTS // block))
+        per_blocks = max(1, CHUNK_ELEMENTS // (per_rows * block))
+        scratch = _buffer("scratch", per_blocks * block * per_rows)
+        partial = _buffer("partial", n_blocks * per_rows).reshape(n_blocks, 1, per_rows)
+        for r0 in range(start, stop, per_rows):
+            r1 = min(r0 + per_rows, stop)
+            t = partial[:, :, :r1 - r0]                                            # (B, 1, n)
+            for b0 in range(0, n_blocks, per_blocks):
+                b1 = min(b0 + per_blocks, n_blocks)
+                q = scratch[:(b1 - b0) * block * (r1 - r0)].reshape(b1 - b0, block, r1 - r0)
+                np.copyto(q, self.codes[b0:b1, :, r0:r1])                          # int8 -> float32
+                np.matmul(xr[b0:b1], q, out=t[b0:b1])       # t[b, o] = sum_j x[b, j] q[b, j, o]
+            np.einsum("bo,bo->o", t[:, 0], self.block_scales[:, r0:r1], out=out[0, r0:r1])
         if self.block_mins is not None:
-            sums = np.add.reduce(xb[:, :, 0], axis=1)                             # (B,) block sums of x
+            sums = np.add.reduce(xr[:, 0], axis=1)                                # (B,) block sums of x
             self._min_op(out[0, start:stop], sums @ self.block_mins[:, start:stop], out=out[0, start:stop])
 
     def _arrays(self):
         return (self.codes, self.block_scales) + (() if self.block_mins is None else (self.block_mins,))
-
-
-def _block_major(per_row):
-    """(rows, n_blocks) -> a contiguous float32 (n_blocks, rows) copy."""
-    return np.ascontiguousarray(np.asarray(per_row, dtype=np.float32).T)

@@ -74,13 +74,12 @@ def read_codes(f, gguf_file, tensors):
     codes rows of one contiguous array (and so their scales and mins).
 
     Each type's blocks become int8 codes and float32 scales (+ mins) per group
-    (formats.quant.codes_rows); the weights those stand for are exactly the dequantized ones.
-    A one-token product casts the codes to float32 at every step, and casting from one
-    contiguous array made Q8_0 decode 1.19x faster than casting from the file's strided blocks
-    (seed config). The file (`f`, open for binary reading) is read in READ_CHUNK_BYTES pieces
-    rather than through the memory map: its pages are then never mapped, and resident memory
-    holds the codes once, 1 byte a weight, plus 4 bytes a group for the scales and 4 more for
-    the mins (reference/runtime/__init__.py has the table per type).
+    (formats.quant.codes_rows), stored in Int8BlockMatrix's block-major layout; the weights
+    those stand for are exactly the dequantized ones. The file (`f`, open for binary reading)
+    is read in READ_CHUNK_BYTES pieces rather than through the memory map: its pages are then
+    never mapped, and resident memory holds the codes once, 1 byte a weight, plus 4 bytes a
+    group for the scales and 4 more for the mins (reference/runtime/__init__.py has the table
+    per type).
     """
     ggml_type, n_cols = tensors[0].type, tensors[0].shape[1]
     if any(t.type != ggml_type or len(t.shape) != 2 or t.shape[1] != n_cols for t in tensors):
@@ -88,8 +87,8 @@ def read_codes(f, gguf_file, tensors):
     group = quant.CODES[ggml_type][0]
     n_groups, row_bytes = n_cols // group, row_nbytes(ggml_type, n_cols)
     n_rows = sum(t.shape[0] for t in tensors)
-    codes = np.empty((n_rows, n_groups, group), dtype=np.int8)
-    scales = np.empty((n_rows, n_groups), dtype=np.float32)
+    codes = np.empty((n_groups, group, n_rows), dtype=np.int8)      # Int8BlockMatrix's layout
+    scales = np.empty((n_groups, n_rows), dtype=np.float32)
     mins, subtract = None, False
     rows_per_read = max(1, READ_CHUNK_BYTES // row_bytes)
     buffer = np.empty(rows_per_read * row_bytes, dtype=np.uint8)
@@ -102,14 +101,15 @@ def read_codes(f, gguf_file, tensors):
             read_exactly(f, gguf_file.data_offset + tensor.offset + start * row_bytes, raw, gguf_file.path,
                          tensor.name)
             piece = quant.codes_rows(raw.reshape(n, row_bytes), ggml_type, n_cols)
-            codes[row:row + n], scales[row:row + n] = piece.codes, piece.scales
+            codes[:, :, row:row + n] = piece.codes.transpose(1, 2, 0)
+            scales[:, row:row + n] = piece.scales.T
             if piece.mins is not None:
                 if mins is None:
-                    mins, subtract = np.empty((n_rows, n_groups), dtype=np.float32), piece.subtract
-                mins[row:row + n] = piece.mins
+                    mins, subtract = np.empty((n_groups, n_rows), dtype=np.float32), piece.subtract
+                mins[:, row:row + n] = piece.mins.T
             row += n
         pieces.append((first, row))
-    return [Int8BlockMatrix(codes[a:b], scales[a:b], None if mins is None else mins[a:b], subtract)
+    return [Int8BlockMatrix(codes[:, :, a:b], scales[:, a:b], None if mins is None else mins[:, a:b], subtract)
             for a, b in pieces]
 
 
@@ -120,7 +120,8 @@ def _int8_groups_matrix(w):
     if n_cols % w.group_size:
         return w.to_float32()
     n_blocks = n_cols // w.group_size
-    return Int8BlockMatrix(w.q.reshape(n_rows, n_blocks, w.group_size), w.scales.reshape(n_rows, n_blocks))
+    return Int8BlockMatrix.from_rows(w.q.reshape(n_rows, n_blocks, w.group_size),
+                                     w.scales.reshape(n_rows, n_blocks))
 
 
 def weights_from_llama2c(checkpoint, keep_quantized=False):

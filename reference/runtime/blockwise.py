@@ -28,6 +28,14 @@ instead of every weight, which measured 1.5x faster than dequantizing the chunk 
 int8 matrix product, so the cast itself cannot be avoided). Both forms hold at most one chunk of
 float32 weights per thread, in buffers each thread keeps (`_buffer`).
 
+The one-token form is many small BLAS calls (one sgemv per block per chunk), and OpenBLAS runs a
+call past a small size on all its threads, which then spin on the cores fast.py's own threads
+need: the first merge of this layout halved seed-config Q8_0 decode for that reason. FastLlama
+runs these products with BLAS on one thread (reference/runtime/blas.py). Seed config, 2 threads,
+files quantized by llama.cpp, decode alternating in one process: Q8_0 289 tok/s; Q2_K, Q6_K,
+Q4_K_M (blocks of 16 in part) 0.99-1.03x of it, Q5_K_M (mins everywhere) 0.93x; the row-major
+kernel this replaced, with OpenBLAS on all threads, gave Q8_0 225 tok/s and those four 0.77-0.84x.
+
 Shapes: a matrix is (rows, cols) as torch's nn.Linear.weight (out, in); x is (T, cols).
 
 Runtime (reference/runtime/__init__.py): the matrix products of model.py's `x @ w.T`, for

@@ -31,8 +31,10 @@ identical, F32 and Q8_0). What is different, and why (measured with bench/run.py
   rows); a decode step needs no causal mask, since its one query may see every cached key. A
   prompt's queries go in blocks of QUERY_BLOCK, each scoring only the keys it may see: prefill of
   255 tokens ran 1.02-1.11x faster at dim 288 and 1.04x at 768 (bench/bench_fast_variants.py).
-- Threads: prompts use BLAS's threads; a one-token step can share its largest products between
-  `threads` Python threads (Linear), which pays only when the other core is idle.
+- Threads: a one-token step can share its largest products between `threads` Python threads
+  (Linear), which pays only when the other core is idle, and runs BLAS on one thread meanwhile
+  (reference/runtime/blas.py); so do a prompt's products where the matrices are compressed.
+  A float32 model's prompts use BLAS's own threads.
 
 Shapes as in model.py: T new tokens, S = start_pos + T cached positions, D, H, Hkv, G = H / Hkv,
 hd, F, V.
@@ -46,6 +48,7 @@ import threading
 
 import numpy as np
 
+from reference.runtime import blas
 from reference.runtime.blockwise import BlockMatrix, Int8BlockMatrix, fused_rows, product
 from formats.spec import ModelArgs
 from reference.runtime.memory import zeros_on_touch
@@ -59,27 +62,34 @@ QUERY_BLOCK = 64
 
 
 class Linear:
-    """x @ w.T for the model's weights, a large one-token product split across threads.
+    """x @ w.T for the model's weights, a large product split across threads.
 
-    With threads > 1 the rows of a large one-token product are shared out, each thread taking a
-    contiguous block (NumPy releases the GIL inside its loops). Each hand-off to the other thread
-    costs ~20-45 us here (waking a thread on this VM), so only products that take much longer
-    than that are split:
-    - float32, memory-bound (one core's loads do not use all of the memory bandwidth): matrices
-      of at least SPLIT_ELEMENTS weights, which here is only the classifier (V x D: 9.2M weights
-      at the seed config). Splitting it made seed-config decode 1.16x faster; splitting the
-      layers' matrices too (up to 3.1M weights at dim 768) measured slower at every size.
-    - compressed (BlockMatrix), compute-bound (the int8 -> float32 cast and the block products
-      run at ~4.3G weights/s on one core): matrices of at least SPLIT_QUANTIZED weights. Q8_0
-      decode went from 33 to 46 tok/s at dim 768 and from 214 to 295 at dim 288 (2^18 and 2^20
-      measured lower).
-    Prompts (T > 1) run in BLAS, with its own threads.
+    With threads > 1 the rows of a large product are shared out, each thread taking a contiguous
+    block (NumPy releases the GIL inside its loops); BLAS runs on one thread meanwhile
+    (reference/runtime/blas.py: OpenBLAS's own threads spin after each call and took the cores
+    ours needed). Each hand-off to the other thread costs ~20-45 us here (waking a thread on this
+    VM), so only products that take much longer than that are split:
+    - one token, float32, memory-bound (one core's loads do not use all of the memory
+      bandwidth): matrices of at least SPLIT_ELEMENTS weights, which here is only the classifier
+      (V x D: 9.2M weights at the seed config). Splitting it made seed-config decode 1.16x faster;
+      splitting the layers' matrices too (up to 3.1M weights at dim 768) measured slower.
+    - one token, compressed (BlockMatrix), compute-bound (the int8 -> float32 cast and the block
+      products): matrices of at least SPLIT_QUANTIZED weights. Q8_0 decode went from 33 to 46
+      tok/s at dim 768 and from 214 to 295 at dim 288 (2^18 and 2^20 measured lower).
+    - a prompt (T > 1) in a model with compressed matrices (`split_prompts`): products of at
+      least SPLIT_PROMPT multiply-adds, each thread dequantizing its own rows a chunk at a time
+      and calling a one-thread sgemm. At TinyLlama-1.1B's shape (Q8_0, 128-token prompt, 2
+      threads) prefill went from 40-50 to 57-61 tok/s: the dequantizing had run on one core while
+      BLAS's second thread waited. Float32 models leave prompts to BLAS's threads, which measured
+      faster there (seed config f32, 255 tokens: 5299 tok/s against 4260 split by us).
     """
     SPLIT_ELEMENTS = 1 << 22
     SPLIT_QUANTIZED = 1 << 19
+    SPLIT_PROMPT = 1 << 22
 
-    def __init__(self, threads=1):
+    def __init__(self, threads=1, split_prompts=False):
         self.threads = max(1, int(threads))
+        self.split_prompts = bool(split_prompts)
         self._helpers = [_Helper() for _ in range(self.threads - 1)]
 
     def __call__(self, x, w, out=None):
@@ -87,8 +97,7 @@ class Linear:
         n_rows, n_cols = w.shape
         if out is None:
             out = np.empty((x.shape[0], n_rows), dtype=np.float32)
-        limit = self.SPLIT_QUANTIZED if isinstance(w, BlockMatrix) else self.SPLIT_ELEMENTS
-        if not self._helpers or x.shape[0] > 1 or n_rows * n_cols < limit:
+        if not self._helpers or not self._worth_splitting(x.shape[0], w):
             return product(x, w, out)
         bounds = [n_rows * i // self.threads for i in range(self.threads + 1)]
         for helper, start, stop in zip(self._helpers, bounds[1:-1], bounds[2:]):
@@ -99,6 +108,12 @@ class Linear:
             for helper in self._helpers:
                 helper.wait()
         return out
+
+    def _worth_splitting(self, n_tokens, w):
+        n_weights = w.shape[0] * w.shape[1]
+        if n_tokens > 1:
+            return self.split_prompts and n_tokens * n_weights >= self.SPLIT_PROMPT
+        return n_weights >= (self.SPLIT_QUANTIZED if isinstance(w, BlockMatrix) else self.SPLIT_ELEMENTS)
 
 
 class _Helper:
@@ -182,8 +197,9 @@ class FastLlama:
 
     def __init__(self, args: ModelArgs, weights, threads=1):
         self.args = args
-        self.linear = Linear(threads)
         w = _checked(args, weights)
+        # Compressed matrices: prompts' products split between our threads too (see Linear).
+        self.linear = Linear(threads, split_prompts=any(isinstance(m, BlockMatrix) for m in w.values()))
         self.dtype = np.dtype(np.float32)
         self.tok_embeddings = w["tok_embeddings.weight"]                    # (V, D)
         self.norm = w["norm.weight"]                                          # (D,)
@@ -206,6 +222,12 @@ class FastLlama:
     def forward(self, tokens, start_pos=0, all_logits=False):
         """As model.Llama.forward: logits of the last position (V,), or of all (T, V)."""
         tokens = check_positions(self.args, tokens, start_pos, self.n_cached)
+        if len(tokens) > 1 and not self.linear.split_prompts:
+            return self._forward(tokens, start_pos, all_logits)             # BLAS's own threads
+        with blas.single_threaded():
+            return self._forward(tokens, start_pos, all_logits)
+
+    def _forward(self, tokens, start_pos, all_logits):
         n_tokens, end_pos = len(tokens), start_pos + len(tokens)
         b = self._decode if n_tokens == 1 else Buffers(self.args, n_tokens, end_pos)
         if isinstance(self.tok_embeddings, BlockMatrix):

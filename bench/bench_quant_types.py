@@ -17,7 +17,9 @@ importance matrix of ones for the ftypes that need one). Per file, two worker pr
 turns (bench_inference.compare): ours (FastLlama) and llama.cpp; then the plain model
 (reference/model.py, matrices dequantized at load) alone for prefill. Printed per file: decode
 tok/s (after BOS), prefill tok/s (a prompt from position 0), each the median of --runs, and
-    decode / Q8_0   our decode against our Q8_0 decode of the same shape (target >= 0.9)
+    w/Q8_0, /Q8_0   our decode again, every quantized file's worker alive at once and their runs
+                    interleaved (median of max(3, --runs)), and its ratio to our Q8_0 decode of the
+                    same shape measured so (target >= 0.9)
     fast / plain    our fast prefill against the plain model's (target >= 1)
     vs llama.cpp    ours / llama.cpp, decode and prefill
 --rss adds the peak resident memory of `llama2-scratch generate` (ours) and of llama.cpp
@@ -28,6 +30,7 @@ Default: seed and seed256 with every type; tinyllama with f32, Q8_0 and Q4_K_M.
 import argparse
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -126,16 +129,37 @@ def measure(path, options, shape):
     return row
 
 
-def print_table(rows, sizes, held, rss):
-    q8 = rows.get("Q8_0", {}).get("numpy", {}).get("decode")
-    print(f"{'file':10} {'holds':22} {'MB':>7} | {'decode':>7} {'/Q8_0':>6} {'llama':>7} {'ratio':>6} | "
-        f"{'prefill':>7} {'plain':>7} {'f/p':>5} {'llama':>7} {'ratio':>6}"
-        + (f" | {'RSS MB':>7} {'llama':>7}" if rss else ""))
+def decode_together(paths, options, shape):
+    """{name: our decode tok/s} with one worker process per file, their runs interleaved
+    (A B C ... A B C ...), so each type meets the machine's drifts as often as Q8_0 does: run
+    one file after another, the same file measured 10-15% apart from one minute to the next here,
+    more than the 0.9x target leaves."""
+    decode_tokens = LENGTHS[shape][0]
+    workers = {name: bench_inference.Worker("numpy", path, options.threads) for name, path in paths.items()}
+    speeds = {name: [] for name in workers}
+    try:
+        for worker in workers.values():
+            worker.ask(op="decode", n=8)                                          # warm-up
+        for _ in range(max(3, options.runs)):
+            for name, worker in workers.items():
+                speeds[name].append(decode_tokens / worker.ask(op="decode", n=decode_tokens))
+    finally:
+        for worker in workers.values():
+            worker.close()
+    return {name: statistics.median(v) for name, v in speeds.items()}
+
+
+def print_table(rows, sizes, held, rss, together):
+    q8 = together.get("Q8_0")
+    print(f"{'file':10} {'holds':22} {'MB':>7} | {'decode':>7} {'llama':>7} {'ratio':>6} | {'w/Q8_0':>7} {'/Q8_0':>6} | "
+          f"{'prefill':>7} {'plain':>7} {'f/p':>5} {'llama':>7} {'ratio':>6}"
+          + (f" | {'RSS MB':>7} {'llama':>7}" if rss else ""))
     for name, row in rows.items():
         ours, theirs, plain = row["numpy"], row["llama.cpp"], row["plain"]
-        vs_q8 = f"{ours['decode'] / q8:>5.2f}x" if q8 else f"{'-':>6}"
-        line = (f"{name:10} {held[name]:22} {sizes[name] / 1e6:>7.1f} | {ours['decode']:>7.1f} {vs_q8} "
-                f"{theirs['decode']:>7.1f} {ours['decode'] / theirs['decode']:>5.2f}x | {ours['prefill']:>7.0f} "
+        beside = together.get(name)
+        vs_q8 = (f"{beside:>7.1f} {beside / q8:>5.2f}x" if beside and q8 else f"{'-':>7} {'-':>6}")
+        line = (f"{name:10} {held[name]:22} {sizes[name] / 1e6:>7.1f} | {ours['decode']:>7.1f} "
+                f"{theirs['decode']:>7.1f} {ours['decode'] / theirs['decode']:>5.2f}x | {vs_q8} | {ours['prefill']:>7.0f} "
                 f"{plain['prefill']:>7.0f} {ours['prefill'] / plain['prefill']:>4.2f}x {theirs['prefill']:>7.0f} "
                 f"{ours['prefill'] / theirs['prefill']:>5.2f}x")
         if rss:
@@ -155,17 +179,17 @@ def run(options):
                 f"hidden {args.hidden_dim}, vocab {args.vocab_size}; decode {decode_tokens} tokens after BOS, "
                 f"prefill {prompt_tokens}; median of {options.runs}; {options.threads} threads; "
                 f"{free / 1e9:.0f} GB free in {tmp}", flush=True)
-            rows, sizes, held = {}, {}, {}
+            rows, sizes, held, paths = {}, {}, {}, {}
             for name in types:
-                path = Path(tmp) / f"{name}.gguf"
+                path = paths[name] = Path(tmp) / f"{name}.gguf"
                 if name != "F32":
                     quantize(f32, name, path, options.threads)
                 rows[name] = measure(path, options, shape)
                 sizes[name], held[name] = path.stat().st_size, held_types(path)
                 print(f"  {name}: {held[name]}, ours decode {rows[name]['numpy']['decode']:.1f} tok/s", flush=True)
-                if name != "F32":
-                    path.unlink()
-            print_table(rows, sizes, held, options.rss)
+            quantized = {name: path for name, path in paths.items() if name != "F32"}
+            together = decode_together(quantized, options, shape) if "Q8_0" in quantized else {}
+            print_table(rows, sizes, held, options.rss, together)
 
 
 def parse_args(argv=None):

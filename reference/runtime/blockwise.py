@@ -20,8 +20,9 @@ and works through an L2-sized chunk of them at a time:
                                                           per block one BLAS sgemv over the rows
                 out[o]  = sum_b d[b, o] t[b, o]           the scales, once per row and block
                         (+ or - sum_b m[b, o] s[b])       mins m: s[b] = sum_j x[b, j], once a call
-    T tokens:   W[r0:r1].T = d[:, None, r0:r1] * q[:, :, r0:r1]   dequantized in the scratch
-                out[:, r0:r1] = x @ W[r0:r1].T            (exactly formats.quant's values), then BLAS
+    T tokens:   V[r0:r1].T = d[:, None, r0:r1] * q[:, :, r0:r1]   scaled codes in the scratch
+                out[:, r0:r1] = x @ V[r0:r1].T            then BLAS sgemm
+                        (+ or - S @ m)                    mins: S[t, b] = sum_j x[t, b, j], once a call
 
 The one-token form never multiplies weights by scales: it scales n_blocks partial sums per row
 instead of every weight, which measured 1.5x faster than dequantizing the chunk first (NumPy has no
@@ -146,12 +147,8 @@ class BlockMatrix:
         raise NotImplementedError
 
     def product(self, x, out, start, stop):
-        """out[:, start:stop] = x @ W[start:stop].T, dequantizing one chunk of rows at a time."""
-        scratch = _buffer("scratch", self.chunk_rows * self.shape[1]).reshape(self.chunk_rows, -1)
-        for r0 in range(start, stop, self.chunk_rows):
-            r1 = min(r0 + self.chunk_rows, stop)
-            w = self.rows(r0, r1, scratch[:r1 - r0])                               # (n, cols)
-            np.matmul(x, w.T, out=out[:, r0:r1])                                    # (T, n)
+        """out[:, start:stop] = x @ W[start:stop].T, one chunk of rows at a time."""
+        raise NotImplementedError
 
     def matmul(self, x):
         """x @ W.T: (T, cols) -> (T, rows)."""
@@ -263,7 +260,7 @@ class Int8BlockMatrix(BlockMatrix):
 
     def product(self, x, out, start, stop):
         if x.shape[0] > 1:
-            return super().product(x, out, start, stop)
+            return self._prompt_product(x, out, start, stop)
         n_blocks, block = self.codes.shape[:2]
         xr = x.reshape(n_blocks, 1, block)
         # A chunk is `per_rows` rows of `per_blocks` blocks, at most CHUNK_ELEMENTS codes.
@@ -283,6 +280,23 @@ class Int8BlockMatrix(BlockMatrix):
         if self.block_mins is not None:
             sums = np.add.reduce(xr[:, 0], axis=1)                                # (B,) block sums of x
             self._min_op(out[0, start:stop], sums @ self.block_mins[:, start:stop], out=out[0, start:stop])
+
+    def _prompt_product(self, x, out, start, stop):
+        """T > 1: per chunk of rows, the scaled codes d * q (no mins) in the scratch and one sgemm;
+        then the mins for all the rows at once, as one token does: + or - S @ M with S (T, B) the
+        block sums of x. A pass over the weights for the mins cost more than that small product
+        (TinyLlama-1.1B's shape, Q4_K_M, 128-token prompt: prefill 50 -> {MINS_PREFILL} tok/s)."""
+        n_blocks, block = self.codes.shape[:2]
+        scratch = _buffer("scratch", self.chunk_rows * self.shape[1])
+        for r0 in range(start, stop, self.chunk_rows):
+            r1 = min(r0 + self.chunk_rows, stop)
+            wt = scratch[:n_blocks * block * (r1 - r0)].reshape(n_blocks, block, r1 - r0)  # (B, bs, n)
+            with np.errstate(invalid="ignore", over="ignore"):
+                np.multiply(self.block_scales[:, None, r0:r1], self.codes[:, :, r0:r1], out=wt)
+            np.matmul(x, wt.reshape(self.shape[1], r1 - r0), out=out[:, r0:r1])   # (T, n)
+        if self.block_mins is not None:
+            sums = np.add.reduce(x.reshape(len(x), n_blocks, block), axis=2)       # (T, B)
+            self._min_op(out[:, start:stop], sums @ self.block_mins[:, start:stop], out=out[:, start:stop])
 
     def _arrays(self):
         return (self.codes, self.block_scales) + (() if self.block_mins is None else (self.block_mins,))

@@ -28,7 +28,7 @@ from formats.ggml import GGMLType, row_nbytes
 from formats.llama2c_quant import Int8Groups
 from reference.runtime.blockwise import Int8BlockMatrix
 from reference.runtime.fast import FastLlama
-from reference.runtime.memory import read_exactly, resident
+from reference.runtime.memory import huge_page_array, read_exactly, resident
 from reference.model import Llama
 
 
@@ -87,8 +87,9 @@ def read_codes(f, gguf_file, tensors):
     group = quant.CODES[ggml_type][0]
     n_groups, row_bytes = n_cols // group, row_nbytes(ggml_type, n_cols)
     n_rows = sum(t.shape[0] for t in tensors)
-    codes = np.empty((n_groups, group, n_rows), dtype=np.int8)      # Int8BlockMatrix's layout
-    scales = np.empty((n_groups, n_rows), dtype=np.float32)
+    # Int8BlockMatrix's layout, in huge pages where large (memory.huge_page_array).
+    codes = huge_page_array((n_groups, group, n_rows), np.int8)
+    scales = huge_page_array((n_groups, n_rows), np.float32)
     mins, subtract = None, False
     rows_per_read = max(1, READ_CHUNK_BYTES // row_bytes)
     buffer = np.empty(rows_per_read * row_bytes, dtype=np.uint8)
@@ -105,7 +106,7 @@ def read_codes(f, gguf_file, tensors):
             scales[:, row:row + n] = piece.scales.T
             if piece.mins is not None:
                 if mins is None:
-                    mins, subtract = np.empty((n_groups, n_rows), dtype=np.float32), piece.subtract
+                    mins, subtract = huge_page_array((n_groups, n_rows), np.float32), piece.subtract
                 mins[:, row:row + n] = piece.mins.T
             row += n
         pieces.append((first, row))

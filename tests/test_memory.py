@@ -10,7 +10,8 @@ import pytest
 
 from formats.errors import FormatError
 from reference.runtime.blockwise import fused_rows
-from reference.runtime.memory import HUGE_PAGE_BYTES, huge_page_buffer, resident, zeros_on_touch
+from reference.runtime.memory import (HUGE_PAGE_BYTES, HUGE_PAGE_MIN_BYTES, huge_page_array, huge_page_buffer,
+                                      resident, zeros_on_touch)
 
 
 def test_huge_page_buffer_is_aligned_zeroed_and_writable():
@@ -34,6 +35,16 @@ def _mapped(tmp_path, arrays, gap=12):
     path.write_bytes(b"".join(blobs))
     whole = np.memmap(path, dtype=np.uint8, mode="r")
     return path, [whole[o:o + a.nbytes].view(a.dtype).reshape(a.shape) for o, a in zip(offsets, arrays)]
+
+
+def test_huge_page_array_aligns_large_arrays_only():
+    large = huge_page_array((4, HUGE_PAGE_MIN_BYTES // 16), np.float32)    # exactly the threshold
+    assert large.shape == (4, HUGE_PAGE_MIN_BYTES // 16) and large.dtype == np.float32
+    assert large.ctypes.data % HUGE_PAGE_BYTES == 0 and large.flags.writeable and large.flags.c_contiguous
+    large[...] = 7
+    assert (large == 7).all()
+    small = huge_page_array((5, 4), np.int8)
+    assert small.shape == (5, 4) and small.dtype == np.int8 and small.base is None      # np.empty's own
 
 
 def test_resident_copies_mapped_float32_arrays_bit_for_bit_in_file_order(tmp_path):

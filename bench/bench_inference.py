@@ -198,19 +198,21 @@ class Worker:
         self.proc.wait()
 
 
-def compare(path, threads, runs, decode_tokens, prompt, impls, ops=("decode", "prefill")):
-    """{impl: {op: tok/s}} for ops "decode" and "prefill", with the runs of all impls interleaved."""
+def compare(path, threads, runs, decode_tokens, prompt, impls, ops=("decode", "prefill"), ops_of=None):
+    """{impl: {op: tok/s}} for ops "decode" and "prefill", with the runs of all impls interleaved;
+    `ops_of` may give some impls fewer ops ({impl: ops})."""
     workers = [Worker(impl, path, threads) for impl in impls]
-    times = {w.impl: {op: [] for op in ops} for w in workers}
+    ops_of = {w.impl: (ops_of or {}).get(w.impl, ops) for w in workers}
+    times = {w.impl: {op: [] for op in ops_of[w.impl]} for w in workers}
     requests = {"decode": ({"n": 8}, {"n": decode_tokens}, decode_tokens),
                 "prefill": ({"tokens": prompt}, {"tokens": prompt}, len(prompt))}
     try:
         for w in workers:                                  # warm-up: caches, page faults, JIT-free
-            for op in ops:
+            for op in ops_of[w.impl]:
                 w.ask(op=op, **requests[op][0])
         for _ in range(runs):
             for w in workers:
-                for op in ops:
+                for op in ops_of[w.impl]:
                     _, request, n_tokens = requests[op]
                     times[w.impl][op].append(n_tokens / w.ask(op=op, **request))
     finally:

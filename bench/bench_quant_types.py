@@ -11,11 +11,11 @@ Shapes (random N(0, 1/fan_in) weights written by us with formats.mapping.to_gguf
     seed256    dim 256 / 6 layers / 4 heads, hidden 768: the nearest shape where every type is
                what its ftype says
     tinyllama  TinyLlama-1.1B's shape: dim 2048 / 22 layers / 32 heads / 4 kv heads, hidden 5632,
-               untied (a 4.4 GB f32 file; needs ~6.5 GB of disk and ~10 GB of memory)
+               untied (a 4.4 GB f32 file; needs ~6.5 GB of disk and ~14 GB of memory)
 Each f32 file is quantized by llama.cpp (llama_model_quantize, its mixes as a user gets them; an
-importance matrix of ones for the ftypes that need one). Per file, two worker processes take
-turns (bench_inference.compare): ours (FastLlama) and llama.cpp; then the plain model
-(reference/model.py, matrices dequantized at load) alone for prefill. Printed per file: decode
+importance matrix of ones for the ftypes that need one). Per file, three worker processes take
+turns (bench_inference.compare): ours (FastLlama), the plain model (reference/model.py, matrices
+dequantized at load; prefill only) and llama.cpp, their runs interleaved. Printed per file: decode
 tok/s (after BOS), prefill tok/s (a prompt from position 0), each the median of --runs, and
     w/Q8_0, /Q8_0   our decode again, every quantized file's worker alive at once and their runs
                     interleaved (median of max(3, --runs)), and its ratio to our Q8_0 decode of the
@@ -120,9 +120,8 @@ def measure(path, options, shape):
     decode_tokens, prompt_tokens = LENGTHS[shape]
     prompt = np.random.default_rng(0).integers(3, 32000, prompt_tokens).tolist()
     row = bench_inference.compare(path, options.threads, options.runs, decode_tokens, prompt,
-                                  ["numpy", "llama.cpp"])
-    row["plain"] = bench_inference.compare(path, options.threads, options.runs, decode_tokens, prompt,
-                                           ["numpy-plain"], ops=("prefill",))["numpy-plain"]
+                                  ["numpy", "numpy-plain", "llama.cpp"], ops_of={"numpy-plain": ("prefill",)})
+    row["plain"] = row.pop("numpy-plain")
     if options.rss:
         row["numpy"]["rss"] = bench_inference.generate_peak_rss(path, decode_tokens, options.threads)
         row["llama.cpp"]["rss"] = llama_cpp_peak_rss(path, decode_tokens, options.threads)

@@ -230,8 +230,8 @@ class Int8BlockMatrix(BlockMatrix):
         return cls(codes, np.concatenate([m.block_scales for m in matrices], axis=1), mins, first.subtract)
 
     def rows(self, start, stop, scratch):
-        """Rows start..stop-1, (stop-start, cols): the transpose of a (cols, stop-start) array
-        written into `scratch`, which a product reads as it is (x @ rows.T)."""
+        """Rows start..stop-1 as float32 (stop-start, cols), exactly formats.quant's values: the
+        transpose of a (cols, stop-start) array written into `scratch`."""
         n = stop - start
         wt = scratch.reshape(-1)[:n * self.shape[1]].reshape(*self.codes.shape[:2], n)   # (B, bs, n)
         self._weights(self.codes[:, :, start:stop], slice(start, stop), wt)
@@ -248,11 +248,23 @@ class Int8BlockMatrix(BlockMatrix):
         in the order of Codes.values, so the floats are formats.quant.dequantize's. An infinite
         or NaN scale gives what that arithmetic gives (inf * 0 is NaN), without a warning, as
         dequantize does."""
-        with np.errstate(invalid="ignore", over="ignore"):
-            np.multiply(self.block_scales[:, None, which], codes, out=out)
-            if self.block_mins is not None:
+        self._scaled(codes, which, out)
+        if self.block_mins is not None:
+            with np.errstate(invalid="ignore", over="ignore"):
                 self._min_op(out, self.block_mins[:, None, which], out=out)
         return out
+
+    def _scaled(self, codes, which, out):
+        """out = scales * codes for the rows `which`: (B, bs, n), int8 cast and scale in one ufunc."""
+        with np.errstate(invalid="ignore", over="ignore"):
+            return np.multiply(self.block_scales[:, None, which], codes, out=out)
+
+    def _add_mins(self, x, out, start, stop):
+        """out[:, start:stop] += or -= S @ M: the mins m of the rows times S (T, B), x's block sums
+        (sum_j (d q_j + m) x_j = d sum_j q_j x_j + m sum_j x_j)."""
+        n_blocks, block = self.codes.shape[:2]
+        sums = np.add.reduce(x.reshape(len(x), n_blocks, block), axis=2)           # (T, B)
+        self._min_op(out[:, start:stop], sums @ self.block_mins[:, start:stop], out=out[:, start:stop])
 
     @property
     def _min_op(self):
@@ -278,8 +290,7 @@ class Int8BlockMatrix(BlockMatrix):
                 np.matmul(xr[b0:b1], q, out=t[b0:b1])       # t[b, o] = sum_j x[b, j] q[b, j, o]
             np.einsum("bo,bo->o", t[:, 0], self.block_scales[:, r0:r1], out=out[0, r0:r1])
         if self.block_mins is not None:
-            sums = np.add.reduce(xr[:, 0], axis=1)                                # (B,) block sums of x
-            self._min_op(out[0, start:stop], sums @ self.block_mins[:, start:stop], out=out[0, start:stop])
+            self._add_mins(x, out, start, stop)
 
     def _prompt_product(self, x, out, start, stop):
         """T > 1: per chunk of rows, the scaled codes d * q (no mins) in the scratch and one sgemm;
@@ -292,12 +303,10 @@ class Int8BlockMatrix(BlockMatrix):
         for r0 in range(start, stop, self.chunk_rows):
             r1 = min(r0 + self.chunk_rows, stop)
             wt = scratch[:n_blocks * block * (r1 - r0)].reshape(n_blocks, block, r1 - r0)  # (B, bs, n)
-            with np.errstate(invalid="ignore", over="ignore"):
-                np.multiply(self.block_scales[:, None, r0:r1], self.codes[:, :, r0:r1], out=wt)
+            self._scaled(self.codes[:, :, r0:r1], slice(r0, r1), wt)
             np.matmul(x, wt.reshape(self.shape[1], r1 - r0), out=out[:, r0:r1])   # (T, n)
         if self.block_mins is not None:
-            sums = np.add.reduce(x.reshape(len(x), n_blocks, block), axis=2)       # (T, B)
-            self._min_op(out[:, start:stop], sums @ self.block_mins[:, start:stop], out=out[:, start:stop])
+            self._add_mins(x, out, start, stop)
 
     def _arrays(self):
         return (self.codes, self.block_scales) + (() if self.block_mins is None else (self.block_mins,))

@@ -8,7 +8,7 @@ Tolerances:
   operations in its order (formats/quants/codes.py), so every bit agrees, NaN payloads included.
 - products: float32 summation order only. The one-token kernel sums each block's codes times x,
   then scales the block sums, then adds the mins times the block sums of x; a prompt's product
-  sums dequantized weights in BLAS's order. Either is a float32 dot product whose error is
+  sums x times the scaled codes and the block sums of x times the mins, in BLAS's order. Either is a float32 dot product whose error is
   bounded by ~n * 2**-24 times the sum of the magnitudes of its terms (n = 512 here); measured
   at most 1.6e-7 of that sum over every type, so the bound asked is 1e-5 of it: a wrong scale,
   a dropped min or a shifted block moves results by O(1) of it.

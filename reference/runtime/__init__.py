@@ -8,6 +8,8 @@ building on those above it:
                        cache's memory, resident as positions are written
     blockwise.py       weight matrices as products use them: float32, or int8 codes times
                        block scales (every quantized type) multiplied a chunk of rows at a time
+    blas.py            BLAS on one thread for a while (its own threads spin on our cores)
+    affinity.py        fast.py's threads each held to a CPU of its own during a pass
     fast.py            FastLlama: model.py's forward pass in float32, fused and preallocated
     load.py            a GGUF or llama2.c file -> Llama or FastLlama (`load_model`)
     fast_tokenizer.py  FastTokenizer: tokenizer.py's ids, a word at a time through a cache

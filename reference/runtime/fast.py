@@ -34,7 +34,8 @@ identical, F32 and Q8_0). What is different, and why (measured with bench/run.py
 - Threads: a one-token step can share its largest products between `threads` Python threads
   (Linear), which pays only when the other core is idle, and runs BLAS on one thread meanwhile
   (reference/runtime/blas.py); so do a prompt's products where the matrices are compressed.
-  A float32 model's prompts use BLAS's own threads.
+  Meanwhile each thread is held to a CPU of its own (reference/runtime/affinity.py): after an
+  idle spell Linux woke both onto one core. A float32 model's prompts use BLAS's own threads.
 
 Shapes as in model.py: T new tokens, S = start_pos + T cached positions, D, H, Hkv, G = H / Hkv,
 hd, F, V.
@@ -48,7 +49,7 @@ import threading
 
 import numpy as np
 
-from reference.runtime import blas
+from reference.runtime import affinity, blas
 from reference.runtime.blockwise import BlockMatrix, Int8BlockMatrix, fused_rows, product
 from formats.spec import ModelArgs
 from reference.runtime.memory import zeros_on_touch
@@ -90,7 +91,16 @@ class Linear:
     def __init__(self, threads=1, split_prompts=False):
         self.threads = max(1, int(threads))
         self.split_prompts = bool(split_prompts)
-        self._helpers = [_Helper() for _ in range(self.threads - 1)]
+        # [calling thread's CPU, each helper's], or None: see pinned().
+        self._cpus = affinity.plan(self.threads)
+        self._helpers = [_Helper(None if self._cpus is None else self._cpus[i + 1])
+                         for i in range(self.threads - 1)]
+
+    def pinned(self):
+        """A context in which the calling thread keeps to a CPU of its own, apart from the helpers'
+        (reference/runtime/affinity.py): the products it splits then run side by side even when
+        the threads wake from a long sleep."""
+        return affinity.pinned(None if self._cpus is None else self._cpus[0])
 
     def __call__(self, x, w, out=None):
         """(T, in) @ (out, in).T -> (T, out), written into `out` when given."""
@@ -122,7 +132,8 @@ class _Helper:
     (a Future, a queue and a condition per call) decode measured 1.03x (dim 288 Q8_0), 1.06x
     (768 Q8_0) and 1.02x (288 f32), the two alternating in one process, 7 runs each."""
 
-    def __init__(self):
+    def __init__(self, cpu=None):
+        self._cpu = cpu
         self._go, self._done = threading.Lock(), threading.Lock()
         self._go.acquire()
         self._done.acquire()
@@ -130,6 +141,8 @@ class _Helper:
         threading.Thread(target=self._serve, daemon=True, name="llama2-scratch-linear").start()
 
     def _serve(self):
+        if self._cpu is not None:
+            affinity.pin(self._cpu)
         while True:
             self._go.acquire()
             function, args = self._call
@@ -224,7 +237,7 @@ class FastLlama:
         tokens = check_positions(self.args, tokens, start_pos, self.n_cached)
         if len(tokens) > 1 and not self.linear.split_prompts:
             return self._forward(tokens, start_pos, all_logits)             # BLAS's own threads
-        with blas.single_threaded():
+        with blas.single_threaded(), self.linear.pinned():
             return self._forward(tokens, start_pos, all_logits)
 
     def _forward(self, tokens, start_pos, all_logits):

@@ -96,12 +96,18 @@ def modest_blocks(seed, ggml_type, n_rows, n_blocks):
 
 @pytest.mark.parametrize("ggml_type", TYPES, ids=lambda t: t.name)
 @pytest.mark.parametrize("n_tokens", [1, 4])
-def test_products_are_products_by_the_dequantized_weights(ggml_type, n_tokens, monkeypatch):
-    monkeypatch.setattr("reference.runtime.blockwise.CHUNK_ELEMENTS", 512 * 7)   # chunks of 7 rows
+@pytest.mark.parametrize("part_cols", [None, 64], ids=["whole-rows", "column-parts"])
+def test_products_are_products_by_the_dequantized_weights(ggml_type, n_tokens, part_cols, monkeypatch):
+    # Chunks of 7 rows; a prompt's chunks of whole rows, or of parts of 64 columns (or of one
+    # group, where a group sharing a scale is longer), the mins riding in the last part.
+    width = 512 if part_cols is None else max(part_cols, quant.CODES[ggml_type][0])
+    monkeypatch.setattr("reference.runtime.blockwise.CHUNK_ELEMENTS", width * 7)
+    if part_cols is not None:
+        monkeypatch.setattr("reference.runtime.blockwise.PROMPT_PART_COLS", part_cols)
     n_blocks = 512 // BLOCK[ggml_type][0]
     raw = modest_blocks(5, ggml_type, 45, n_blocks)
     m, w = transcoded(raw, ggml_type), dequantized(raw, ggml_type).astype(np.float64)
-    assert m.chunk_rows == 7
+    assert m.chunk_rows == 7 and len(m.parts) == 512 // width
     x = np.random.default_rng(6).standard_normal((n_tokens, 512), dtype=np.float32)
     got = m.matmul(x)
     exact = x.astype(np.float64) @ w.T

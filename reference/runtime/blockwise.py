@@ -53,6 +53,12 @@ import numpy as np
 # work per chunk (the classifier alone holds 9.2M weights at the seed config), chunks past 2^20
 # (4 MiB) to the scratch leaving the caches before the product reads it back.
 CHUNK_ELEMENTS = 1 << 19
+# Columns per part of a prompt's chunk: a matrix with longer rows is multiplied a part of its
+# columns at a time, so that a chunk still holds hundreds of rows (each sgemm call packs x's part
+# anew, which a narrow chunk does not repay). TinyLlama-1.1B's w2 (2048 x 5632, Q4_0-like blocks
+# of 32, 128 tokens, one thread): 4.3 ns a weight in chunks of 93 whole rows, 3.5 in chunks of 512
+# rows by 960 columns; its w1|w3 (11264 x 2048) 3.2-3.5 in chunks of 256 whole rows.
+PROMPT_PART_COLS = 1024
 
 
 def fused_rows(matrices, axis=0):
@@ -199,6 +205,8 @@ class Int8BlockMatrix(BlockMatrix):
         self.mins = None if block_mins is None else self.block_mins.T
         self.subtract = bool(subtract)
         self.block = block
+        self.parts = _column_parts(n_blocks, block)         # a prompt's chunks: see _prompt_product
+        self.chunk_rows = max(1, CHUNK_ELEMENTS // ((self.parts[0][1] - self.parts[0][0]) * block))
 
     @classmethod
     def from_rows(cls, codes, scales, mins=None, subtract=False):
@@ -249,16 +257,17 @@ class Int8BlockMatrix(BlockMatrix):
         in the order of Codes.values, so the floats are formats.quant.dequantize's. An infinite
         or NaN scale gives what that arithmetic gives (inf * 0 is NaN), without a warning, as
         dequantize does."""
-        self._scaled(codes, which, out)
+        self._scaled(self.block_scales[:, which], codes, out)
         if self.block_mins is not None:
             with np.errstate(invalid="ignore", over="ignore"):
                 self._min_op(out, self.block_mins[:, None, which], out=out)
         return out
 
-    def _scaled(self, codes, which, out):
-        """out = scales * codes for the rows `which`: (B, bs, n), int8 cast and scale in one ufunc."""
+    @staticmethod
+    def _scaled(scales, codes, out):
+        """out = scales * codes: (B, n) and (B, bs, n) -> (B, bs, n), int8 cast and scale in one ufunc."""
         with np.errstate(invalid="ignore", over="ignore"):
-            return np.multiply(self.block_scales[:, None, which], codes, out=out)
+            return np.multiply(scales[:, None, :], codes, out=out)
 
     def _add_mins(self, x, out, start, stop):
         """One token: out[:, start:stop] += or -= s @ M, the mins m of the rows times s (1, B), x's
@@ -301,28 +310,45 @@ class Int8BlockMatrix(BlockMatrix):
             self._add_mins(x, out, start, stop)
 
     def _prompt_product(self, x, out, start, stop):
-        """T > 1: per chunk of rows, the scaled codes d * q in the scratch and one sgemm. Mins ride
-        in the same sgemm, as B more rows of the chunk against B more columns of x, its block sums:
-        out = [x | +-S] @ [d * q; m], S[t, b] = sum_j x[t, b, j]. As a product of their own after
-        the chunks (S @ M, then a pass adding it to out), mins cost seed-config Q4_1 prefill ~12%
-        against Q4_0's (255 tokens, one process, the models alternating)."""
+        """T > 1: per chunk of rows and part of the columns (`parts`), the scaled codes d * q in the
+        scratch and one sgemm, the parts after the first added up through a (T, n) buffer.
+        Mins ride in the last part's sgemm, as B more rows of the chunk against B more columns of
+        x, its block sums: out = [x | +-S] @ [d * q; m], S[t, b] = sum_j x[t, b, j]. As a product
+        of their own after the chunks (S @ M, then a pass adding it to out), mins cost seed-config
+        Q4_1 prefill ~12% against Q4_0's (255 tokens, one process, the models alternating)."""
         n_blocks, block = self.codes.shape[:2]
-        n_cols = self.shape[1]
-        if self.block_mins is not None:
-            xa = _buffer("prompt_x", len(x) * (n_cols + n_blocks)).reshape(len(x), n_cols + n_blocks)
+        n_cols, n_mins = self.shape[1], 0 if self.block_mins is None else n_blocks
+        if n_mins:
+            xa = _buffer("prompt_x", len(x) * (n_cols + n_mins)).reshape(len(x), n_cols + n_mins)
             xa[:, :n_cols] = x
             self._block_sums(x, xa[:, n_cols:])
             if self.subtract:
                 np.negative(xa[:, n_cols:], out=xa[:, n_cols:])
             x = xa
-        scratch = _buffer("scratch", self.chunk_rows * x.shape[1])
+        parts = self.parts
+        scratch = _buffer("scratch", self.chunk_rows * ((parts[0][1] - parts[0][0]) * block + n_mins))
+        partial = _buffer("partial", len(x) * self.chunk_rows).reshape(len(x), self.chunk_rows)
         for r0 in range(start, stop, self.chunk_rows):
             r1 = min(r0 + self.chunk_rows, stop)
-            wt = scratch[:x.shape[1] * (r1 - r0)].reshape(x.shape[1], r1 - r0)     # (cols [+ B], n)
-            self._scaled(self.codes[:, :, r0:r1], slice(r0, r1), wt[:n_cols].reshape(n_blocks, block, r1 - r0))
-            if self.block_mins is not None:
-                wt[n_cols:] = self.block_mins[:, r0:r1]
-            np.matmul(x, wt, out=out[:, r0:r1])                                     # (T, n)
+            for i, (b0, b1) in enumerate(parts):
+                k0, k1 = b0 * block, b1 * block + (n_mins if b1 == n_blocks else 0)
+                wt = scratch[:(k1 - k0) * (r1 - r0)].reshape(k1 - k0, r1 - r0)      # (part cols [+ B], n)
+                codes = wt[:(b1 - b0) * block].reshape(b1 - b0, block, r1 - r0)
+                self._scaled(self.block_scales[b0:b1, r0:r1], self.codes[b0:b1, :, r0:r1], codes)
+                if k1 > n_cols:
+                    wt[(b1 - b0) * block:] = self.block_mins[:, r0:r1]
+                if i == 0:
+                    np.matmul(x[:, k0:k1], wt, out=out[:, r0:r1])                   # (T, n)
+                else:
+                    out[:, r0:r1] += np.matmul(x[:, k0:k1], wt, out=partial[:, :r1 - r0])
 
     def _arrays(self):
         return (self.codes, self.block_scales) + (() if self.block_mins is None else (self.block_mins,))
+
+
+def _column_parts(n_blocks, block):
+    """The column parts of a prompt's chunks, (first block, end block) pairs: one part where a row
+    has at most PROMPT_PART_COLS columns, else equal parts of at most that many (or one block)."""
+    n_parts = -(-n_blocks * block // max(PROMPT_PART_COLS, block))
+    per_part = -(-n_blocks // n_parts)
+    return [(b0, min(b0 + per_part, n_blocks)) for b0 in range(0, n_blocks, per_part)]

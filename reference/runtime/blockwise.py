@@ -265,9 +265,13 @@ class Int8BlockMatrix(BlockMatrix):
 
     @staticmethod
     def _scaled(scales, codes, out):
-        """out = scales * codes: (B, n) and (B, bs, n) -> (B, bs, n), int8 cast and scale in one ufunc."""
+        """out = scales * codes: (B, n) and (B, bs, n) -> (B, bs, n). The int8 cast, then the scale
+        in place: one mixed-type ufunc (int8 times float32, cast in buffers) took 1.1-1.35x as
+        long (a 2 MiB chunk of a 1.1B-shape matrix: 0.31-0.38 against 0.28 ns a weight), and
+        TinyLlama-1.1B-shape Q4_K_M prefill ran 62.3 -> 65.5 tok/s, one process, 5 rounds each."""
+        np.copyto(out, codes)
         with np.errstate(invalid="ignore", over="ignore"):
-            return np.multiply(scales[:, None, :], codes, out=out)
+            return np.multiply(out, scales[:, None, :], out=out)
 
     def _add_mins(self, x, out, start, stop):
         """One token: out[:, start:stop] += or -= s @ M, the mins m of the rows times s (1, B), x's

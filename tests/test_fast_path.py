@@ -271,8 +271,10 @@ def test_q8_0_read_from_the_file_equals_the_blocks_in_the_map(tmp_path):
 
 
 @pytest.mark.parametrize("dtype", ["f32", "q8_0"])
-def test_products_shared_between_threads_give_the_same_logits(tmp_path, monkeypatch, dtype):
-    args, weights = CONFIGS["mha"], random_weights(CONFIGS["mha"], seed=9)
+@pytest.mark.parametrize("config, threads", [("mha", 3), ("gqa-untied", 2)])
+def test_products_shared_between_threads_give_the_same_logits(tmp_path, monkeypatch, dtype, config, threads):
+    # q8_0 prompts also share attention (by kv heads: 4 over 3 threads, 2 over 2) and SwiGLU.
+    args, weights = CONFIGS[config], random_weights(CONFIGS[config], seed=9)
     path = write_gguf(args, weights, tmp_path / "m.gguf", dtype)
     tokens = np.random.default_rng(10).integers(0, args.vocab_size, 12)
 
@@ -284,7 +286,7 @@ def test_products_shared_between_threads_give_the_same_logits(tmp_path, monkeypa
     monkeypatch.setattr("reference.runtime.fast.Linear.SPLIT_ELEMENTS", 1)          # split every product
     monkeypatch.setattr("reference.runtime.fast.Linear.SPLIT_QUANTIZED", 1)
     monkeypatch.setattr("reference.runtime.fast.Linear.SPLIT_PROMPT", 1)
-    got_prompt, got = run(load_model(path, fast=True, threads=3))
+    got_prompt, got = run(load_model(path, fast=True, threads=threads))
     if dtype == "f32":
         np.testing.assert_array_equal(got, expected)      # one dot per row, whichever thread runs it
     else:

@@ -17,9 +17,9 @@ importance matrix of ones for the ftypes that need one). Per file, three worker 
 turns (bench_inference.compare): ours (FastLlama), the plain model (reference/model.py, matrices
 dequantized at load; prefill only) and llama.cpp, their runs interleaved. Printed per file: decode
 tok/s (after BOS), prefill tok/s (a prompt from position 0), each the median of --runs, and
-    w/Q8_0, /Q8_0   our decode again, every quantized file's worker alive at once and their runs
-                    interleaved (median of max(3, --runs)), and its ratio to our Q8_0 decode of the
-                    same shape measured so (target >= 0.9)
+    w/Q8_0, /Q8_0   our decode again, every quantized file's worker alive at once, each run
+                    between two runs of Q8_0 (median of max(3, --runs)), and its ratio to the mean
+                    of those two Q8_0 runs, the median over the rounds (target >= 0.9)
     fast / plain    our fast prefill against the plain model's (target >= 1)
     vs llama.cpp    ours / llama.cpp, decode and prefill
 --rss adds the peak resident memory of `llama2-scratch generate` (ours) and of llama.cpp
@@ -129,34 +129,47 @@ def measure(path, options, shape):
 
 
 def decode_together(paths, options, shape):
-    """{name: our decode tok/s} with one worker process per file, their runs interleaved
-    (A B C ... A B C ...), so each type meets the machine's drifts as often as Q8_0 does: run
-    one file after another, the same file measured 10-15% apart from one minute to the next here,
-    more than the 0.9x target leaves."""
+    """{name: (our decode tok/s, its ratio to Q8_0's)} with one worker process per file alive at
+    once. Each round runs Q8_0 between every two other files (Q8_0 A Q8_0 B Q8_0 ...), and a
+    file's ratio is its speed over the mean of the two Q8_0 runs around it, the median of those
+    over the rounds: drift slower than a few seconds cancels. Files measured one after another
+    moved 10-15% from one minute to the next here, more than the 0.9x target leaves, and medians
+    over interleaved rounds (A B C ... A B C ...) still moved a type +-8% between runs."""
     decode_tokens = LENGTHS[shape][0]
     workers = {name: bench_inference.Worker("numpy", path, options.threads) for name, path in paths.items()}
     speeds = {name: [] for name in workers}
+    ratios = {name: [] for name in workers}
+
+    def decode(name):
+        speeds[name].append(decode_tokens / workers[name].ask(op="decode", n=decode_tokens))
+        return speeds[name][-1]
+
     try:
         for worker in workers.values():
             worker.ask(op="decode", n=8)                                          # warm-up
         for _ in range(max(3, options.runs)):
-            for name, worker in workers.items():
-                speeds[name].append(decode_tokens / worker.ask(op="decode", n=decode_tokens))
+            before = decode("Q8_0")
+            for name in workers:
+                if name != "Q8_0":
+                    speed = decode(name)
+                    after = decode("Q8_0")
+                    ratios[name].append(speed / ((before + after) / 2))
+                    before = after
     finally:
         for worker in workers.values():
             worker.close()
-    return {name: statistics.median(v) for name, v in speeds.items()}
+    ratios["Q8_0"] = [1.0]
+    return {name: (statistics.median(speeds[name]), statistics.median(ratios[name])) for name in workers}
 
 
 def print_table(rows, sizes, held, rss, together):
-    q8 = together.get("Q8_0")
     print(f"{'file':10} {'holds':22} {'MB':>7} | {'decode':>7} {'llama':>7} {'ratio':>6} | {'w/Q8_0':>7} {'/Q8_0':>6} | "
           f"{'prefill':>7} {'plain':>7} {'f/p':>5} {'llama':>7} {'ratio':>6}"
           + (f" | {'RSS MB':>7} {'llama':>7}" if rss else ""))
     for name, row in rows.items():
         ours, theirs, plain = row["numpy"], row["llama.cpp"], row["plain"]
-        beside = together.get(name)
-        vs_q8 = (f"{beside:>7.1f} {beside / q8:>5.2f}x" if beside and q8 else f"{'-':>7} {'-':>6}")
+        beside, ratio = together.get(name, (None, None))
+        vs_q8 = f"{beside:>7.1f} {ratio:>5.2f}x" if beside else f"{'-':>7} {'-':>6}"
         line = (f"{name:10} {held[name]:22} {sizes[name] / 1e6:>7.1f} | {ours['decode']:>7.1f} "
                 f"{theirs['decode']:>7.1f} {ours['decode'] / theirs['decode']:>5.2f}x | {vs_q8} | {ours['prefill']:>7.0f} "
                 f"{plain['prefill']:>7.0f} {ours['prefill'] / plain['prefill']:>4.2f}x {theirs['prefill']:>7.0f} "

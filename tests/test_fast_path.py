@@ -270,6 +270,29 @@ def test_q8_0_read_from_the_file_equals_the_blocks_in_the_map(tmp_path):
     assert np.shares_memory(layer.wqkv.codes, layer.wv.codes) and np.shares_memory(layer.w13.codes, layer.w1.codes)
 
 
+def test_matrices_of_several_types_with_one_codes_form_are_fused(tmp_path):
+    """wq, wk in Q8_0 and wv in Q4_0 (as llama.cpp's mixes hold them: codes in groups of 32, no
+    mins) share one codes array and one product; wv in Q4_1 (mins) cannot, and stays apart from
+    wq|wk. Either way the logits are the plain model's (the dequantized weights) within
+    FAST_LOGITS_ATOL."""
+    args, weights = CONFIGS["gqa-untied"], random_weights(CONFIGS["gqa-untied"], seed=12)
+    tokens = np.random.default_rng(13).integers(0, args.vocab_size, 9)
+    for wv_type, fused in [(GGMLType.Q4_0, True), (GGMLType.Q4_1, False)]:
+        model_file = mapping.to_gguf(weights, args, dtype="q8_0")
+        model_file.tensors = [t if not t.name.endswith("attn_v.weight") else gguf.Tensor.from_array(
+                                  t.name, weights[f"layers.{t.name.split('.')[1]}.attention.wv.weight"], wv_type)
+                              for t in model_file.tensors]
+        path = tmp_path / f"{wv_type.name}.gguf"
+        gguf.write(model_file, path)
+        model, plain = load_model(path, fast=True), load_model(path)
+        assert all((layer.wqkv is not None) == fused and (layer.wqk is None) == fused for layer in model.layers)
+        together = model.layers[0].wqkv if fused else model.layers[0].wqk
+        assert np.shares_memory(together.codes, model.layers[0].wk.codes)
+        assert np.shares_memory(together.codes, model.layers[0].wv.codes) == fused
+        np.testing.assert_allclose(model.forward(tokens, all_logits=True), plain.forward(tokens, all_logits=True),
+                                   rtol=0, atol=FAST_LOGITS_ATOL)
+
+
 @pytest.mark.parametrize("dtype", ["f32", "q8_0"])
 @pytest.mark.parametrize("config, threads", [("mha", 3), ("gqa-untied", 2)])
 def test_products_shared_between_threads_give_the_same_logits(tmp_path, monkeypatch, dtype, config, threads):

@@ -34,8 +34,9 @@ identical, F32 and Q8_0). What is different, and why (measured with bench/run.py
 - Threads: a one-token step can share its largest products between `threads` Python threads
   (Linear), which pays only when the other core is idle, and runs BLAS on one thread meanwhile
   (reference/runtime/blas.py); so do a prompt's products where the matrices are compressed,
-  and then its attention (by kv heads) and SwiGLU (by columns) are shared out too. Meanwhile each thread is held to a CPU of its own (reference/runtime/affinity.py): after an
-  idle spell Linux woke both onto one core. A float32 model's prompts use BLAS's own threads.
+  and then its attention (by kv heads) and SwiGLU (by columns) are shared out too. Meanwhile
+  each thread is held to a CPU of its own (reference/runtime/affinity.py): after an idle spell
+  Linux woke both onto one core. A float32 model's prompts use BLAS's own threads.
 
 Shapes as in model.py: T new tokens, S = start_pos + T cached positions, D, H, Hkv, G = H / Hkv,
 hd, F, V.
@@ -170,8 +171,9 @@ class _Helper:
 
 @dataclasses.dataclass(frozen=True)
 class FastLayer:
-    """One block's weights as the fast path uses them; wqkv (wq, wk, wv stacked) and w13 (w1, w3
-    stacked) are views spanning the separate matrices when those lie back to back, else None."""
+    """One block's weights as the fast path uses them; wqkv (wq, wk, wv stacked), wqk (wq, wk
+    stacked, where wqkv is None) and w13 (w1, w3 stacked) are views spanning the separate
+    matrices when those lie back to back, else None."""
     attention_norm: np.ndarray      # (D,)
     wqkv: object                    # (D + 2*kv_dim, D), or None when wq, wk, wv are used apart
     wq: object                      # (D, D)
@@ -183,6 +185,7 @@ class FastLayer:
     w2: object                      # (D, F)
     w3: object                      # (F, D)
     w13: object = None              # (2F, D): w1 and w3 stacked, or None
+    wqk: object = None              # (D + kv_dim, D): wq and wk stacked, or None
 
 
 class Buffers:
@@ -225,8 +228,9 @@ class FastLlama:
         self.layers = []
         for i in range(args.n_layers):
             layer = {field: w[f"layers.{i}.{name}.weight"] for field, name in LAYER_TENSORS.items()}
-            self.layers.append(FastLayer(wqkv=_fused([layer["wq"], layer["wk"], layer["wv"]]),
-                                         w13=_fused([layer["w1"], layer["w3"]]), **layer))
+            wqkv = _fused([layer["wq"], layer["wk"], layer["wv"]])
+            wqk = None if wqkv is not None else _fused([layer["wq"], layer["wk"]])
+            self.layers.append(FastLayer(wqkv=wqkv, wqk=wqk, w13=_fused([layer["w1"], layer["w3"]]), **layer))
         cos, sin = rope_tables(args.head_dim, args.max_seq_len, args.rope_theta, np.float32)
         # (S_max, hd/2) complex64 with real part cos and imaginary part sin, the same float32s.
         self.rope = np.empty(cos.shape, dtype=np.complex64)
@@ -273,6 +277,9 @@ class FastLlama:
         xn = _rmsnorm(b.x, layer.attention_norm, args.norm_eps, b.xn, b.mean_square)
         if layer.wqkv is not None:
             self.linear(xn, layer.wqkv, out=b.qkv)                            # (T, D) -> (T, D+2kv)
+        elif layer.wqk is not None:
+            self.linear(xn, layer.wqk, out=b.qkv[:, :D + kv])
+            self.linear(xn, layer.wv, out=b.qkv[:, D + kv:])
         else:
             for w, part in ((layer.wq, b.qkv[:, :D]), (layer.wk, b.qkv[:, D:D + kv]),
                             (layer.wv, b.qkv[:, D + kv:])):

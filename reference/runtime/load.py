@@ -21,10 +21,12 @@ Nothing here imports torch.
 Runtime (reference/runtime/__init__.py): files -> models; the maths is in reference/model.py.
 """
 
+import functools
+
 import numpy as np
 
 from formats import detect, gguf, llama2c, mapping, quant
-from formats.ggml import GGMLType, row_nbytes
+from formats.ggml import BLOCK, GGMLType, row_nbytes
 from formats.llama2c_quant import Int8Groups
 from reference.runtime.blockwise import Int8BlockMatrix
 from reference.runtime.fast import FastLlama
@@ -50,13 +52,21 @@ def weights_from_gguf(gguf_file, keep_quantized=False):
             quantized[name] = tensor                # read below
         else:
             weights[name] = tensor.to_float32()
-    # Matrices of one type used side by side share one codes array, so FastLlama fuses them for free.
-    fused = (("attention.wq", "attention.wk", "attention.wv"), ("feed_forward.w1", "feed_forward.w3"))
-    groups = [[f"layers.{i}.{kind}.weight" for kind in group]
-              for i in range(args.n_layers) for group in fused]
-    groups = [group for group in groups
-              if all(name in quantized for name in group) and len({quantized[n].type for n in group}) == 1]
-    grouped = {name for group in groups for name in group}
+    # Matrices used side by side share one codes array where their codes have one form (group,
+    # mins), whatever their types, so FastLlama fuses them for free (wq|wk|wv, else wq|wk; w1|w3):
+    # two of a seed-config Q4_K_M file's layers hold wq and wk in Q5_0 and wv in Q8_0 (llama.cpp's
+    # fallbacks), one product instead of three; TinyLlama-1.1B's Q4_K_M has wv in Q6_K in some
+    # layers (groups of 16) and wq, wk in Q4_K (32, mins), two products there.
+    fusable = (("attention.wq", "attention.wk", "attention.wv"), ("attention.wq", "attention.wk"),
+               ("feed_forward.w1", "feed_forward.w3"))
+    groups, grouped = [], set()
+    for i in range(args.n_layers):
+        for kinds in fusable:
+            group = [f"layers.{i}.{kind}.weight" for kind in kinds]
+            if (grouped.isdisjoint(group) and all(name in quantized for name in group)
+                    and len({codes_form(quantized[n].type) for n in group}) == 1):
+                groups.append(group)
+                grouped.update(group)
     groups += [[name] for name in sorted(set(quantized) - grouped)]
     if groups:
         with open(gguf_file.path, "rb") as f:
@@ -69,9 +79,19 @@ def weights_from_gguf(gguf_file, keep_quantized=False):
 READ_CHUNK_BYTES = 1 << 20
 
 
+@functools.lru_cache(maxsize=None)
+def codes_form(ggml_type):
+    """(group, mins) of a quantized type's codes (formats.quant.codes_rows): the group sharing a
+    scale, and None, "add" or "subtract" for its mins; read off one block of zero bytes."""
+    block_size, type_size = BLOCK[ggml_type]
+    codes = quant.codes_rows(np.zeros((1, type_size), dtype=np.uint8), ggml_type, block_size)
+    return quant.CODES[ggml_type][0], None if codes.mins is None else ("subtract" if codes.subtract else "add")
+
+
 def read_codes(f, gguf_file, tensors):
-    """Int8BlockMatrix objects for 2-D `tensors` of one quantized type and row length, their
-    codes rows of one contiguous array (and so their scales and mins).
+    """Int8BlockMatrix objects for 2-D `tensors` of one row length and one codes form (codes_form:
+    the same group and mins, of one type or several), their codes rows of one contiguous array (and
+    so their scales and mins).
 
     Each type's blocks become int8 codes and float32 scales (+ mins) per group
     (formats.quant.codes_rows), stored in Int8BlockMatrix's block-major layout; the weights
@@ -81,27 +101,26 @@ def read_codes(f, gguf_file, tensors):
     group for the scales and 4 more for the mins (reference/runtime/__init__.py has the table
     per type).
     """
-    ggml_type, n_cols = tensors[0].type, tensors[0].shape[1]
-    if any(t.type != ggml_type or len(t.shape) != 2 or t.shape[1] != n_cols for t in tensors):
-        raise ValueError("read_codes takes 2-D tensors of one type and one row length")
-    group = quant.CODES[ggml_type][0]
-    n_groups, row_bytes = n_cols // group, row_nbytes(ggml_type, n_cols)
-    n_rows = sum(t.shape[0] for t in tensors)
+    form, n_cols = codes_form(tensors[0].type), tensors[0].shape[1]
+    if any(codes_form(t.type) != form or len(t.shape) != 2 or t.shape[1] != n_cols for t in tensors):
+        raise ValueError("read_codes takes 2-D tensors of one codes form and one row length")
+    group = form[0]
+    n_groups, n_rows = n_cols // group, sum(t.shape[0] for t in tensors)
     # Int8BlockMatrix's layout, in huge pages where large (memory.huge_page_array).
     codes = huge_page_array((n_groups, group, n_rows), np.int8)
     scales = huge_page_array((n_groups, n_rows), np.float32)
     mins, subtract = None, False
-    rows_per_read = max(1, READ_CHUNK_BYTES // row_bytes)
-    buffer = np.empty(rows_per_read * row_bytes, dtype=np.uint8)
     pieces, row = [], 0
     for tensor in tensors:
-        first = row
+        first, row_bytes = row, row_nbytes(tensor.type, n_cols)
+        rows_per_read = max(1, READ_CHUNK_BYTES // row_bytes)
+        buffer = np.empty(rows_per_read * row_bytes, dtype=np.uint8)
         for start in range(0, tensor.shape[0], rows_per_read):
             n = min(rows_per_read, tensor.shape[0] - start)
             raw = buffer[:n * row_bytes]
             read_exactly(f, gguf_file.data_offset + tensor.offset + start * row_bytes, raw, gguf_file.path,
                          tensor.name)
-            piece = quant.codes_rows(raw.reshape(n, row_bytes), ggml_type, n_cols)
+            piece = quant.codes_rows(raw.reshape(n, row_bytes), tensor.type, n_cols)
             codes[:, :, row:row + n] = piece.codes.transpose(1, 2, 0)
             scales[:, row:row + n] = piece.scales.T
             if piece.mins is not None:

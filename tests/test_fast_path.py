@@ -268,6 +268,8 @@ def test_q8_0_read_from_the_file_equals_the_blocks_in_the_map(tmp_path):
         assert got.codes.strides[-1] == 1         # gathered: each block's codes one run over the rows
     layer = model.layers[0]
     assert np.shares_memory(layer.wqkv.codes, layer.wv.codes) and np.shares_memory(layer.w13.codes, layer.w1.codes)
+    # The fused matrices' scales are views too, not second copies.
+    assert np.shares_memory(layer.wqkv.scales, layer.wq.scales) and np.shares_memory(layer.w13.scales, layer.w3.scales)
 
 
 def test_matrices_of_several_types_with_one_codes_form_are_fused(tmp_path):

@@ -11,8 +11,10 @@ the calling thread was then woken onto the helper's CPU.
 
 How: os.sched_setaffinity on the calling thread (Linux applies it to that thread alone). Helpers
 are held to theirs for good; the calling thread only for the pass, its own CPU set restored
-after. Where affinity cannot be set (macOS, Windows) or the process may run on fewer CPUs than
-there are threads, nothing is pinned: results are the same either way, only the speed differs.
+after. The CPUs are the first of those the process may run on, so `taskset -c 2,3 llama2-scratch
+generate ...` chooses them. Where affinity cannot be set (macOS, Windows) or the process may run
+on fewer CPUs than there are threads, nothing is pinned: results are the same either way, only
+the speed differs.
 
 Runtime (reference/runtime/__init__.py): no maths here.
 """

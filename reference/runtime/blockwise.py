@@ -143,7 +143,6 @@ class BlockMatrix:
 
     def __init__(self, shape):
         self.shape = tuple(int(n) for n in shape)
-        self.chunk_rows = max(1, CHUNK_ELEMENTS // self.shape[1])
 
     def rows(self, start, stop, scratch):
         """Rows start..stop-1 as float32 (stop-start, cols), written into `scratch` if it is used."""

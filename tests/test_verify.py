@@ -213,8 +213,8 @@ def test_permuted_qk_fails_logits_only(trained, llama_cpp, tmp_path):
     assert all(c.ok for c in _by(report, reference="numpy", candidate="llama.cpp"))   # same file, same maths
 
 
-def test_f32_file_with_an_f16_rounded_matrix_fails_logits(trained, llama_cpp, tmp_path):
-    bad = vh.broken_f16_matrix(_exported(trained, "f32", tmp_path), tmp_path / "bad.gguf")
+def test_f32_file_with_f16_rounded_matrices_fails_logits(trained, llama_cpp, tmp_path):
+    bad = vh.broken_f16_matrices(_exported(trained, "f32", tmp_path), tmp_path / "bad.gguf")
     report = run_verify(bad, ckpt_path=trained, use_llama_cpp=True, threads=1)
     failed = {(c.name.split("/")[0], c.metric, c.candidate) for c in report.failures if c.reference == "torch"}
     for metric in ("max_abs_diff", "nmse", "kl"):

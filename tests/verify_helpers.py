@@ -100,12 +100,14 @@ def broken_rope_dims(good_path, out_path):
     return out_path
 
 
-def broken_f16_matrix(good_path, out_path, name="blk.1.attn_v.weight"):
-    """An "f32" file with one matrix rounded through f16 on the way (a converter keeping some
-    tensors in half precision): every shape and hyperparameter right, the logits off by ~2e-4."""
+def broken_f16_matrices(good_path, out_path):
+    """An "f32" file whose matrices went through f16 on the way (a converter that kept the weights
+    in half precision and labelled them F32): every shape and hyperparameter right, the logits off
+    by ~1e-2, two orders above the f32 gates on any CPU. One matrix alone measured 1.8-5.5e-5 on
+    an AVX2 machine, inside the max |Δ| gate, so a single one cannot fail every gate everywhere."""
     gf = gguf.read(good_path)
     gf.tensors = [gguf.Tensor.from_array(t.name, np.asarray(t.data).astype(np.float16).astype(np.float32))
-                  if t.name == name else t for t in gf.tensors]
+                  if len(t.shape) == 2 else t for t in gf.tensors]
     gguf.write(gf, out_path)
     return out_path
 

@@ -43,3 +43,19 @@ def apply_rope(x, cos, sin):
     out[..., 0::2] = x_even * cos - x_odd * sin
     out[..., 1::2] = x_even * sin + x_odd * cos
     return out
+
+
+def rope_backward(grad_out, cos, sin):
+    """∂loss/∂x from grad_out = ∂loss/∂apply_rope(x, cos, sin): the inverse rotation.
+
+    grad_out: (..., T, hd), cos and sin: (T, hd/2) as for apply_rope -> (..., T, hd).
+    Each pair is multiplied by the rotation matrix R(θ) = [[cos, -sin], [sin, cos]], a linear map,
+    so the gradient is multiplied by its transpose, R(θ)ᵀ = R(-θ): the same rotation with sin
+    negated. A rotation keeps lengths, so the gradient's norm is unchanged.
+    >>> cos, sin = np.array([[0.0]]), np.array([[1.0]])        # one pair rotated by 90 degrees
+    >>> apply_rope(np.array([[1.0, 0.0]]), cos, sin)            # (1, 0) -> (0, 1)
+    array([[0., 1.]])
+    >>> rope_backward(np.array([[0.0, 1.0]]), cos, sin)         # (0, 1) -> (1, 0): back again
+    array([[1., 0.]])
+    """
+    return apply_rope(grad_out, cos, -sin)

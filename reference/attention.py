@@ -50,3 +50,49 @@ def attention(q, k, v, record=no_record):
     record("pattern", pattern.reshape(n_heads, n_queries, n_keys))
     out = pattern @ v                                                     # (Hkv, G, T, hd)
     return record("z", out.reshape(n_heads, n_queries, head_dim))
+
+
+def softmax_backward(probs, grad_out, axis=-1):
+    """∂loss/∂x from grad_out = ∂loss/∂softmax(x) and probs = softmax(x): probs (grad_out - Σ probs grad_out).
+
+    The Jacobian of p = softmax(x) is ∂p_i/∂x_j = p_i (δ_ij - p_j), so
+    dx_j = Σ_i grad_i p_i (δ_ij - p_j) = p_j (grad_j - Σ_i p_i grad_i). Where p_j = 0 (a masked
+    -inf) dx_j = 0: no gradient flows to a score the mask hid. Shapes: any, summed along `axis`.
+    >>> softmax_backward(np.array([0.25, 0.75, 0.0]), np.array([1.0, 0.0, 5.0]))  # Σ p grad = 0.25
+    array([ 0.1875, -0.1875,  0.    ])
+    """
+    return probs * (grad_out - np.sum(probs * grad_out, axis=axis, keepdims=True))
+
+
+def attention_backward(q, k, v, pattern, grad_out):
+    """The gradients of attention(q, k, v) given grad_out = ∂loss/∂out: (dq, dk, dv).
+
+    q: (H, T, hd), k, v: (Hkv, S, hd), pattern: (H, T, S) (the forward's softmax, recorded as
+    `pattern`), grad_out: (H, T, hd) -> dq (H, T, hd), dk and dv (Hkv, S, hd). Backward through
+    out = P v, P = softmax(s), s = q kᵀ / sqrt(hd) + mask:
+
+        dv = Pᵀ grad_out          dP = grad_out vᵀ          ds = P (dP - Σ_keys P dP)
+        dq = ds k / sqrt(hd)      dk = dsᵀ q / sqrt(hd)
+
+    The mask adds a constant (0 or -inf): it passes ds through unchanged, and ds is 0 wherever
+    P is 0, so masked keys get no gradient. The scale 1/sqrt(hd) multiplies s, so it multiplies
+    dq and dk once each. GQA: kv head j is read by the G = H/Hkv query heads j*G .. j*G+G-1, so
+    its dk and dv are the sums over those heads of what each sends back.
+    >>> q, k, v = np.ones((2, 1, 1)), np.ones((1, 1, 1)), np.ones((1, 1, 1))    # 2 heads, 1 kv head
+    >>> dq, dk, dv = attention_backward(q, k, v, np.ones((2, 1, 1)), np.array([[[1.0]], [[2.0]]]))
+    >>> dv.ravel(), dk.ravel()       # dv = 1 + 2: both query heads read the one value; one key: ds = 0
+    (array([3.]), array([0.]))
+    """
+    n_heads, n_queries, head_dim = q.shape
+    n_kv_heads, n_keys, _ = k.shape
+    group = n_heads // n_kv_heads
+    # The forward's grouping, heads h = kv*G + g: summing over axis 1 (g) is GQA's sum.
+    q = q.reshape(n_kv_heads, group, n_queries, head_dim)                  # (Hkv, G, T, hd)
+    grad_out = grad_out.reshape(n_kv_heads, group, n_queries, head_dim)
+    pattern = pattern.reshape(n_kv_heads, group, n_queries, n_keys)        # (Hkv, G, T, S)
+    dv = np.sum(pattern.swapaxes(-1, -2) @ grad_out, axis=1)               # (Hkv, S, hd)
+    d_pattern = grad_out @ v[:, None].swapaxes(-1, -2)                     # (Hkv, G, T, S)
+    d_scores = softmax_backward(pattern, d_pattern) * (1 / math.sqrt(head_dim))
+    dq = d_scores @ k[:, None]                                             # (Hkv, G, T, hd)
+    dk = np.sum(d_scores.swapaxes(-1, -2) @ q, axis=1)                     # (Hkv, S, hd)
+    return dq.reshape(n_heads, n_queries, head_dim), dk, dv

@@ -29,6 +29,7 @@ import torch
 
 from data.paths import DataError, file_sha256, resolve_tokenizer, token_dir
 from formats.spec import ModelArgs
+from reference.training import decay_groups, learning_rate
 from trainer import checkpoint
 from trainer.config import TrainConfig
 from trainer.flops import flops_per_token, measure_matmul_peak
@@ -44,13 +45,10 @@ _TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16"
 
 
 def get_lr(it, config):
-    """Linear warmup to learning_rate, cosine decay to min_lr at decay_iters, then min_lr."""
-    if it < config.warmup_iters:
-        return config.learning_rate * (it + 1) / (config.warmup_iters + 1)
-    if it >= config.decay_iters:
-        return config.min_lr
-    progress = (it - config.warmup_iters) / max(config.decay_iters - config.warmup_iters, 1)
-    return config.min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (config.learning_rate - config.min_lr)
+    """Linear warmup to learning_rate, cosine decay to min_lr at decay_iters, then min_lr
+    (reference.training.learning_rate, shared with the NumPy training step)."""
+    return learning_rate(it, max_lr=config.learning_rate, min_lr=config.min_lr,
+                         warmup_iters=config.warmup_iters, decay_iters=config.decay_iters)
 
 
 def batch_starts(seed, step, micro, n_tokens, seq_len, batch_size):
@@ -77,9 +75,10 @@ def eval_starts(n_tokens, seq_len, max_windows):
 
 def make_optimizer(model, config, device_type):
     """AdamW; matrices and embeddings decay, norm gains do not (decaying a gain toward 0 only hurts)."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": config.weight_decay},
-              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    params = {name: p for name, p in model.named_parameters() if p.requires_grad}
+    decayed, kept = decay_groups({name: p.shape for name, p in params.items()})   # as reference.training
+    groups = [{"params": [params[name] for name in decayed], "weight_decay": config.weight_decay},
+              {"params": [params[name] for name in kept], "weight_decay": 0.0}]
     # The fused kernel is one launch per step instead of several per tensor (CUDA and CPU).
     return torch.optim.AdamW(groups, lr=config.learning_rate, betas=(config.beta1, config.beta2),
                              fused=device_type in ("cuda", "cpu"))

@@ -32,7 +32,8 @@ def attention(q, k, v, record=no_record):
     q: (H, T, hd), the queries at positions S-T .. S-1.
     k, v: (Hkv, S, hd), the keys and values at positions 0 .. S-1 (the KV cache plus the new T).
     Returns (H, T, hd). Query t may attend to keys 0 .. S-T+t: itself and everything before.
-    record: given `scores` and `pattern` (H, T, S) and the output `z` (reference/cache.py).
+    record: given `scores` and `pattern` (H, T, S) and the output `z`; each goes on as record
+    returns it, so a hook's replacement is what the later steps use (reference/cache.py).
     """
     n_heads, n_queries, head_dim = q.shape
     n_kv_heads, n_keys, _ = k.shape
@@ -45,9 +46,10 @@ def attention(q, k, v, record=no_record):
     query_pos = np.arange(n_keys - n_queries, n_keys)[:, None]           # (T, 1)
     visible = np.arange(n_keys)[None, :] <= query_pos                     # (T, S) causal mask
     scores = np.where(visible, scores, np.array(-np.inf, dtype=scores.dtype))
-    record("scores", scores.reshape(n_heads, n_queries, n_keys))         # views: heads h = kv*G + g
-    pattern = softmax(scores, axis=-1)                                    # (Hkv, G, T, S)
-    record("pattern", pattern.reshape(n_heads, n_queries, n_keys))
+    # Recorded as (H, T, S), heads h = kv*G + g; what the recorder returns goes on, split back.
+    grouped = scores.shape
+    scores = record("scores", scores.reshape(n_heads, n_queries, n_keys)).reshape(grouped)
+    pattern = record("pattern", softmax(scores, axis=-1).reshape(n_heads, n_queries, n_keys)).reshape(grouped)
     out = pattern @ v                                                     # (Hkv, G, T, hd)
     return record("z", out.reshape(n_heads, n_queries, head_dim))
 

@@ -3,8 +3,10 @@
 A forward pass takes a `record(name, array) -> array` callable and calls it on each value as it
 computes it; `no_record` (the default) gives the value back and keeps nothing, so the maths is
 written once, in the forward pass, whether anyone looks or not. `scope(record, "blocks.3.")`
-prefixes the names a block records. `Llama.run_with_cache` (reference/model.py) and
-`Transformer.run_with_cache` (trainer/model.py) pass a recorder that keeps every array in a dict.
+prefixes the names a block records. `run_with_hooks` (reference/model.py, trainer/model.py)
+passes `hook_recorder`'s recorder, which runs the caller's hooks and may keep every array in a
+dict; whatever a recorder returns is the value the forward pass goes on with, so a hook changes
+everything downstream of its point (the KV cache included) and nothing upstream.
 
 The names, in the order a forward pass records them (T positions, H heads, Hkv kv heads, hd head
 dim, D, F hidden dim, V vocab; heads first, as in reference/attention.py):
@@ -54,6 +56,50 @@ def scope(record, prefix):
     if record is no_record:
         return no_record
     return lambda name, array: record(prefix + name, array)
+
+
+def hook_recorder(hooks, n_layers, run_hook, kept=None):
+    """A recorder that, at each point with a hook, goes on with run_hook(hooks[name], name, value),
+    and puts every value after its hook into `kept` (a dict, or None to keep nothing).
+
+    run_hook is the model's: it calls hook(value, name) and returns the value itself when the hook
+    returns None, else the replacement in the model's dtype, its shape checked by
+    check_replacement. Names outside the points of an n_layers model raise before anything runs.
+    >>> kept = {}
+    >>> record = hook_recorder({"embed": lambda v, n: v + 1}, 1, lambda hook, name, v: hook(v, name), kept)
+    >>> record("embed", 1.0), record("logits", 5.0), kept
+    (2.0, 5.0, {'embed': 2.0, 'logits': 5.0})
+    >>> hook_recorder({"blocks.1.attn.z": print}, 1, run_hook=None)
+    Traceback (most recent call last):
+    ValueError: no point named 'blocks.1.attn.z' in a 1-block model (names: reference/cache.py's points(1))
+    """
+    known = set(point_names(n_layers))
+    for name, hook in hooks.items():
+        if name not in known:
+            raise ValueError(f"no point named {name!r} in a {n_layers}-block model "
+                             f"(names: reference/cache.py's points({n_layers}))")
+        if not callable(hook):
+            raise ValueError(f"the hook at {name} is a {type(hook).__name__}, not a function fn(value, name)")
+
+    def record(name, value):
+        if name in hooks:
+            value = run_hook(hooks[name], name, value)
+        if kept is not None:
+            kept[name] = value
+        return value
+
+    return record
+
+
+def check_replacement(name, new_shape, shape):
+    """Raise the error that names the point and both shapes unless a hook's replacement has the
+    point's shape (a broadcastable one would hide a mistake, so none is accepted).
+    >>> check_replacement("blocks.0.attn.z", (4, 7), (4, 7, 8))
+    Traceback (most recent call last):
+    ValueError: the hook at blocks.0.attn.z returned shape (4, 7); the point's shape is (4, 7, 8)
+    """
+    if tuple(new_shape) != tuple(shape):
+        raise ValueError(f"the hook at {name} returned shape {tuple(new_shape)}; the point's shape is {tuple(shape)}")
 
 
 def points(n_layers):

@@ -10,8 +10,9 @@ Built from `(ModelArgs, weights)` where weights use llama2.c's state-dict names 
 `weight_shapes`). `Llama.forward(tokens, start_pos)` runs a whole prompt at once (prefill,
 start_pos 0) and then one token at a time (decode), each call writing the keys and values of its
 positions into the cache and attending over everything cached before them.
-`Llama.run_with_cache(tokens)` runs the same forward pass and keeps every activation under the
-names of reference/cache.py (the forward pass records each value where it computes it).
+`Llama.run_with_hooks(tokens, hooks)` runs the same forward pass with values replaced at named
+points (reference/cache.py; the forward pass records each value where it computes it and goes on
+with whatever the recorder returns), and `run_with_cache(tokens)` keeps every activation.
 Shapes: T new tokens, S = start_pos + T cached positions, D, H, Hkv, hd, F, V as in formats/spec.py.
 
 Maths, read 5th of reference/'s eight, after the layers it is built from
@@ -24,7 +25,7 @@ import numpy as np
 
 from formats.spec import ModelArgs, check_weights, weight_shapes
 from reference.attention import attention
-from reference.cache import no_record, scope
+from reference.cache import check_replacement, hook_recorder, no_record, scope
 from reference.rmsnorm import rmsnorm
 from reference.rope import apply_rope, rope_tables
 from reference.swiglu import swiglu
@@ -144,19 +145,41 @@ class Llama:
         h = h if all_logits else h[-1]                                        # (T, D) or (D,)
         return self.unembed(h, record)                                        # -> (T, V) or (V,)
 
+    def run_with_hooks(self, tokens, hooks, cache=False):
+        """A forward pass of `tokens` from position 0 with values replaced at named points.
+
+        hooks: {name of reference/cache.py: fn(value, name)}; fn gets a read-only view of the
+        value and returns its replacement (the same shape; cast to the model's dtype) or None to
+        keep it. Every later computation uses the replacement, the KV cache included: hooks at
+        attn.k_rot and attn.v change what later decode steps attend to. Returns the logits
+        (T, V), or (logits, cache) with cache=True, the cache holding the values after the hooks.
+        An unknown name or a replacement of another shape raises ValueError naming the point.
+        """
+        kept = {} if cache else None
+        record = hook_recorder(hooks, self.args.n_layers, self.run_hook, kept)
+        logits = self.forward(tokens, start_pos=0, all_logits=True, record=record)
+        return (logits, kept) if cache else logits
+
+    def run_hook(self, hook, name, value):
+        """hook(value, name) as the forward pass will use it (see run_with_hooks)."""
+        # Read-only, so a hook that edits its argument in place fails loudly instead of
+        # changing some later computations (those sharing the memory) and not others.
+        view = value.view()
+        view.flags.writeable = False
+        new = hook(view, name)
+        if new is None:
+            return value
+        new = np.array(new, dtype=self.dtype)           # a copy the caller cannot change later
+        check_replacement(name, new.shape, value.shape)
+        return new
+
     def run_with_cache(self, tokens):
-        """(logits (T, V), cache): a forward pass of `tokens` from position 0, every activation kept.
+        """(logits (T, V), cache): run_with_hooks(tokens, {}, cache=True), every activation kept.
 
         cache maps the names of reference/cache.py (embed, blocks.{i}.resid_pre, ..., logits) to
         arrays in the model's dtype; the logits are those forward(tokens, all_logits=True) returns.
         """
-        cache = {}
-
-        def keep(name, array):
-            cache[name] = array
-            return array
-
-        return self.forward(tokens, start_pos=0, all_logits=True, record=keep), cache
+        return self.run_with_hooks(tokens, {}, cache=True)
 
     def unembed(self, h, record=no_record):
         """Logits read from residual stream h: output · (rmsnorm(h) * norm). (..., D) -> (..., V)."""
@@ -165,7 +188,7 @@ class Llama:
     def transformer_block(self, i, h, start_pos, record=no_record):
         """Pre-norm block i: h + attention(rmsnorm(h)), then + swiglu(rmsnorm(.)). (T, D) -> (T, D)."""
         layer, eps = self.layers[i], self.args.norm_eps
-        record("resid_pre", h)
+        h = record("resid_pre", h)
         x = record("attn_norm", rmsnorm(h, layer.attention_norm, eps))
         attn_out = self.self_attention(i, x, start_pos, scope(record, "attn."))
         h = record("resid_mid", h + record("attn_out", attn_out))

@@ -157,7 +157,10 @@ def test_names_shapes_and_dtypes_are_the_spec_table(args, dtype):
     assert list(cache) == list(expected)                                      # every name, in order
     assert {name: a.shape for name, a in cache.items()} == expected
     assert {a.dtype for a in cache.values()} == {np.dtype(dtype)}
-    assert cache["logits"] is logits
+    # The logits returned are the cache's and a plain forward pass's, value for value.
+    np.testing.assert_array_equal(cache["logits"], logits, strict=True)
+    np.testing.assert_array_equal(Llama(args, random_weights(args, seed=1), dtype).forward(tokens, all_logits=True),
+                                  logits, strict=True)
     assert reference.cache.point_names(args.n_layers) == list(expected)
     assert {name: reference.cache.point_shape(name, args, len(tokens)) for name in expected} == expected
 
@@ -235,7 +238,7 @@ def test_torch_recording_leaves_the_forward_pass_as_it_was(weights, monkeypatch)
     def refuse(*_):
         raise AssertionError("a plain forward pass built the attention pattern")
 
-    monkeypatch.setattr(trainer.model, "causal_scores_and_pattern", refuse)
+    monkeypatch.setattr(trainer.model, "causal_scores", refuse)
     _, loss = model(tokens, targets=tokens)
     assert torch.isfinite(loss)
     with pytest.raises(ValueError, match="tokens must be 1 to 16 ids"):

@@ -4,8 +4,9 @@ Parameter names are llama2.c's (`tok_embeddings`, `layers.{i}.attention.{wq,wk,w
 `layers.{i}.feed_forward.{w1,w2,w3}`, `attention_norm`, `ffn_norm`, `norm`, `output`), so a
 state dict is a ckpt.pt `model` entry and maps one to one onto llama2.c and GGUF files.
 Shapes: B batch, T positions, D, H, Hkv, hd, F, V as in formats/spec.py.
-`Transformer.run_with_cache(tokens)` keeps every activation of one sequence under the names of
-reference/cache.py, as the NumPy reference's run_with_cache does, so the two compare point by point.
+`Transformer.run_with_hooks(tokens, hooks)` and `run_with_cache(tokens)` replace and keep the
+activations of one sequence under the names of reference/cache.py, as the NumPy reference's do, so
+the two compare point by point, under the same interventions too.
 
 Init (llama2.c's, so a model trained here starts where llama2.c's does): every Linear and the
 embedding N(0, 0.02); wo and w3 N(0, 0.02/sqrt(2 * n_layers)), RMSNorm gains 1. The scaled
@@ -20,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from formats.spec import ModelArgs
-from reference.cache import no_record, scope
+from reference.cache import check_replacement, hook_recorder, no_record, scope
 from trainer.loss import linear_cross_entropy
 
 INIT_STD = 0.02
@@ -62,19 +63,18 @@ def apply_rope(x, cos, sin):
     return rotated.flatten(-2).type_as(x)                                    # pairs back to hd
 
 
-def causal_scores_and_pattern(q, k):
-    """The scores and pattern that scaled_dot_product_attention computes inside its kernel and
-    never returns, for the study cache: q (B, H, T, hd), k (B, Hkv, T, hd) -> two (B, H, T, T).
+def causal_scores(q, k):
+    """The scores that scaled_dot_product_attention computes inside its kernel and never returns,
+    for the study cache: q (B, H, T, hd), k (B, Hkv, T, hd) -> (B, H, T, T).
 
-    scores = q kᵀ / sqrt(hd) with -inf above the diagonal, pattern = softmax(scores); query head
-    h reads kv head h // (H / Hkv). Only run_with_cache calls it: training never pays for it.
+    scores = q kᵀ / sqrt(hd) with -inf above the diagonal; query head h reads kv head
+    h // (H / Hkv). Only a recording forward pass calls it: training never pays for it.
     """
     k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)                # (B, H, T, hd)
     scores = (q @ k.transpose(-1, -2)) * (1 / math.sqrt(q.shape[-1]))       # (B, H, T, T)
     T = q.shape[2]
     future = torch.ones(T, T, dtype=torch.bool, device=q.device).triu(1)
-    scores = scores.masked_fill(future, float("-inf"))
-    return scores, torch.softmax(scores, dim=-1)
+    return scores.masked_fill(future, float("-inf"))
 
 
 class Attention(nn.Module):
@@ -92,28 +92,41 @@ class Attention(nn.Module):
 
     def forward(self, x, cos, sin, record=no_record):
         """x (B, T, D) -> (B, T, D). record: given q, k, v, q_rot, k_rot, scores, pattern and z,
-        each (B, heads, T, hd or T) (reference/cache.py)."""
+        each (B, heads, T, hd or T), and the forward pass goes on with what it returns
+        (reference/cache.py)."""
         B, T, D = x.shape
         q = self.wq(x).view(B, T, self.n_heads, self.head_dim)
         k = self.wk(x).view(B, T, self.n_kv_heads, self.head_dim)
         v = self.wv(x).view(B, T, self.n_kv_heads, self.head_dim)
-        for name, t in (("q", q), ("k", k), ("v", v)):
-            record(name, t.transpose(1, 2))
+        # Recorded heads first; transposed back, a value nobody replaced is the same view as before.
+        q, k, v = (record(name, t.transpose(1, 2)).transpose(1, 2) for name, t in (("q", q), ("k", k), ("v", v)))
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))                    # (B, heads, T, hd)
-        record("q_rot", q)
-        record("k_rot", k)
-        if record is not no_record:
-            scores, pattern = causal_scores_and_pattern(q, k)
-            record("scores", scores)
-            record("pattern", pattern)
-        # enable_gqa lets the kernel share each kv head among its query heads without a copy;
-        # the scale defaults to 1/sqrt(hd).
-        out = record("z", F.scaled_dot_product_attention(
-            q, k, v, is_causal=True, enable_gqa=True,
-            dropout_p=self.dropout if self.training else 0.0))               # (B, H, T, hd)
+        q, k = record("q_rot", q), record("k_rot", k)
+        out = record("z", self.attend(q, k, v, record))                     # (B, H, T, hd)
         out = out.transpose(1, 2).reshape(B, T, D)
         return self.resid_dropout(self.wo(out))
+
+    def attend(self, q, k, v, record):
+        """softmax(q kᵀ / sqrt(hd) + causal mask) v: q (B, H, T, hd), k and v (B, Hkv, T, hd) ->
+        (B, H, T, hd).
+
+        The fused kernel computes it unless the recorder replaced the scores or the pattern; then
+        pattern @ v is computed here from the replacement (without attention dropout, which only
+        training applies). A recording pass that replaces nothing still runs the kernel, so its
+        values are the plain forward pass's bit for bit.
+        """
+        if record is not no_record:
+            computed = causal_scores(q, k)
+            scores = record("scores", computed)
+            softmaxed = torch.softmax(scores, dim=-1)
+            pattern = record("pattern", softmaxed)
+            if scores is not computed or pattern is not softmaxed:
+                return pattern @ v.repeat_interleave(self.n_heads // self.n_kv_heads, dim=1)
+        # enable_gqa lets the kernel share each kv head among its query heads without a copy;
+        # the scale defaults to 1/sqrt(hd).
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True,
+                                              dropout_p=self.dropout if self.training else 0.0)
 
 
 class FeedForward(nn.Module):
@@ -143,7 +156,7 @@ class TransformerBlock(nn.Module):
         self.ffn_norm = RMSNorm(args.dim, args.norm_eps)
 
     def forward(self, x, cos, sin, record=no_record):
-        record("resid_pre", x)
+        x = record("resid_pre", x)
         attn_out = self.attention(record("attn_norm", self.attention_norm(x)), cos, sin, scope(record, "attn."))
         h = record("resid_mid", x + record("attn_out", attn_out))
         mlp_out = self.feed_forward(record("ffn_norm", self.ffn_norm(h)), scope(record, "mlp."))
@@ -217,23 +230,50 @@ class Transformer(nn.Module):
         return None, linear_cross_entropy(h.flatten(0, 1), self.output.weight, targets.flatten())
 
     @torch.no_grad()
-    def run_with_cache(self, tokens):
-        """(logits (T, V), cache) for one sequence of ids (T,), every activation kept.
+    def run_with_hooks(self, tokens, hooks, cache=False):
+        """A forward pass of one sequence of ids (T,) with values replaced at named points, as
+        reference.model.Llama.run_with_hooks: hooks {name: fn(value, name)}, fn given the value
+        without the batch axis and returning its replacement (same shape; cast to the value's
+        dtype) or None. Returns the logits (T, V), or (logits, cache) with cache=True.
 
-        cache maps the names of reference/cache.py to tensors shaped as there (the batch axis
-        dropped), exactly the values forward computes; scores and pattern, which the fused
-        attention kernel never materializes, come from causal_scores_and_pattern. Call .eval()
-        first, or dropout (when configured) draws into them.
+        Replacing scores or pattern computes attention explicitly (attend); anything else keeps
+        the fused kernel. Call .eval() first, or dropout (when configured) draws into the values.
         """
         tokens = torch.as_tensor(tokens, dtype=torch.long, device=self.tok_embeddings.weight.device)
         if tokens.ndim != 1 or not 0 < len(tokens) <= self.args.max_seq_len:
             raise ValueError(f"tokens must be 1 to {self.args.max_seq_len} ids in one row, got shape "
                              f"{tuple(tokens.shape)}")
-        cache = {}
+        kept = {} if cache else None
+        record = hook_recorder(hooks, self.args.n_layers, run_hook, kept)
 
-        def keep(name, tensor):
-            cache[name] = tensor[0]
-            return tensor
+        def one_sequence(name, tensor):
+            value = tensor[0]
+            recorded = record(name, value)
+            # The very tensor back (no replacement) keeps forward's own, fused-kernel path.
+            return tensor if recorded is value else recorded[None]
 
-        logits, _ = self(tokens[None], record=keep)
-        return logits[0], cache
+        logits, _ = self(tokens[None], record=one_sequence)
+        return (logits[0], kept) if cache else logits[0]
+
+    def run_with_cache(self, tokens):
+        """(logits (T, V), cache) = run_with_hooks(tokens, {}, cache=True): every activation of
+        one sequence kept, shaped as in reference/cache.py (the batch axis dropped), exactly the
+        values forward computes; scores and pattern, which the fused attention kernel never
+        materializes, come from causal_scores and a softmax."""
+        return self.run_with_hooks(tokens, {}, cache=True)
+
+
+def run_hook(hook, name, value):
+    """hook(value, name) as the forward pass will use it: the value itself when the hook returns
+    None, else the replacement cast to value's dtype and device, its shape checked."""
+    # torch counts in-place writes to a tensor and its views: a hook that edits its argument
+    # would change some later computations (those sharing the memory) and not others.
+    version = value._version
+    new = hook(value, name)
+    if value._version != version:
+        raise ValueError(f"the hook at {name} changed its argument in place; return the replacement instead")
+    if new is None:
+        return value
+    new = torch.as_tensor(new).to(dtype=value.dtype, device=value.device, copy=True)
+    check_replacement(name, new.shape, value.shape)
+    return new

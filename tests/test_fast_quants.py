@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from formats import gguf, mapping, quant
 from formats.ggml import BLOCK, GGMLType
+from formats.quants.record import Mins
 from formats.spec import ModelArgs
 from reference.runtime.blockwise import Int8BlockMatrix
 from reference.runtime.load import load_model
@@ -30,8 +31,6 @@ from tests.test_fast_path import FAST_LOGITS_ATOL
 from tests.test_quant import assert_same_bits
 
 TYPES = sorted(quant.CODES)
-# Types whose weights are scale * code + or - a min per group.
-WITH_MINS = {GGMLType.Q4_1, GGMLType.Q5_1, GGMLType.Q2_K, GGMLType.Q4_K, GGMLType.Q5_K}
 PRODUCT_RTOL = 1e-5
 
 
@@ -47,8 +46,6 @@ def dequantized(raw, ggml_type):
 
 def test_every_quantized_type_is_transcoded():
     assert set(TYPES) == {t for t in GGMLType if BLOCK[t][0] > 1}
-    assert {t for t in TYPES if quant.codes_rows(random_blocks(0, t, 1, 1), t, BLOCK[t][0]).mins is not None} \
-        == WITH_MINS
 
 
 @pytest.mark.parametrize("ggml_type", TYPES, ids=lambda t: t.name)
@@ -57,7 +54,7 @@ def test_every_quantized_type_is_transcoded():
 def test_transcoded_weights_are_the_dequantized_ones_bit_for_bit(ggml_type, seed, n_rows, n_blocks):
     raw = random_blocks(seed, ggml_type, n_rows, n_blocks)
     m, expected = transcoded(raw, ggml_type), dequantized(raw, ggml_type)
-    assert m.codes.dtype == np.int8 and m.block == quant.CODES[ggml_type][0]
+    assert m.codes.dtype == np.int8 and m.block == quant.CODES[ggml_type].group
     assert_same_bits(m.rows(0, n_rows, np.empty(expected.shape, np.float32)), expected)
     ids = np.random.default_rng(seed).integers(0, n_rows, 5)
     assert_same_bits(m.take(ids), expected[ids])
@@ -100,7 +97,7 @@ def modest_blocks(seed, ggml_type, n_rows, n_blocks):
 def test_products_are_products_by_the_dequantized_weights(ggml_type, n_tokens, part_cols, monkeypatch):
     # Chunks of 7 rows; a prompt's chunks of whole rows, or of parts of 64 columns (or of one
     # group, where a group sharing a scale is longer), the mins riding in the last part.
-    width = 512 if part_cols is None else max(part_cols, quant.CODES[ggml_type][0])
+    width = 512 if part_cols is None else max(part_cols, quant.CODES[ggml_type].group)
     monkeypatch.setattr("reference.runtime.blockwise.CHUNK_ELEMENTS", width * 7)
     if part_cols is not None:
         monkeypatch.setattr("reference.runtime.blockwise.PROMPT_PART_COLS", part_cols)
@@ -123,11 +120,11 @@ def test_products_are_products_by_the_dequantized_weights(ggml_type, n_tokens, p
 
 @pytest.mark.parametrize("ggml_type", TYPES, ids=lambda t: t.name)
 def test_memory_is_one_byte_a_weight_and_four_a_group_for_the_scale_and_min(ggml_type):
-    """The figures reference/runtime/__init__.py tabulates per type."""
-    group = quant.CODES[ggml_type][0]
+    """The figures docs/formats.md tabulates per type (held B/w)."""
+    group = quant.CODES[ggml_type].group
     n_rows, n_cols = 3, 768
     m = transcoded(random_blocks(7, ggml_type, n_rows, n_cols // BLOCK[ggml_type][0]), ggml_type)
-    per_group = 8 if ggml_type in WITH_MINS else 4
+    per_group = 4 if quant.CODES[ggml_type].mins == Mins.NONE else 8
     assert m.nbytes == n_rows * n_cols * (1 + per_group / group)
 
 

@@ -5,11 +5,11 @@ elements, plus a float32 min per group for the types that have one.
     x[g, j] = scales[g] * codes[g, j] + mins[g]       Q4_1 Q5_1 (ggml's m, added)
     x[g, j] = scales[g] * codes[g, j] - mins[g]       Q2_K Q4_K Q5_K (ggml's dmin * mn, subtracted)
 
-codes are int8, a group is the elements sharing one scale (32, 16 or 256 of them; the table in
-formats.quant), and each decoder in formats/quants builds a Codes and lets `values` do the
-arithmetic: so the floats that `formats.quant.dequantize` returns are, by construction, those of
-its Codes, bit for bit, and a consumer holding the Codes (reference/runtime/blockwise.py) computes
-with exactly the decoded weights.
+codes are int8, a group is the elements sharing one scale (32, 16 or 256 of them, as each type's
+record declares: formats/quants/record.py), and each decoder in formats/quants builds a Codes and
+lets `values` do the arithmetic: so the floats that `formats.quant.dequantize` returns are, by
+construction, those of its Codes, bit for bit, and a consumer holding the Codes
+(reference/runtime/blockwise.py) computes with exactly the decoded weights.
 
 Why every type fits, bit for bit (each module's docstring has the type's formula):
 - The scale is the float32 ggml computes before it touches a code: d (an fp16 widened), or a

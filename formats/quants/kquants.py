@@ -49,6 +49,7 @@ import numpy as np
 
 from formats.quants.codes import grouped
 from formats.quants.fields import bit_planes, crumbs, f16, nibbles
+from formats.quants.record import Mins, QuantType
 
 
 def _k4_scales(s):
@@ -115,3 +116,12 @@ def codes_q6_k(blocks):
     high = crumbs(blocks[:, 128:192].reshape(n * 2, 32))   # per half: [k, l]
     q = (low.reshape(n * 2, 4, 32) | high << 4).view(np.int8) - 32
     return grouped(q, f16(blocks, 208) * blocks[:, 192:208].view(np.int8))
+
+
+TYPES = (
+    QuantType("Q2_K", 10, 256, 16 + 64 + 2 + 2, 16, Mins.SUBTRACT, codes_q2_k),
+    QuantType("Q3_K", 11, 256, 32 + 64 + 12 + 2, 16, Mins.NONE, codes_q3_k),
+    QuantType("Q4_K", 12, 256, 2 + 2 + 12 + 128, 32, Mins.SUBTRACT, codes_q4_k),
+    QuantType("Q5_K", 13, 256, 2 + 2 + 12 + 32 + 128, 32, Mins.SUBTRACT, codes_q5_k),
+    QuantType("Q6_K", 14, 256, 128 + 64 + 16 + 2, 16, Mins.NONE, codes_q6_k),
+)

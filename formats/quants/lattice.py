@@ -58,6 +58,7 @@ import numpy as np
 
 from formats.quants.codes import grouped
 from formats.quants.fields import BIT_SHIFTS, crumbs, f16, nibbles
+from formats.quants.record import Mins, QuantType
 from formats.quants.tables import (IQ1_S_MEMBERS, IQ2_LEVELS, IQ2_S_MEMBERS, IQ2_XS_MEMBERS,
                                    IQ2_XXS_MEMBERS, IQ3_S_MEMBERS, IQ3_XXS_LEVELS, IQ3_XXS_MEMBERS,
                                    grid_digits)
@@ -169,3 +170,14 @@ def codes_iq1_m(blocks):
     c = nibbles(blocks[:, 32:48]).transpose(0, 2, 1).reshape(n, 32)    # g = 2 * byte + nibble
     index = blocks[:, :32] | (c & 7).astype(np.uint16) << 8
     return grouped(IQ1_CODES[c >> 3, index], dl * np.float32(0.125))  # codes (n, 32, 8)
+
+
+TYPES = (
+    QuantType("IQ2_XXS", 16, 256, 2 + 64, 32, Mins.NONE, codes_iq2_xxs),
+    QuantType("IQ2_XS", 17, 256, 2 + 64 + 8, 16, Mins.NONE, codes_iq2_xs),
+    QuantType("IQ3_XXS", 18, 256, 2 + 64 + 32, 32, Mins.NONE, codes_iq3_xxs),
+    QuantType("IQ1_S", 19, 256, 2 + 32 + 16, 32, Mins.NONE, codes_iq1_s),
+    QuantType("IQ3_S", 21, 256, 2 + 64 + 8 + 32 + 4, 32, Mins.NONE, codes_iq3_s),
+    QuantType("IQ2_S", 22, 256, 2 + 32 + 32 + 8 + 8, 16, Mins.NONE, codes_iq2_s),
+    QuantType("IQ1_M", 29, 256, 32 + 16 + 8, 16, Mins.NONE, codes_iq1_m),
+)

@@ -37,6 +37,7 @@ import numpy as np
 
 from formats.quants.codes import grouped
 from formats.quants.fields import f16, field, nibbles
+from formats.quants.record import Mins, QuantType
 from formats.quants.tables import IQ4_NL_VALUES
 
 IQ4_NL_TABLE = np.array(IQ4_NL_VALUES, dtype=np.int8)
@@ -90,3 +91,11 @@ def codes_mxfp4(blocks):
 
 def codes_nvfp4(blocks):
     return grouped(E2M1_DOUBLED[_codes(blocks[:, 4:], 16)], UE4M3_HALF[blocks[:, :4]])
+
+
+TYPES = (
+    QuantType("IQ4_NL", 20, 32, 2 + 16, 32, Mins.NONE, codes_iq4_nl),
+    QuantType("IQ4_XS", 23, 256, 2 + 2 + 4 + 128, 32, Mins.NONE, codes_iq4_xs),
+    QuantType("MXFP4", 39, 32, 1 + 16, 32, Mins.NONE, codes_mxfp4),
+    QuantType("NVFP4", 40, 64, 4 + 32, 16, Mins.NONE, codes_nvfp4),
+)

@@ -19,6 +19,7 @@ import numpy as np
 
 from formats.quants.codes import grouped
 from formats.quants.fields import crumbs, f16
+from formats.quants.record import Mins, QuantType
 
 _POWERS_OF_3 = 3 ** np.arange(5, dtype=np.uint8)           # 1 3 9 27 81
 
@@ -41,3 +42,9 @@ def codes_tq2_0(blocks):
     n = blocks.shape[0]
     q = crumbs(blocks[:, :64].reshape(n * 2, 32)).reshape(n, 256)   # per half: [k, l]
     return grouped(q.view(np.int8) - 1, f16(blocks, 64))
+
+
+TYPES = (
+    QuantType("TQ1_0", 34, 256, 48 + 4 + 2, 256, Mins.NONE, codes_tq1_0),
+    QuantType("TQ2_0", 35, 256, 64 + 2, 256, Mins.NONE, codes_tq2_0),
+)

@@ -21,12 +21,10 @@ Nothing here imports torch.
 Runtime (reference/runtime/__init__.py): files -> models; the maths is in reference/model.py.
 """
 
-import functools
-
 import numpy as np
 
 from formats import detect, gguf, llama2c, mapping, quant
-from formats.ggml import BLOCK, GGMLType, row_nbytes
+from formats.ggml import GGMLType, row_nbytes
 from formats.llama2c_quant import Int8Groups
 from reference.runtime.blockwise import Int8BlockMatrix
 from reference.runtime.fast import FastLlama
@@ -79,13 +77,10 @@ def weights_from_gguf(gguf_file, keep_quantized=False):
 READ_CHUNK_BYTES = 1 << 20
 
 
-@functools.lru_cache(maxsize=None)
 def codes_form(ggml_type):
-    """(group, mins) of a quantized type's codes (formats.quant.codes_rows): the group sharing a
-    scale, and None, "add" or "subtract" for its mins; read off one block of zero bytes."""
-    block_size, type_size = BLOCK[ggml_type]
-    codes = quant.codes_rows(np.zeros((1, type_size), dtype=np.uint8), ggml_type, block_size)
-    return quant.CODES[ggml_type][0], None if codes.mins is None else ("subtract" if codes.subtract else "add")
+    """CodesForm(group, mins) of a quantized type's codes (formats.quant.codes_rows), as its record
+    declares them: the group sharing a scale, and how its mins enter (none, add, subtract)."""
+    return quant.CODES[ggml_type].form
 
 
 def read_codes(f, gguf_file, tensors):
@@ -104,7 +99,7 @@ def read_codes(f, gguf_file, tensors):
     form, n_cols = codes_form(tensors[0].type), tensors[0].shape[1]
     if any(codes_form(t.type) != form or len(t.shape) != 2 or t.shape[1] != n_cols for t in tensors):
         raise ValueError("read_codes takes 2-D tensors of one codes form and one row length")
-    group = form[0]
+    group = form.group
     n_groups, n_rows = n_cols // group, sum(t.shape[0] for t in tensors)
     # Int8BlockMatrix's layout, in huge pages where large (memory.huge_page_array).
     codes = huge_page_array((n_groups, group, n_rows), np.int8)

@@ -12,6 +12,7 @@ import struct
 import numpy as np
 
 from formats.errors import FormatError
+from formats.files import open_regular
 
 _U8 = struct.Struct("<B")
 _U32 = struct.Struct("<I")
@@ -20,13 +21,15 @@ _U64 = struct.Struct("<Q")
 
 
 def map_file(path):
-    """Map `path` read-only as a uint8 array (an empty file maps to an empty array)."""
-    try:
-        if os.path.getsize(path) == 0:
-            return np.zeros(0, dtype=np.uint8)
-        return np.memmap(path, dtype=np.uint8, mode="r")
-    except OSError as exc:
-        raise FormatError(path, "file", None, exc.strerror or str(exc)) from None
+    """Map `path` read-only as a uint8 array (an empty file maps to an empty array); anything but
+    a regular file is refused before it is opened for reading (formats.files.open_regular)."""
+    with open_regular(path) as f:
+        try:
+            if os.fstat(f.fileno()).st_size == 0:
+                return np.zeros(0, dtype=np.uint8)
+            return np.memmap(f, dtype=np.uint8, mode="r")
+        except OSError as exc:
+            raise FormatError(path, "file", None, exc.strerror or str(exc)) from None
 
 
 class Cursor:

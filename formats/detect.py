@@ -10,6 +10,7 @@
                        formats.llama2c.read tells those apart
 """
 
+from formats.files import open_regular
 from formats.gguf import MAGIC as GGUF_MAGIC
 
 TORCH_ZIP_MAGIC = b"PK\x03\x04"
@@ -17,8 +18,9 @@ _PROTOBUF_STRING_1 = 0x0A       # tag of field 1, wire type 2 (length-delimited)
 
 
 def first_bytes(path, n=4):
-    """The first `n` bytes of the file (fewer if it is shorter)."""
-    with open(path, "rb") as f:
+    """The first `n` bytes of the file (fewer if it is shorter); FormatError for anything but a
+    regular file, refused before a byte is read (a FIFO would block, /dev/zero never end)."""
+    with open_regular(path) as f:
         return f.read(n)
 
 

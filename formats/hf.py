@@ -8,7 +8,10 @@ The folder is what transformers' `LlamaForCausalLM.save_pretrained` writes and
     model.safetensors.index.json + its shards (read only; `to_hf` writes one file, float32)
     generation_config.json    bos/eos ids for `generate`
     tokenizer.model           the SentencePiece model, byte for byte
-    tokenizer_config.json     LlamaTokenizer with the model's special pieces and flags
+    tokenizer.json            the same tokenizer as Hugging Face's fast-tokenizer pipeline
+                              (formats/hf_tokenizer.py): loads without sentencepiece or protobuf
+    tokenizer_config.json     the special pieces and flags; the class that loads tokenizer.json
+    special_tokens_map.json   bos/eos/unk pieces
 
 This is the one place where Hugging Face names appear.
 
@@ -27,11 +30,12 @@ What we cannot run is refused with a FormatError naming the config.json key: ano
 model_type or architecture, rope scaling, biases, an activation other than SiLU, a head_dim other
 than hidden_size / num_attention_heads.
 
-The tokenizer: transformers builds LlamaTokenizer from tokenizer.model (it needs sentencepiece
-and protobuf for that). It then gives SentencePiece's ids on ordinary text; being a byte-pair
-merge over the whole text rather than SentencePiece's per-word one, it can differ on runs of
-spaces, and it has no normalizer (so no remove_extra_whitespaces). tokenizer.model stays the
-reference: `from_hf` returns its bytes.
+The tokenizer: tokenizer_config.json names PreTrainedTokenizerFast, which loads tokenizer.json as
+written; LlamaTokenizer would rebuild its own pipeline from the vocabulary and merges (no
+normalizer, a Metaspace prefix that is not SentencePiece's dummy prefix) and differ on leading and
+repeated spaces. tokenizer.model stays the reference: `from_hf` returns its bytes, or, in a folder
+with only tokenizer.json, the bytes of a .model rebuilt from it (hf_tokenizer.from_json: the same
+ids, scores from the merge order).
 """
 
 import dataclasses
@@ -42,9 +46,10 @@ from pathlib import Path
 
 import numpy as np
 
-from formats import safetensors, spec, spm
+from formats import hf_tokenizer, safetensors, spec, spm
 from formats.atomic import atomic_write
 from formats.errors import FormatError
+from formats.files import confined, read_capped
 from formats.spec import ModelArgs
 
 CONFIG = "config.json"
@@ -53,6 +58,8 @@ INDEX = "model.safetensors.index.json"
 GENERATION_CONFIG = "generation_config.json"
 TOKENIZER = "tokenizer.model"
 TOKENIZER_CONFIG = "tokenizer_config.json"
+TOKENIZER_JSON = "tokenizer.json"
+SPECIAL_TOKENS_MAP = "special_tokens_map.json"
 
 ARCHITECTURE = "LlamaForCausalLM"
 MODEL_TYPE = "llama"
@@ -88,6 +95,8 @@ REQUIRED = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attent
 # What transformers' LlamaConfig assumes for an absent key (num_key_value_heads: the head count).
 DEFAULTS = {"rms_norm_eps": 1e-6, "rope_theta": 10000.0, "max_position_embeddings": 2048,
             "tie_word_embeddings": False}
+# config.json and the index are a few KB to a few hundred KB; 3 GiB of one is not a model.
+MAX_JSON_BYTES = 64 << 20
 # key -> the only value we can run (or absence); anything else is refused.
 ONLY = {"hidden_act": "silu", "attention_bias": False, "mlp_bias": False, "rope_scaling": None}
 
@@ -211,13 +220,23 @@ def args_from_config(config, path):
 
 
 def _read_json(path):
+    """A JSON file of the folder, read whole (up to MAX_JSON_BYTES), confined to the folder."""
+    data = read_capped(confined(path.parent, path), MAX_JSON_BYTES)
+    return parse_json(data, path)
+
+
+def parse_json(data, path, field="json"):
+    """JSON bytes -> object; FormatError naming `path` for anything that is not a JSON text, a
+    number that overflows a float (1e400) included."""
     try:
-        with open(path, "rb") as f:
-            return json.loads(f.read().decode("utf-8"))
-    except OSError as exc:
-        raise FormatError(path, "file", None, exc.strerror or str(exc)) from None
+        return json.loads(data.decode("utf-8"), parse_constant=_refuse_constant)
     except (ValueError, RecursionError) as exc:
-        raise FormatError(path, "json", None, f"not a JSON text: {str(exc)[:200]}") from None
+        raise FormatError(path, field, None, f"not a JSON text: {str(exc)[:200]}") from None
+
+
+def _refuse_constant(name):
+    """NaN, Infinity and -Infinity are not JSON (Python's json accepts them by default)."""
+    raise ValueError(f"{name} is not a JSON number")
 
 
 # ------------------------------------------------------------------------------------ reading
@@ -226,10 +245,10 @@ def _read_json(path):
 def _read_tensors(folder):
     """Hugging Face name -> safetensors.Tensor: model.safetensors, else the sharded index (the
     order transformers looks for them in)."""
-    if (folder / WEIGHTS).is_file():
-        return safetensors.read(folder / WEIGHTS).tensors
-    if (folder / INDEX).is_file():
-        return safetensors.read_index(folder / INDEX)
+    if (folder / WEIGHTS).exists():
+        return safetensors.read(confined(folder, folder / WEIGHTS)).tensors
+    if (folder / INDEX).exists():
+        return safetensors.read_index(confined(folder, folder / INDEX))
     raise FormatError(folder, WEIGHTS, None, f"neither {WEIGHTS} nor {INDEX} is in the folder")
 
 
@@ -286,7 +305,7 @@ class Folder:
     path: Path
     config: dict                # config.json, a JSON object
     tensors: dict               # Hugging Face name -> safetensors.Tensor (views into the mapped files)
-    tokenizer_model: bytes | None   # tokenizer.model's bytes, None when the folder has none
+    tokenizer_model: bytes | None   # tokenizer.model's bytes (else rebuilt from tokenizer.json), or None
 
     @property
     def args(self):
@@ -296,7 +315,8 @@ class Folder:
 
 def read_folder(folder):
     """Parse a Hugging Face Llama folder: config.json (must be a JSON object), the safetensors
-    headers (model.safetensors, else the sharded index), tokenizer.model's bytes if present."""
+    headers (model.safetensors, else the sharded index), tokenizer.model's bytes if present, else
+    those of a .model rebuilt from tokenizer.json (`_tokenizer_from_json`), else None."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FormatError(folder, "folder", None, "not a folder (a Hugging Face model is a folder "
@@ -305,7 +325,18 @@ def read_folder(folder):
     if not isinstance(config, dict):
         raise FormatError(folder / CONFIG, "config", None, "must be a JSON object")
     tokenizer = folder / TOKENIZER
-    return Folder(folder, config, _read_tensors(folder), tokenizer.read_bytes() if tokenizer.is_file() else None)
+    tokenizer_bytes = (read_capped(confined(folder, tokenizer), spm.MAX_MODEL_BYTES) if tokenizer.exists()
+                       else _tokenizer_from_json(folder) if (folder / TOKENIZER_JSON).exists() else None)
+    return Folder(folder, config, _read_tensors(folder), tokenizer_bytes)
+
+
+def _tokenizer_from_json(folder):
+    """.model bytes rebuilt from tokenizer.json, bos/eos named by tokenizer_config.json if any."""
+    names = _read_json(folder / TOKENIZER_CONFIG) if (folder / TOKENIZER_CONFIG).exists() else {}
+    names = {key: value.get("content") if isinstance(value, dict) else value
+             for key, value in (names.items() if isinstance(names, dict) else ())
+             if key in ("bos_token", "eos_token") and isinstance(value, (str, dict))}
+    return spm.to_bytes(hf_tokenizer.from_json(_read_json(folder / TOKENIZER_JSON), folder / TOKENIZER_JSON, names))
 
 
 def from_hf(folder):
@@ -328,28 +359,35 @@ def _write_json(obj, path):
         f.write((json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
 
 
+def special_tokens(vocab):
+    """special_tokens_map.json's contents: the bos/eos/unk pieces (None for an id of -1)."""
+    return {key: (vocab.pieces[i] if i >= 0 else None) for key, i in
+            (("bos_token", vocab.bos_id), ("eos_token", vocab.eos_id), ("unk_token", vocab.unk_id))}
+
+
 def tokenizer_config(vocab, max_seq_len):
-    """tokenizer_config.json's contents: LlamaTokenizer with the .model's special pieces and
-    whether it adds BOS and a dummy-prefix space."""
-    def piece(i):
-        return vocab.pieces[i] if i >= 0 else None
-    return {"tokenizer_class": "LlamaTokenizer", "add_bos_token": vocab.add_bos,
+    """tokenizer_config.json's contents: the class that loads tokenizer.json as written (see the
+    module docstring), the .model's special pieces and whether it adds BOS and a dummy-prefix
+    space."""
+    return {"tokenizer_class": "PreTrainedTokenizerFast", "add_bos_token": vocab.add_bos,
             "add_eos_token": vocab.add_eos, "add_prefix_space": vocab.add_space_prefix,
-            "bos_token": piece(vocab.bos_id), "eos_token": piece(vocab.eos_id),
-            "unk_token": piece(vocab.unk_id), "pad_token": None, "model_max_length": max_seq_len,
+            **special_tokens(vocab), "pad_token": None, "model_max_length": max_seq_len,
             "clean_up_tokenization_spaces": False, "legacy": False}
 
 
 def write_tokenizer(spm_model_bytes, out_dir, max_seq_len):
-    """Write tokenizer.model and tokenizer_config.json into the folder `out_dir`."""
-    vocab = spm.from_bytes(spm_model_bytes, TOKENIZER).vocab
-    _write_tokenizer(spm_model_bytes, vocab, Path(out_dir), max_seq_len)
+    """Write tokenizer.model, tokenizer.json, special_tokens_map.json and tokenizer_config.json
+    into the folder `out_dir`."""
+    model = spm.from_bytes(spm_model_bytes, TOKENIZER)
+    _write_tokenizer(spm_model_bytes, model, hf_tokenizer.to_json(model), Path(out_dir), max_seq_len)
 
 
-def _write_tokenizer(spm_model_bytes, vocab, out_dir, max_seq_len):
+def _write_tokenizer(spm_model_bytes, model, tokenizer_json, out_dir, max_seq_len):
     with atomic_write(out_dir / TOKENIZER) as f:
         f.write(bytes(spm_model_bytes))
-    _write_json(tokenizer_config(vocab, max_seq_len), out_dir / TOKENIZER_CONFIG)
+    _write_json(tokenizer_json, out_dir / TOKENIZER_JSON)
+    _write_json(special_tokens(model.vocab), out_dir / SPECIAL_TOKENS_MAP)
+    _write_json(tokenizer_config(model.vocab, max_seq_len), out_dir / TOKENIZER_CONFIG)
 
 
 def hf_tensors(weights, args: ModelArgs):
@@ -373,7 +411,9 @@ def to_hf(weights, args: ModelArgs, spm_model_bytes, out_dir):
     """
     out_dir = Path(out_dir)
     tensors = hf_tensors(weights, args)
-    vocab = spm.from_bytes(spm_model_bytes, TOKENIZER).vocab
+    model = spm.from_bytes(spm_model_bytes, TOKENIZER)
+    vocab = model.vocab
+    tokenizer_json = hf_tokenizer.to_json(model)    # before any file: it refuses what it cannot write
     if len(vocab) > args.vocab_size:
         raise ValueError(f"the tokenizer has {len(vocab)} pieces, the model only {args.vocab_size} rows")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -381,4 +421,4 @@ def to_hf(weights, args: ModelArgs, spm_model_bytes, out_dir):
     safetensors.write(safetensors.SafetensorsFile(tensors, {"format": "pt"}), out_dir / WEIGHTS)
     _write_json(config_dict(args, vocab), out_dir / CONFIG)
     _write_json(_special_ids(vocab), out_dir / GENERATION_CONFIG)
-    _write_tokenizer(spm_model_bytes, vocab, out_dir, args.max_seq_len)
+    _write_tokenizer(spm_model_bytes, model, tokenizer_json, out_dir, args.max_seq_len)

@@ -14,7 +14,7 @@ import struct
 
 from formats.atomic import atomic_write
 from formats.binary import Cursor, map_file
-from formats.vocab import TokenType, Vocab
+from formats.vocab import MAX_VOCAB, TokenType, Vocab
 
 _BOS_TEXT = "\n<s>\n"
 _EOS_TEXT = "\n</s>\n"
@@ -39,7 +39,7 @@ def read_tokenizer(path, vocab_size=None):
         raise ValueError(f"vocab_size must be >= 0, got {vocab_size}")
     cur = Cursor(map_file(path), path)
     max_length = cur.u32("max_token_length")
-    texts, scores = [], []
+    texts, scores, seen = [], [], {}
     i = 0
     while (i < vocab_size) if vocab_size is not None else (cur.pos < cur.size):
         scores.append(cur.unpack(_F32, f"token[{i}].score"))
@@ -49,7 +49,16 @@ def read_tokenizer(path, vocab_size=None):
         if length > max_length:
             raise cur.error(f"token[{i}].length", f"{length} bytes is longer than max_token_length "
                                                   f"{max_length}", length_at)
-        texts.append(cur.utf8(length, f"token[{i}].bytes"))
+        if i == MAX_VOCAB:
+            raise cur.error(f"token[{i}]", f"more than {MAX_VOCAB} pieces, the limit for a vocabulary", length_at - 4)
+        text = cur.utf8(length, f"token[{i}].bytes")
+        # Checked as read, so that a file of millions of empty pieces fails at the first.
+        if not text:
+            raise cur.error(f"token[{i}].bytes", "empty piece", length_at)
+        if text in seen:
+            raise cur.error(f"token[{i}].bytes", f"{text!r} repeats piece {seen[text]}", length_at)
+        seen[text] = i
+        texts.append(text)
         i += 1
     if cur.pos != cur.size:
         raise cur.error("end of vocabulary", f"{cur.size - cur.pos} bytes follow the {vocab_size} "

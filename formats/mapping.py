@@ -21,7 +21,7 @@ from formats import spec
 from formats.errors import FormatError
 from formats.ggml import GGMLType
 from formats.gguf import Array, GGUFFile, Tensor, Value, ValueType
-from formats.vocab import Vocab
+from formats.vocab import Vocab, check_pieces
 
 ARCH = "llama"
 
@@ -185,6 +185,7 @@ def vocab_from_metadata(metadata, path="<gguf>"):
         if arr.element_type not in etypes or len(arr) != n:
             raise FormatError(path, key, None, f"expected {n} {etypes[0].name} items (one per token), found "
                                                f"{len(arr)} {arr.element_type.name}")
+    check_pieces(tokens.items, types.items, path, "tokenizer.ggml.tokens", "tokenizer.ggml.token_type")
     ids = {}
     for field, key, default in (("unk_id", "unknown_token_id", 0), ("bos_id", "bos_token_id", 1),
                                 ("eos_id", "eos_token_id", 2)):

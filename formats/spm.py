@@ -48,11 +48,13 @@ import enum
 import numpy as np
 
 from formats.atomic import atomic_write
-from formats.binary import map_file
 from formats.errors import FormatError
-from formats.vocab import TokenType, Vocab
+from formats.files import read_capped
+from formats.vocab import MAX_VOCAB, TokenType, Vocab
 
 _VARINT, _FIXED64, _LEN, _FIXED32 = 0, 1, 2, 5
+# Llama 2's .model is 500 KB, Gemma's 4 MB: 64 MiB is far beyond any real one.
+MAX_MODEL_BYTES = 64 << 20
 _TOKEN_TYPES = frozenset(t.value for t in TokenType)
 
 
@@ -206,8 +208,8 @@ def _checked_id(spec, name, n_pieces, path, lowest):
 
 
 def read(path):
-    """Parse a SentencePiece .model file into a `SentencePieceModel`."""
-    return from_bytes(map_file(path).tobytes(), path)
+    """Parse a SentencePiece .model file (at most MAX_MODEL_BYTES) into a `SentencePieceModel`."""
+    return from_bytes(read_capped(path, MAX_MODEL_BYTES), path)
 
 
 def from_bytes(data, path="<bytes>"):
@@ -226,6 +228,8 @@ def from_bytes(data, path="<bytes>"):
         if number == 1:
             i = len(pieces)
             where = f"pieces[{i}]"
+            if i == MAX_VOCAB:
+                raise FormatError(path, where, offset, f"more than {MAX_VOCAB} pieces, the limit for a vocabulary")
             sp = _parse_message(data, *value, _PIECE_FIELDS, path, where, {})
             piece = sp.get("piece", "")
             if not piece:

@@ -10,6 +10,12 @@ import enum
 
 import numpy as np
 
+from formats.errors import FormatError
+
+# The most pieces a vocabulary may hold: twice the largest real one (Gemma 3's 262,144). A file
+# of millions of tiny pieces is refused in the reader, before it costs minutes.
+MAX_VOCAB = 1 << 19
+
 
 class TokenType(enum.IntEnum):
     """SentencePiece's ModelProto.SentencePiece.Type, which GGUF's token_type reuses."""
@@ -51,3 +57,20 @@ class Vocab:
                 and np.array_equal(self.types, other.types)
                 and (self.unk_id, self.bos_id, self.eos_id, self.add_bos, self.add_eos, self.add_space_prefix)
                 == (other.unk_id, other.bos_id, other.eos_id, other.add_bos, other.add_eos, other.add_space_prefix))
+
+
+def check_pieces(pieces, types, path, field, types_field):
+    """FormatError naming `path` and `field` ("tokenizer.ggml.tokens"; `types_field` for the
+    types) for what no tokenizer can use: more than MAX_VOCAB pieces, an empty or repeated piece,
+    a token type TokenType lacks."""
+    if len(pieces) > MAX_VOCAB:
+        raise FormatError(path, field, None, f"{len(pieces)} pieces, over the limit of {MAX_VOCAB}")
+    known, seen = {t.value for t in TokenType}, {}
+    for i, (piece, kind) in enumerate(zip(pieces, np.asarray(types).tolist())):
+        if not piece:
+            raise FormatError(path, f"{field}[{i}]", None, "empty piece")
+        if piece in seen:
+            raise FormatError(path, f"{field}[{i}]", None, f"{piece!r} repeats piece {seen[piece]}")
+        if kind not in known:
+            raise FormatError(path, f"{types_field}[{i}]", None, f"unknown token type {kind}")
+        seen[piece] = i

@@ -35,7 +35,10 @@ def add_arguments(parser):
     parser.add_argument("--data-dir", default="data", help="default: %(default)s")
     parser.add_argument("--out-dir", default="out/demo", help="default: %(default)s")
     parser.add_argument("--max-iters", type=int, default=1500, help="training steps (default: %(default)s)")
-    parser.add_argument("--dtype", default="bfloat16", choices=("float32", "bfloat16", "float16"))
+    from trainer.config import DTYPES
+
+    parser.add_argument("--dtype", default="auto", choices=DTYPES,
+                        help="default: %(default)s (bf16 where this machine computes it fast, else float32)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seed", type=int, default=1337)
     parser.add_argument("--max-new-tokens", type=int, default=120,

@@ -33,6 +33,8 @@ def build_dataset(shared_data, root):
 def tiny_config(data_dir, out_dir, **overrides):
     settings = dict(TINY_MODEL, dataset="text", vocab_size=VOCAB_SIZE, data_dir=str(data_dir),
                     out_dir=str(out_dir), max_iters=8, warmup_iters=2, learning_rate=3e-3,
-                    eval_interval=1000, eval_batches=4, log_interval=1000, device="cpu", seed=7)
+                    eval_interval=1000, eval_batches=4, log_interval=1000, device="cpu", seed=7,
+                    # not auto: it times the machine, and runs that tests compare must train alike
+                    dtype="float32")
     settings.update(overrides)
     return from_settings(settings)

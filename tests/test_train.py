@@ -106,7 +106,8 @@ def test_resume_is_bitwise_exact(data_dir, tmp_path):
 def test_ddp_two_gloo_processes_match_one(data_dir, tmp_path):
     flags = ["--dataset", "text", "--vocab-size", "384", "--data-dir", str(data_dir), "--dim", "32",
              "--n-layers", "2", "--n-heads", "4", "--max-seq-len", "32", "--batch-size", "4",
-             "--grad-accum", "4", "--max-iters", "4", "--warmup-iters", "1", "--learning-rate", "0.003", "--device", "cpu", "--seed", "3"]
+             "--grad-accum", "4", "--max-iters", "4", "--warmup-iters", "1", "--learning-rate", "0.003", "--device", "cpu", "--seed", "3",
+             "--dtype", "float32"]
     # grad_accum 4 over 2 ranks: each rank runs 2 micro-steps, and DDP must sync only on the last.
     single = train(tiny_config(data_dir, tmp_path / "one", grad_accum=4, max_iters=4, warmup_iters=1,
                                n_kv_heads=None, seed=3), out=quiet)
@@ -126,7 +127,7 @@ def test_ddp_gradients_and_loss_of_a_step_equal_one_process(data_dir, tmp_path):
     the step's gradients and loss before the optimizer sees them."""
     flags = ["--dataset", "text", "--vocab-size", "384", "--data-dir", str(data_dir), "--dim", "32",
              "--n-layers", "2", "--n-heads", "4", "--max-seq-len", "32", "--batch-size", "4",
-             "--grad-accum", "4", "--device", "cpu", "--seed", "3"]
+             "--grad-accum", "4", "--device", "cpu", "--seed", "3", "--dtype", "float32"]
     script = str(Path(__file__).with_name("ddp_step.py"))
     env = {"OMP_NUM_THREADS": "1"}
     one = run_python(script, tmp_path / "one.pt", *flags, "--out-dir", tmp_path / "one", env=env)

@@ -16,7 +16,8 @@ from data.paths import DEFAULT_DATA_DIR, DataError
 from formats.spec import ModelArgs
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
-DTYPES = ("float32", "bfloat16", "float16")
+# "auto": the fastest that trains well on this machine, decided at start (trainer/runtime.py, pick_dtype).
+DTYPES = ("auto", "float32", "bfloat16", "float16", "float64")
 
 # The ModelArgs fields that are not settings. vocab_size is the tokenizer's: `train` fills it in
 # (`model_args`), so `TrainConfig.model.vocab_size` is only ModelArgs' default until then. The
@@ -53,7 +54,7 @@ class TrainConfig:
     log_interval: int = 10
     # runtime
     device: str = "auto"
-    dtype: str = "float32"
+    dtype: str = "auto"
     compile: bool = False
     seed: int = 1337
     resume: bool = False

@@ -1,4 +1,9 @@
-"""Where a run executes: the device, torchrun's process group, and stopping cleanly on Ctrl-C.
+"""Where a run executes: the device, the dtype, torchrun's process group, stopping cleanly on Ctrl-C.
+
+`--dtype auto` (pick_dtype) picks per machine: on a GPU bf16 autocast where it has bf16, else fp16
+with a grad scaler; on a CPU bf16 only where the CPU computes it natively and a measured matmul of
+the model's shape is faster than fp32 (without the hardware, autocast emulates bf16 and ran one
+measured matmul 6.6x slower than fp32); else fp32.
 
 Under torchrun (RANK, LOCAL_RANK, WORLD_SIZE set) every process joins one group; otherwise the run
 is one process of rank 0. A first SIGINT only sets a flag the loop reads between steps, and under
@@ -10,8 +15,14 @@ import dataclasses
 import os
 import signal
 import threading
+import time
+from pathlib import Path
 
 import torch
+
+# /proc/cpuinfo flags of the instructions that compute bf16 products: x86's AVX512-BF16 and AMX,
+# ARM's BF16 extension (its "Features" line).
+NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")
 
 
 def pick_device(name):
@@ -23,6 +34,77 @@ def pick_device(name):
     if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
         return "mps"
     return "cpu"
+
+
+def choose_dtype(device_type, gpu_bf16=False, cpu_native_bf16=False, bf16_slowdown=None):
+    """(dtype, reason) for --dtype auto, from what was found out about the machine.
+
+    gpu_bf16: the CUDA device supports bf16. cpu_native_bf16: the CPU has bf16 instructions.
+    bf16_slowdown: a bf16 autocast matmul's time over the same fp32 matmul's (None: not measured).
+
+    >>> choose_dtype("cpu", cpu_native_bf16=False, bf16_slowdown=6.6)
+    ('float32', 'this CPU has no native bf16; bf16 matmul 6.6x slower')
+    >>> choose_dtype("cpu", cpu_native_bf16=True, bf16_slowdown=0.5)
+    ('bfloat16', 'this CPU has native bf16; bf16 matmul 2x faster')
+    """
+    if device_type == "cuda":
+        if gpu_bf16:
+            return "bfloat16", "this GPU supports bf16"
+        return "float16", "this GPU has no bf16; fp16 autocast with a grad scaler"
+    if device_type != "cpu":
+        return "float32", f"auto picks float32 on {device_type}"
+    speed = "" if bf16_slowdown is None else (
+        f"; bf16 matmul {bf16_slowdown:.3g}x slower" if bf16_slowdown >= 1 else
+        f"; bf16 matmul {1 / bf16_slowdown:.3g}x faster")
+    if not cpu_native_bf16:
+        return "float32", "this CPU has no native bf16" + speed
+    if bf16_slowdown is None or bf16_slowdown >= 1:
+        return "float32", "this CPU has native bf16, but it is not faster here" + speed
+    return "bfloat16", "this CPU has native bf16" + speed
+
+
+def cpu_has_native_bf16(cpuinfo=Path("/proc/cpuinfo")):
+    """Whether the CPU lists bf16 instructions among its flags; without /proc/cpuinfo (macOS,
+    Windows), torch's own probe of AVX512-BF16 where this torch has it."""
+    try:
+        lines = cpuinfo.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        probe = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
+        return bool(probe and probe())
+    flags = set()
+    for line in lines:
+        if line.startswith(("flags", "Features")):
+            flags.update(line.partition(":")[2].split())
+    return any(flag in flags for flag in NATIVE_BF16_FLAGS)
+
+
+def bf16_slowdown(rows, dim, hidden, trials=3):
+    """A CPU bf16 autocast matmul's best time over fp32's: (rows, dim) @ (dim, hidden), the
+    model's feed-forward product at the run's batch, best of `trials` each after a warm-up."""
+    # Constant operands: random ones would advance torch's generator, which exact resume needs untouched.
+    a, b = torch.full((rows, dim), 0.5), torch.full((dim, hidden), 0.25)
+    best = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        with torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
+            a @ b
+            times = []
+            for _ in range(trials):
+                start = time.perf_counter()
+                a @ b
+                times.append(time.perf_counter() - start)
+        best[dtype] = min(times)
+    return best[torch.bfloat16] / best[torch.float32]
+
+
+def pick_dtype(device, rows, dim, hidden):
+    """(dtype, reason) for --dtype auto on `device`, measuring what choose_dtype needs."""
+    device_type = torch.device(device).type
+    if device_type == "cuda":
+        return choose_dtype(device_type, gpu_bf16=torch.cuda.is_bf16_supported())
+    if device_type == "cpu":
+        return choose_dtype(device_type, cpu_native_bf16=cpu_has_native_bf16(),
+                            bf16_slowdown=bf16_slowdown(min(rows, 4096), dim, hidden))
+    return choose_dtype(device_type)
 
 
 class Interrupted(KeyboardInterrupt):

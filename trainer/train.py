@@ -36,12 +36,16 @@ from trainer.flops import flops_per_token, measure_matmul_peak
 from trainer.model import Transformer
 from trainer.plot import write_loss_curve
 from trainer.pretokenize import load_tokens
-from trainer.runtime import Distributed, Interrupted, init_distributed, sigint_between_steps, stop_requested
+from trainer.runtime import (Distributed, Interrupted, init_distributed, pick_dtype, sigint_between_steps,
+                             stop_requested)
 
 CKPT_NAME = "ckpt.pt"
 LOG_NAME = "log.jsonl"
 CURVE_NAME = "loss.png"
-_TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+_TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16,
+                 "float64": torch.float64}
+# Trained in this dtype itself, without autocast (float64: to study the maths without rounding).
+_PLAIN_DTYPES = ("float32", "float64")
 
 
 def get_lr(it, config):
@@ -148,8 +152,8 @@ class RunState:
         return self.out_dir / CKPT_NAME
 
     def autocast(self):
-        """The mixed-precision context of --dtype: torch.autocast, or nothing for float32."""
-        if self.config.dtype == "float32":
+        """The mixed-precision context of --dtype: torch.autocast, or nothing for float32 and float64."""
+        if self.config.dtype in _PLAIN_DTYPES:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device_type, dtype=_TORCH_DTYPES[self.config.dtype])
 
@@ -202,12 +206,17 @@ def _train(config, dist, device, out, stop):
 def setup(config, dist, device, out):
     """Check the settings against the data, build (or resume) model and optimizer, announce them."""
     device_type = torch.device(device).type
-    _check_runtime(config, dist, device_type)
     data = load_data(config)
     resumed = checkpoint.load(Path(config.out_dir) / CKPT_NAME) if config.resume else None
     model_args = _model_args(config, data, resumed)
+    dtype, reason = resolve_dtype(config, dist, device, model_args, resumed)
+    out(f"dtype {dtype}: {reason}")
+    config = dataclasses.replace(config, dtype=dtype)
+    _check_runtime(config, dist, device_type)
     torch.manual_seed(config.seed)     # the same init on every rank (DDP also broadcasts rank 0's)
     raw_model = Transformer(model_args).to(device)
+    if dtype == "float64":
+        raw_model = raw_model.double()
     run = RunState(config, dist, device, out, data, raw_model, model=raw_model,
                    optimizer=make_optimizer(raw_model, config, device_type),
                    scaler=torch.amp.GradScaler(device_type, enabled=config.dtype == "float16"))
@@ -225,6 +234,21 @@ def setup(config, dist, device, out):
     if dist.is_main:
         run.out_dir.mkdir(parents=True, exist_ok=True)
     return run
+
+
+def resolve_dtype(config, dist, device, model_args, resumed):
+    """(dtype, reason): --dtype as given; for auto, the dtype a resumed run was trained in, else
+    pick_dtype's choice for this machine (rank 0's under DDP, so that every rank trains alike)."""
+    if config.dtype != "auto":
+        return config.dtype, "as --dtype asked"
+    trained = resumed.get("config", {}).get("dtype") if resumed is not None else None
+    if trained not in (None, "auto"):
+        return trained, "the dtype ckpt.pt was trained in (resume)"
+    choice = list(pick_dtype(device, config.batch_size * config.model.max_seq_len, model_args.dim,
+                             model_args.hidden_dim))
+    if dist.world_size > 1:
+        torch.distributed.broadcast_object_list(choice, src=0)
+    return tuple(choice)
 
 
 def _check_runtime(config, dist, device_type):

@@ -110,11 +110,6 @@ class Tokenizer:
     # gives a FastTokenizer.
 
     @classmethod
-    def from_vocab(cls, vocab, **options):
-        """Same as `Tokenizer(vocab, **options)`."""
-        return cls(vocab, **options)
-
-    @classmethod
     def from_spm(cls, path):
         """Load a SentencePiece .model file (parsed by formats.spm, no sentencepiece needed)."""
         from formats import spm
@@ -175,10 +170,6 @@ class Tokenizer:
         symbols = self.symbols(self.normalize(text))                   # step 2
         pieces, formed_by = self.merge(symbols)                          # step 3
         return self.with_bos_eos(self.piece_ids(pieces, formed_by), bos, eos)   # steps 4, 5
-
-    def encode_as_pieces(self, text, bos=None, eos=None):
-        """The pieces of `encode(text)`, e.g. ["<s>", "▁Hi", "▁", "▁there"]."""
-        return [self.vocab.pieces[i] for i in self.encode(text, bos, eos)]
 
     def symbols(self, text):
         """Normalized text cut into the symbols BPE starts from: one per character, except that a

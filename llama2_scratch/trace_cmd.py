@@ -11,11 +11,13 @@ NumPy alone runs it all but --ckpt.
 """
 
 import json
+import os
 import sys
 
 import numpy as np
 
-from llama2_scratch import trace_plots
+from formats import detect
+from llama2_scratch import trace_html, trace_plots
 from llama2_scratch.model_files import model_tokenizer, open_checkpoint, open_model
 from reference import study
 from reference.cache import points
@@ -30,6 +32,12 @@ SAME_MODEL_FIELDS = ("dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "
 # demo model after 250 steps, 0.0053 and 0.086 on Gaussian random weights. Two independently
 # drawn matrices of one scale differ by sqrt(2) ≈ 1.41.
 SAME_MODEL_MAX_REL_DIFF = 0.5
+# trace --json's version: 2 added schema_version, model, prompt, ids, attention, each point's
+# block and description, `block` beside SPEC's `layer`, and the heads' kv_head, top_key, max_entropy_bits.
+SCHEMA_VERSION = 2
+# Decimals kept of --json's attention weights: 1e-4 is finer than any plot or the page shows, and
+# a 128-token prompt through 6 blocks of 6 heads takes ~2 MB instead of ~5.
+PATTERN_DECIMALS = 4
 
 
 def add_arguments(parser):
@@ -44,6 +52,8 @@ def add_arguments(parser):
                         help="also run the float64 reference and show each point's float32 rounding")
     parser.add_argument("--plots", metavar="DIR", help="write PNG figures here (needs matplotlib)")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of the tables")
+    parser.add_argument("--html", metavar="FILE",
+                        help="write one self-contained HTML page to study the pass in a browser (no network)")
 
 
 def run(args):
@@ -51,9 +61,14 @@ def run(args):
         raise ValueError(f"--top-k must be >= 1, got {args.top_k}")
     if args.plots is not None:
         trace_plots.require_matplotlib()
+    if args.html is not None:
+        trace_html.check_writable(args.html)
     source = open_model(args.model)
     model = source.model()
     tokenizer = model_tokenizer(source, args.tokenizer, model.args.vocab_size)
+    warning = dummy_prefix_warning(source, args.tokenizer, tokenizer.vocab)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
     ids = tokenizer.encode(args.prompt) or [tokenizer.vocab.bos_id]
     context = model.args.max_seq_len
     if len(ids) > context:
@@ -64,8 +79,15 @@ def run(args):
     torch_cache = _torch_cache(args.ckpt, model, ids) if args.ckpt else None
     float64_cache = source.model(dtype=np.float64).run_with_cache(ids)[1] if args.vs_float64 else None
     report = build_report(model, tokenizer.vocab.pieces, ids, cache, args.top_k, torch_cache, float64_cache)
+    report.update(schema_version=SCHEMA_VERSION, model=model_description(args.model, source, model),
+                  prompt=args.prompt, ids=[int(i) for i in ids])
+    if args.html is not None:
+        trace_html.write_page(args.html, report)
+        print(f"trace: wrote {args.html}", file=sys.stderr)
     if args.plots is not None:
-        trace_plots.write_plots(args.plots, report, cache, model.args.n_layers)
+        paths = trace_plots.write_plots(args.plots, report, cache, model.args)
+        print(f"trace: wrote {len(paths)} figures to {args.plots}: "
+              + ", ".join(os.path.basename(p) for p in paths), file=sys.stderr)
     if args.json:
         print(json.dumps(report, ensure_ascii=False))
     else:
@@ -73,15 +95,94 @@ def run(args):
     return 0
 
 
+def model_description(path, source, model):
+    """The `model` of trace --json: the file, its stored weight types, the computing dtype, its arguments."""
+    return {"file": str(path), "kind": source.kind, "stored": list(source.dtypes),
+            "dtype": str(model.dtype), "args": model.args.to_dict()}
+
+
+# A share of capitalized word pieces ("First", ≥ 3 letters) spelt without a leading '▁' above which
+# a vocabulary looks trained without the dummy prefix. With the prefix a word that starts a line
+# is learned as "▁First"; without it as "First". Measured: SentencePiece BPE on Tiny Shakespeare
+# 0.04 (512 pieces) and 0.20 (4096) with the prefix, 0.63 and 0.69 without; Llama 2's 0.26.
+NO_PREFIX_SHARE = 0.45
+# Fewer capitalized pieces than this (a script without case, Thai) and the share says nothing.
+MIN_CAPITALIZED_PIECES = 20
+
+
+def looks_trained_without_prefix(pieces):
+    """Whether a vocabulary's pieces look learned without SentencePiece's dummy-prefix space (see
+    NO_PREFIX_SHARE); False when there are too few capitalized word pieces to tell."""
+    bare = sum(1 for p in pieces if len(p) >= 3 and p.isalpha() and p[0].isupper())
+    spaced = sum(1 for p in pieces if len(p) >= 4 and p[0] == "\u2581" and p[1:].isalpha() and p[1].isupper())
+    return bare + spaced >= MIN_CAPITALIZED_PIECES and bare / (bare + spaced) > NO_PREFIX_SHARE
+
+
+def is_tokenizer_bin(path):
+    """Whether `path` is a llama2.c tokenizer.bin: a file that is not a GGUF, a ckpt.pt or a .model."""
+    if os.path.isdir(path):
+        return False
+    head = detect.first_bytes(path)
+    return head not in (detect.GGUF_MAGIC, detect.TORCH_ZIP_MAGIC) and not detect.is_sentencepiece_model(path)
+
+
+def dummy_prefix_warning(source, tokenizer_path, vocab):
+    """A line saying that a llama2.c tokenizer.bin (which always adds the dummy-prefix space, as
+    run.c does) meets a vocabulary trained without it, or None. The model file's own flag decides
+    where it carries a vocabulary (GGUF add_space_prefix, a ckpt's or folder's .model); else the
+    pieces (looks_trained_without_prefix)."""
+    if tokenizer_path is None or not is_tokenizer_bin(tokenizer_path):
+        return None
+    if source.vocab is not None:
+        trained_without = not source.vocab.add_space_prefix
+        why = f"{source.path} says its vocabulary adds no dummy prefix"
+    else:
+        trained_without = looks_trained_without_prefix(vocab.pieces)
+        why = "its pieces look trained without the dummy prefix (line-initial words lack '▁')"
+    if not trained_without:
+        return None
+    return (f"--tokenizer {tokenizer_path}: a tokenizer.bin adds a '▁' before the prompt, but {why}; "
+            "the prompt's first word may split into other tokens than in training (pass the .model instead)")
+
+
 def build_report(model, pieces, ids, cache, top_k, torch_cache=None, float64_cache=None):
-    """The trace --json document (docs/interfaces.md) of `cache`, the NumPy model's cache of `ids`."""
+    """The trace --json document (docs/interfaces.md) of `cache`, the NumPy model's cache of `ids`:
+    SPEC's four keys first (`layer` kept beside `block`), then the attention patterns."""
     lens_ids, lens_probs = study.logit_lens(model, cache, top_k)
+    n_blocks = model.args.n_layers
     return {
         "tokens": [{"id": int(i), "piece": pieces[i]} for i in ids],
-        "points": point_rows(cache, torch_cache, float64_cache),
+        "points": point_rows(cache, n_blocks, torch_cache, float64_cache),
         "logit_lens": lens_rows(lens_ids, lens_probs, pieces),
-        "heads": study.head_summary(cache, model.args.n_layers),
+        "heads": head_rows(cache, n_blocks, model.args, pieces, ids),
+        "attention": [{"block": i, "pattern": pattern_rows(cache[f"blocks.{i}.attn.pattern"])}
+                      for i in range(n_blocks)],
     }
+
+
+def pattern_rows(pattern):
+    """A block's (H, T, T) pattern as nested lists without the masked keys: head h, query q holds
+    the weights on keys 0..q, rounded to PATTERN_DECIMALS."""
+    return [[[round(float(w), PATTERN_DECIMALS) for w in head[q, :q + 1]] for q in range(head.shape[0])]
+            for head in pattern]
+
+
+def head_rows(cache, n_blocks, model_args, pieces, ids):
+    """study.head_summary's rows with `block`, the kv head each query head reads, the largest
+    entropy possible and the key position given the largest mean weight (`top_key`)."""
+    group = model_args.n_heads // model_args.n_kv_heads
+    queries = study.attended_queries(len(ids))
+    # A query at position q spreads over q + 1 keys at most: log2(q + 1) bits, averaged like entropy_bits.
+    max_bits = float(np.mean(np.log2(queries + 1)))
+    rows = study.head_summary(cache, n_blocks)
+    for row in rows:
+        pattern = cache[f"blocks.{row['layer']}.attn.pattern"][row["head"]]
+        weights = np.mean(np.asarray(pattern, dtype=np.float64)[queries], axis=0)        # (T,) per key
+        key = int(np.argmax(weights))
+        row.update(block=row["layer"], kv_head=row["head"] // group, max_entropy_bits=max_bits,
+                   top_key={"position": key, "id": int(ids[key]), "piece": pieces[ids[key]],
+                            "mean_weight": float(weights[key])})
+    return rows
 
 
 def _torch_cache(ckpt_path, model, ids):
@@ -117,25 +218,41 @@ def _torch_cache(ckpt_path, model, ids):
     return {name: tensor.numpy() for name, tensor in cache.items()}
 
 
-def point_rows(cache, torch_cache=None, float64_cache=None):
-    """The `points` of trace --json: name, shape, rms, max_abs, vs_torch (and vs_float64)."""
+def point_rows(cache, n_blocks, torch_cache=None, float64_cache=None):
+    """The `points` of trace --json: name, shape, rms, max_abs, vs_torch (and vs_float64), then the
+    block (null outside the blocks) and what the point is. The comparisons leave out the causal
+    mask (unmasked)."""
+    what = {name: description for name, _, description in points(n_blocks)}
     rows = []
     for name, array in cache.items():
+        ours = unmasked(name, array)
         row = {"name": name, "shape": list(array.shape), **study.point_stats(array),
-               "vs_torch": study.agreement(array, torch_cache[name]) if torch_cache is not None else None}
+               "vs_torch": study.agreement(ours, unmasked(name, torch_cache[name])) if torch_cache is not None else None}
         if float64_cache is not None:
-            rounding = study.agreement(array.astype(np.float64), float64_cache[name])
+            rounding = study.agreement(ours.astype(np.float64), unmasked(name, float64_cache[name]))
             row["vs_float64"] = {"max_abs_diff": rounding["max_abs_diff"]}
+        row["block"] = int(name.split(".")[1]) if name.startswith("blocks.") else None
+        row["description"] = what[name]
         rows.append(row)
     return rows
 
 
+def unmasked(name, array):
+    """The values of point `name` that the causal mask leaves: scores and pattern keep their lower
+    triangle (above it every implementation holds the same -inf or 0, which would count as
+    agreement), every other point stays whole."""
+    if name.endswith(("attn.scores", "attn.pattern")):
+        return array[(slice(None), *np.tril_indices(array.shape[-1]))]
+    return array
+
+
 def lens_rows(ids, probs, pieces):
     """The `logit_lens` of trace --json from logit_lens's (L, T, k) ids and probs."""
-    return [{"layer": layer, "position": position,
-             "top": [{"id": int(i), "piece": pieces[i], "prob": float(p)} for i, p in zip(ids[layer, position],
-                                                                                   probs[layer, position])]}
-            for layer in range(ids.shape[0]) for position in range(ids.shape[1])]
+    return [{"layer": block, "position": position,
+             "top": [{"id": int(i), "piece": pieces[i], "prob": float(p)} for i, p in zip(ids[block, position],
+                                                                                   probs[block, position])],
+             "block": block}
+            for block in range(ids.shape[0]) for position in range(ids.shape[1])]
 
 
 def print_report(model_path, model, report, position):
@@ -143,43 +260,52 @@ def print_report(model_path, model, report, position):
     a, out = model.args, sys.stdout
     tokens = report["tokens"]
     out.write(f"{model_path}: {a.n_layers} blocks, dim {a.dim}, {a.n_heads} heads ({a.n_kv_heads} kv), "
-              f"hidden {a.hidden_dim}, vocab {a.vocab_size}; NumPy float32\n")
+              f"hidden {a.hidden_dim}, vocab {a.vocab_size}; NumPy {report['model']['dtype']}\n")
     out.write(f"tokens ({len(tokens)}): " + " ".join(t["piece"] for t in tokens) + "\n\n")
-    print_points(report["points"], a.n_layers, out)
+    print_points(report["points"], out)
     out.write(f"\nlogit lens at position {position} ({tokens[position]['piece']!r}): top tokens read from each "
               "block's output\n")
     for entry in report["logit_lens"]:
         if entry["position"] == position:
             top = "  ".join(f"{t['piece']!r} {t['prob']:.3f}" for t in entry["top"])
-            out.write(f"  block {entry['layer']:<3} {top}\n")
-    out.write("\nheads: entropy (bits) and mean weight on the previous token, the first, itself "
-              "(queries 1..T-1); the target that wins most queries\n")
-    out.write(f"{'block':>5} {'head':>4} {'entropy':>8} {'previous':>8} {'first':>6} {'self':>6}  attends most\n")
-    for h in report["heads"]:
-        out.write(f"{h['layer']:>5} {h['head']:>4} {h['entropy_bits']:>8.2f} {h['to_previous']:>8.3f} "
-                  f"{h['to_first']:>6.3f} {h['to_self']:>6.3f}  {h['attends_most']}\n")
+            out.write(f"  block {entry['block']:<3} {top}\n")
+    print_heads(report["heads"], out)
 
 
-def print_points(rows, n_layers, out):
+def print_heads(heads, out):
+    """One line per head: entropy, the weight on the previous, first and own token, the target that
+    wins most queries, and the one key given most weight."""
+    queries = "query 0" if heads[0]["max_entropy_bits"] == 0 else "queries 1..T-1"
+    out.write(f"\nheads, averaged over {queries}: entropy in bits (largest possible: "
+              f"{heads[0]['max_entropy_bits']:.2f}, the mean of log2(n) over queries that see n keys), mean "
+              "weight on the previous token, the first, itself; the target that wins most queries; "
+              "the token given the most weight\n")
+    out.write(f"{'block':>5} {'head':>4} {'kv':>3} {'entropy':>8} {'previous':>8} {'first':>6} {'self':>6}  "
+              f"{'attends most':<12}  top token\n")
+    for h in heads:
+        top = h["top_key"]
+        out.write(f"{h['block']:>5} {h['head']:>4} {h['kv_head']:>3} {h['entropy_bits']:>8.2f} "
+                  f"{h['to_previous']:>8.3f} {h['to_first']:>6.3f} {h['to_self']:>6.3f}  {h['attends_most']:<12}  "
+                  f"{top['piece']!r} at position {top['position']} ({top['mean_weight']:.2f})\n")
+
+
+def print_points(rows, out):
     """One line per point: name, shape, RMS, max |x| (and the comparisons), a blank line per block."""
-    what = {name: description for name, _, description in points(n_layers)}
     has_torch = rows[0]["vs_torch"] is not None
     has_f64 = "vs_float64" in rows[0]
     header = f"{'point':<24} {'shape':>14} {'rms':>10} {'max |x|':>10}"
     header += f" {'max |Δ| torch':>14} {'bit-identical':>13}" if has_torch else ""
     header += f" {'max |Δ| f64':>12}" if has_f64 else ""
     out.write(header + "  what\n")
-    block = None
+    block = "none yet"
     for row in rows:
-        name = row["name"]
-        this_block = name.split(".")[1] if name.startswith("blocks.") else None
-        if this_block != block:
+        if row["block"] != block:
             out.write("\n")
-            block = this_block
-        line = f"{name:<24} {'×'.join(map(str, row['shape'])):>14} {row['rms']:>10.4g} {row['max_abs']:>10.4g}"
+            block = row["block"]
+        line = f"{row['name']:<24} {'×'.join(map(str, row['shape'])):>14} {row['rms']:>10.4g} {row['max_abs']:>10.4g}"
         if has_torch:
             line += f" {row['vs_torch']['max_abs_diff']:>14.3g} {row['vs_torch']['bit_identical']:>13.1%}"
         if has_f64:
             line += f" {row['vs_float64']['max_abs_diff']:>12.3g}"
         # Each name's meaning once: on block 0's lines and on those outside the blocks.
-        out.write(f"{line}  {what[name] if block in (None, '0') else ''}".rstrip() + "\n")
+        out.write(f"{line}  {row['description'] if block in (None, 0) else ''}".rstrip() + "\n")

@@ -3,14 +3,18 @@
 matplotlib is an optional extra (`pip install -e '.[plot]'`); nothing else in the project needs
 it, so it is imported only here, only when --plots is given. Files written to DIR:
 
-    attention_block{i}.png   block i's attention patterns, one panel per head, query rows and key
-                             columns labelled with the token pieces
-    logit_lens.png           the logit lens: the top token read from each block (rows) at each
-                             position (columns), coloured by its probability
+    attention_block{i}.png   block i's attention patterns, one panel per head, the query heads
+                             that share a kv head side by side in one row; query rows labelled
+                             with the token pieces, key columns with positions; one colorbar
+    logit_lens.png           the logit lens: the top token read from each block (columns) at each
+                             position (rows), written in its cell and coloured by its probability
     residual_norms.png       the residual stream's RMS after embed and every sublayer, one line per
-                             position and their mean
+                             position (coloured by position, the first ones labelled) and their mean
     torch_agreement.png      with --ckpt: max |Δ| against torch and the bit-identical fraction of
-                             every point, in forward order
+                             every point, in forward order, one row per point
+
+Every text is 8 pt or larger and none is rotated: a figure grows with the prompt instead, and
+past MAX_LABELLED_TOKENS positions it shows indices rather than pieces.
 
 Figures are built on matplotlib.figure.Figure, not pyplot: no global state, no GUI backend.
 """
@@ -27,6 +31,12 @@ from reference import study
 INSTALL_HINT = "--plots needs matplotlib: pip install matplotlib (or pip install -e '.[plot]')"
 # Beyond this many tokens, axis tick labels would overlap into a black bar: the axes show indices.
 MAX_LABELLED_TOKENS = 64
+# The smallest text on any figure, in points: smaller is not readable on a printed page.
+SMALL = 8
+# Inches per token on an axis labelled with pieces: one 8-pt line (0.11 in) and some air.
+TOKEN_INCHES = 0.16
+# Lines named at each end of the residual figure's spread (all of them when there are few).
+END_LABELS = 4
 
 
 def require_matplotlib():
@@ -37,15 +47,16 @@ def require_matplotlib():
         raise ValueError(INSTALL_HINT) from None
 
 
-def write_plots(out_dir, report, cache, n_layers):
+def write_plots(out_dir, report, cache, model_args):
     """Write every figure for `report` (trace's JSON document) and its `cache` into out_dir;
     returns the paths written."""
     os.makedirs(out_dir, exist_ok=True)
     pieces = [label(t["piece"]) for t in report["tokens"]]
-    figures = {f"attention_block{i}.png": attention_figure(cache[f"blocks.{i}.attn.pattern"], pieces, i)
-               for i in range(n_layers)}
-    figures["logit_lens.png"] = logit_lens_figure(report["logit_lens"], pieces, n_layers)
-    figures["residual_norms.png"] = residual_figure(cache, n_layers)
+    figures = {f"attention_block{i}.png": attention_figure(cache[f"blocks.{i}.attn.pattern"], pieces, i,
+                                                           model_args.n_kv_heads)
+               for i in range(model_args.n_layers)}
+    figures["logit_lens.png"] = logit_lens_figure(report["logit_lens"], pieces, model_args.n_layers)
+    figures["residual_norms.png"] = residual_figure(cache, model_args.n_layers, pieces)
     if report["points"][0]["vs_torch"] is not None:
         figures["torch_agreement.png"] = agreement_figure(report["points"])
     paths = []
@@ -64,101 +75,158 @@ def label(piece):
     return piece if len(piece) <= 12 else piece[:11] + "…"
 
 
-def _token_axes(ax, pieces, rows=True):
-    """Label the x (and with `rows` the y) ticks of `ax`, and of every axes sharing them, with
-    the token pieces; indices when there are too many to read."""
-    if len(pieces) > MAX_LABELLED_TOKENS:
-        return
-    ticks = np.arange(len(pieces))
-    ax.set_xticks(ticks, pieces)
-    ax.tick_params(axis="x", labelrotation=90)
-    if rows:
-        ax.set_yticks(ticks, pieces)
-    ax.tick_params(labelsize=6)
+def _position_ticks(ax, n_tokens, axis):
+    """Integer position ticks on `axis` ("x" or "y"), at most ~16 of them so they never touch."""
+    step = max(1, math.ceil(n_tokens / 16))
+    ticks = np.arange(0, n_tokens, step)
+    (ax.set_xticks if axis == "x" else ax.set_yticks)(ticks, [str(t) for t in ticks], fontsize=SMALL)
 
 
-def attention_figure(pattern, pieces, block):
-    """Block `block`'s pattern (H, T, T) as a grid of heatmaps, weight 0 white to 1 dark. The
-    panels share their axes and only the outer ones show the token pieces: labelling all of them
-    tripled the drawing time."""
+def attention_figure(pattern, pieces, block, n_kv_heads):
+    """Block `block`'s pattern (H, T, T) as a grid of heatmaps, weight 0 white to 1 dark, one
+    colorbar. Under grouped-query attention each row holds the query heads that read one kv head;
+    otherwise the heads fill a square. Rows of the left panels name the query tokens, columns the
+    key positions (pieces side by side would need rotating)."""
+    import matplotlib
     from matplotlib.figure import Figure
 
-    n_heads = pattern.shape[0]
-    cols = math.ceil(math.sqrt(n_heads))
+    n_heads, n_tokens = pattern.shape[0], len(pieces)
+    group = n_heads // n_kv_heads
+    cols = group if group > 1 else math.ceil(math.sqrt(n_heads))
     rows = math.ceil(n_heads / cols)
-    side = 2.0 + 0.06 * len(pieces) if len(pieces) <= MAX_LABELLED_TOKENS else 3.0
-    figure = Figure(figsize=(cols * side + 0.8, rows * side + 1.0), layout="constrained")
-    figure.suptitle(f"block {block} attention: query (rows) → key (columns)")
-    axes = figure.subplots(rows, cols, sharex=True, sharey=True, squeeze=False).ravel()
-    for head, ax in enumerate(axes):
+    labelled = n_tokens <= MAX_LABELLED_TOKENS
+    side = max(2.2, TOKEN_INCHES * n_tokens) if labelled else 3.0
+    figure = Figure(figsize=(cols * side + 2.6, rows * side + 1.2), layout="constrained")
+    figure.suptitle(f"block {block} attention: query (rows) → key (columns); grey: masked future keys")
+    axes = figure.subplots(rows, cols, sharex=True, sharey=True, squeeze=False)
+    # The keys after a query are masked, not weighted 0: grey, so a white cell means a real 0.
+    cmap = matplotlib.colormaps["Blues"].with_extremes(bad="0.85")
+    future = np.triu(np.ones((n_tokens, n_tokens), dtype=bool), k=1)
+    for head, ax in enumerate(axes.ravel()):
         ax.set_visible(head < n_heads)
-        if head < n_heads:
-            ax.imshow(pattern[head], cmap="Blues", vmin=0, vmax=1, interpolation="nearest")
-            ax.set_title(f"head {head}", fontsize=8)
-            _token_axes(ax, pieces)
-            ax.label_outer()
+        if head >= n_heads:
+            continue
+        masked = np.ma.masked_array(pattern[head], mask=future)
+        image = ax.imshow(masked, cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
+        ax.set_title(f"head {head} (kv {head // group})" if group > 1 else f"head {head}", fontsize=SMALL + 1)
+        _position_ticks(ax, n_tokens, "x")
+        if labelled:
+            ax.set_yticks(np.arange(n_tokens), [f"{p} {t}" for t, p in enumerate(pieces)], fontsize=SMALL)
+        else:
+            _position_ticks(ax, n_tokens, "y")
+    for ax in axes[-1]:
+        ax.set_xlabel("key position", fontsize=SMALL)
+    figure.colorbar(image, ax=axes, label="attention weight", shrink=min(1.0, 4 / rows))
     return figure
 
 
 def logit_lens_figure(lens, pieces, n_layers):
-    """The top-1 logit-lens token of every (block, position), its piece written in the cell."""
+    """The top-1 logit-lens token of every (position, block), its piece written in the cell: rows
+    are the input tokens, so their pieces read left to right."""
     from matplotlib.figure import Figure
 
     n_tokens = len(pieces)
-    prob = np.zeros((n_layers, n_tokens))
-    top = [[""] * n_tokens for _ in range(n_layers)]
+    prob = np.zeros((n_tokens, n_layers))
+    top = [[""] * n_layers for _ in range(n_tokens)]
     for entry in lens:
-        prob[entry["layer"], entry["position"]] = entry["top"][0]["prob"]
-        top[entry["layer"]][entry["position"]] = label(entry["top"][0]["piece"])
-    figure = Figure(figsize=(2.0 + 0.45 * min(n_tokens, 120), 1.5 + 0.4 * n_layers), layout="constrained")
+        prob[entry["position"], entry["block"]] = entry["top"][0]["prob"]
+        top[entry["position"]][entry["block"]] = label(entry["top"][0]["piece"])
+    labelled = n_tokens <= MAX_LABELLED_TOKENS
+    height = 1.8 + (0.22 * n_tokens if labelled else 6.0)
+    figure = Figure(figsize=(3.0 + 1.0 * n_layers, height), layout="constrained")
     ax = figure.add_subplot()
     image = ax.imshow(prob, cmap="viridis", vmin=0, vmax=1, aspect="auto", interpolation="nearest")
     figure.colorbar(image, ax=ax, label="probability of the top token")
-    if n_tokens <= MAX_LABELLED_TOKENS * 2:
-        for layer in range(n_layers):
-            for position in range(n_tokens):
-                ax.text(position, layer, top[layer][position], ha="center", va="center", fontsize=5,
-                        rotation=90, color="white" if prob[layer, position] < 0.5 else "black")
-    _token_axes(ax, pieces, rows=False)
-    ax.set_yticks(range(n_layers), [f"block {i}" for i in range(n_layers)], fontsize=7)
-    ax.set_xlabel("input token (the lens predicts the token after it)")
-    ax.set_title("logit lens: top next token read from each block's residual stream")
+    if labelled:
+        for position in range(n_tokens):
+            for block in range(n_layers):
+                ax.text(block, position, top[position][block], ha="center", va="center", fontsize=SMALL,
+                        color="white" if prob[position, block] < 0.5 else "black")
+        ax.set_yticks(np.arange(n_tokens), [f"{p} {t}" for t, p in enumerate(pieces)], fontsize=SMALL)
+    else:
+        _position_ticks(ax, n_tokens, "y")
+    ax.set_xticks(range(n_layers), [str(i) for i in range(n_layers)], fontsize=SMALL)
+    ax.set_xlabel("block whose output is read")
+    ax.set_ylabel("input token and position (the lens predicts the token after it)")
+    ax.set_title("logit lens: top next token" + ("" if labelled else " (too many positions to write them)"))
     return figure
 
 
-def residual_figure(cache, n_layers):
-    """Per-position RMS of the residual stream at embed and after every sublayer."""
+def residual_figure(cache, n_layers, pieces):
+    """Per-position RMS of the residual stream at embed and after every sublayer: one line per
+    position coloured by it (colorbar), the first few labelled at their end, and the mean."""
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
     from matplotlib.figure import Figure
 
     names, rms = study.residual_stream(cache, n_layers)                   # (points, T)
-    figure = Figure(figsize=(8, 4.5), layout="constrained")
+    n_tokens = rms.shape[1]
+    figure = Figure(figsize=(max(8.0, 0.7 * len(names)), 4.8), layout="constrained")
     ax = figure.add_subplot()
     steps = np.arange(len(names))
-    ax.plot(steps, rms, color="0.75", linewidth=0.7)
+    colours = ScalarMappable(Normalize(0, max(1, n_tokens - 1)), "viridis")
+    for position in range(n_tokens):
+        ax.plot(steps, rms[:, position], color=colours.to_rgba(position), linewidth=0.8)
+    ax.set_xlim(-0.3, steps[-1] + 1.6)
+    _end_labels(ax, rms[-1], pieces, colours)
     ax.plot(steps, rms.mean(axis=1), color="black", linewidth=2, label="mean over positions")
-    ax.set_xticks(steps, [n.removeprefix("blocks.") for n in names], rotation=60, ha="right", fontsize=7)
+    ax.set_xticks(steps, [_sublayer(name) for name in names], fontsize=SMALL)
+    ax.set_xlabel("after: embed, then each block's attention (a) and MLP (m)")
     ax.set_ylabel("RMS of the residual stream")
-    ax.set_title("residual stream growth (grey: one line per position)")
-    ax.legend()
+    named = "every line named" if n_tokens <= 2 * END_LABELS else f"the {END_LABELS} highest and lowest named"
+    ax.set_title(f"residual stream RMS, one line per position ({named})")
+    ax.legend(fontsize=SMALL, loc="upper left")
+    bar = figure.colorbar(colours, ax=ax, label="position")
+    bar.ax.yaxis.get_major_locator().set_params(integer=True)
     return figure
 
 
+def _end_labels(ax, last, pieces, colours):
+    """Name the lines at their right end, "position piece": all of them for a short prompt, else
+    the END_LABELS highest and lowest; labels closer than a text line are pushed apart."""
+    order = np.argsort(last)
+    chosen = order if len(order) <= 2 * END_LABELS else np.concatenate([order[:END_LABELS], order[-END_LABELS:]])
+    y_min, y_max = ax.get_ylim()
+    gap = 0.045 * (y_max - y_min)
+    placed = -np.inf
+    for position in chosen:
+        placed = max(last[position], placed + gap)
+        ax.annotate(f"{position} {pieces[position]}", (ax.get_xlim()[1], placed), xytext=(-4, 0),
+                    textcoords="offset points", fontsize=SMALL, va="center", ha="right",
+                    color=colours.to_rgba(position))
+
+
+def _sublayer(name):
+    """A residual point's tick: "embed", "2a" after block 2's attention, "2m" after its MLP."""
+    if name == "embed":
+        return name
+    _, block, point = name.split(".")
+    return f"{block}{'a' if point == 'resid_mid' else 'm'}"
+
+
 def agreement_figure(rows):
-    """max |Δ| against torch (log scale; 0 drawn at the axis floor) and the bit-identical fraction."""
+    """max |Δ| against torch (log scale; exact zeros drawn at the axis floor as hollow markers and
+    said so) and the bit-identical fraction, one row per point in forward order."""
     from matplotlib.figure import Figure
 
-    names = [row["name"] for row in rows]
+    names = [row["name"].removeprefix("blocks.") for row in rows]
     diff = np.array([row["vs_torch"]["max_abs_diff"] for row in rows])
     same = np.array([row["vs_torch"]["bit_identical"] for row in rows])
     floor = min(diff[diff > 0].min(initial=1e-8), 1e-8) / 10
-    figure = Figure(figsize=(max(8.0, 0.12 * len(rows)), 6), layout="constrained")
-    top, bottom = figure.subplots(2, 1, sharex=True)
     steps = np.arange(len(rows))
-    top.semilogy(steps, np.maximum(diff, floor), marker=".", color="tab:red")
-    top.set_ylabel("max |Δ| vs torch")
-    top.set_title("NumPy reference vs the torch model, every point of the forward pass")
-    bottom.bar(steps, same, color="tab:blue")
-    bottom.set_ylim(0, 1)
-    bottom.set_ylabel("bit-identical fraction")
-    bottom.set_xticks(steps, [n.removeprefix("blocks.") for n in names], rotation=90, fontsize=5)
+    figure = Figure(figsize=(10, 1.6 + TOKEN_INCHES * len(rows)), layout="constrained")
+    left, right = figure.subplots(1, 2, sharey=True)
+    zero = diff == 0
+    left.semilogx(np.where(zero, np.nan, diff), steps, marker="o", markersize=3, color="tab:red", linewidth=0.8)
+    left.plot(np.full(zero.sum(), floor), steps[zero], "o", markerfacecolor="none", color="tab:red",
+              label=f"exactly 0 (drawn at {floor:.0e})")
+    left.set_xlabel("max |Δ| vs torch (log scale)")
+    left.set_yticks(steps, names, fontsize=SMALL)
+    left.invert_yaxis()
+    if zero.any():
+        left.legend(fontsize=SMALL, loc="lower right")
+    right.barh(steps, same, color="tab:blue")
+    right.set_xlim(0, 1)
+    right.set_xlabel("bit-identical fraction (the mask left out)")
+    figure.suptitle("NumPy reference vs the torch model, every point of the forward pass")
     return figure

@@ -15,7 +15,8 @@ from reference.model import Llama
 from reference.tokenizer import Tokenizer
 from tests import helpers
 from tests.helpers import NO_TORCH
-from tests.llama_helpers import random_weights
+from reference.cache import points
+from tests.llama_helpers import random_weights, torch_model
 from trainer import checkpoint
 
 ARGS = ModelArgs(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=32000, max_seq_len=24)
@@ -66,41 +67,89 @@ def traced(files):
     return json.loads(result.stdout), ids, cache
 
 
-def test_json_has_exactly_the_spec_schema(traced, files):
+SPEC_KEYS = ["tokens", "points", "logit_lens", "heads"]
+
+
+def test_json_has_the_spec_schema_and_its_extensions(traced, files):
     doc, ids, cache = traced
-    assert list(doc) == ["tokens", "points", "logit_lens", "heads"]
+    assert list(doc) == SPEC_KEYS + ["attention", "schema_version", "model", "prompt", "ids"]
+    assert doc["schema_version"] == 2 and doc["prompt"] == PROMPT and doc["ids"] == ids
+    # GGUF stores norm_eps as a float32.
+    stored_args = {**ARGS.to_dict(), "norm_eps": float(np.float32(ARGS.norm_eps))}
+    assert doc["model"] == {"file": str(files["f32"]), "kind": "gguf", "stored": ["f32"], "dtype": "float32",
+                            "args": stored_args}
     assert doc["tokens"] == [{"id": i, "piece": files["vocab"].pieces[i]} for i in ids]
     assert [p["name"] for p in doc["points"]] == list(cache)
+    descriptions = {name: what for name, _, what in points(ARGS.n_layers)}
     for point in doc["points"]:
-        assert list(point) == ["name", "shape", "rms", "max_abs", "vs_torch"]
+        assert list(point) == ["name", "shape", "rms", "max_abs", "vs_torch", "block", "description"]
         assert list(point["vs_torch"]) == ["max_abs_diff", "bit_identical"]
         array = cache[point["name"]].astype(np.float64)
         finite = array[np.isfinite(array)]                    # scores' masked -inf are not data
         assert point["shape"] == list(array.shape)
         assert point["rms"] == pytest.approx(np.sqrt(np.mean(finite ** 2)), rel=1e-12)
         assert point["max_abs"] == np.max(np.abs(finite))
+        assert point["description"] == descriptions[point["name"]]
+        name = point["name"]
+        assert point["block"] == (int(name.split(".")[1]) if name.startswith("blocks.") else None)
     n_tokens = len(ids)
     assert [(e["layer"], e["position"]) for e in doc["logit_lens"]] == [
         (layer, t) for layer in range(ARGS.n_layers) for t in range(n_tokens)]
     for entry in doc["logit_lens"]:
-        assert list(entry) == ["layer", "position", "top"] and len(entry["top"]) == 3
+        assert list(entry) == ["layer", "position", "top", "block"] and len(entry["top"]) == 3
+        assert entry["block"] == entry["layer"]
         assert all(list(top) == ["id", "piece", "prob"] for top in entry["top"])
         assert all(top["piece"] == files["vocab"].pieces[top["id"]] for top in entry["top"])
         probs = [top["prob"] for top in entry["top"]]
         assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-6
     assert [(h["layer"], h["head"]) for h in doc["heads"]] == [
         (layer, head) for layer in range(ARGS.n_layers) for head in range(ARGS.n_heads)]
-    assert all(0 <= h["entropy_bits"] <= np.log2(n_tokens) + 1e-9 for h in doc["heads"])
+    assert all(0 <= h["entropy_bits"] <= h["max_entropy_bits"] + 1e-9 for h in doc["heads"])
 
 
-def test_json_vs_torch_agreement(traced):
-    doc, _, _ = traced
+def test_json_heads_name_the_token_they_attend_to_most(traced, files):
+    doc, ids, cache = traced
+    n_tokens = len(ids)
+    # Queries 1..T-1 see 2..T keys: the most spread-out rows average log2(2..T) bits.
+    assert doc["heads"][0]["max_entropy_bits"] == pytest.approx(np.mean(np.log2(np.arange(2, n_tokens + 1))),
+                                                                rel=1e-12)
+    group = ARGS.n_heads // ARGS.n_kv_heads
+    for h in doc["heads"]:
+        assert h["block"] == h["layer"] and h["kv_head"] == h["head"] // group
+        rows = cache[f"blocks.{h['block']}.attn.pattern"][h["head"], 1:].astype(np.float64)
+        mean = rows.sum(axis=0) / (n_tokens - 1)
+        key = h["top_key"]["position"]
+        assert mean[key] == pytest.approx(mean.max(), rel=1e-12) and h["top_key"]["mean_weight"] == pytest.approx(
+            mean.max(), rel=1e-12)
+        assert h["top_key"]["id"] == ids[key] and h["top_key"]["piece"] == files["vocab"].pieces[ids[key]]
+
+
+def test_json_attention_patterns_leave_out_the_mask(traced):
+    doc, ids, cache = traced
+    assert [a["block"] for a in doc["attention"]] == list(range(ARGS.n_layers))
+    for entry in doc["attention"]:
+        pattern = cache[f"blocks.{entry['block']}.attn.pattern"]
+        assert len(entry["pattern"]) == ARGS.n_heads
+        for head, rows in enumerate(entry["pattern"]):
+            assert [len(row) for row in rows] == list(range(1, len(ids) + 1))
+            for query, row in enumerate(rows):
+                # Rounded to 4 decimals: half a step off at most.
+                np.testing.assert_allclose(row, pattern[head, query, :query + 1], rtol=0, atol=5e-5 + 1e-12)
+
+
+def test_json_vs_torch_agreement(traced, files):
+    doc, ids, cache = traced
     points = {p["name"]: p["vs_torch"] for p in doc["points"]}
     assert points["embed"] == points["blocks.0.resid_pre"] == {"max_abs_diff": 0.0, "bit_identical": 1.0}
     worst = max(points, key=lambda name: points[name]["max_abs_diff"])
     assert points[worst]["max_abs_diff"] <= VS_TORCH_MAX_ABS_DIFF, worst
-    # Below the diagonal the scores are data, above it the mask: exactly half-ish identical at least.
-    assert points["blocks.1.attn.scores"]["bit_identical"] >= 0.4
+    # The bit-identical share counts the causal triangle only: the mask's -inf (scores) and 0
+    # (pattern) above it are the same in every implementation and would count as agreement.
+    _, torch_cache = torch_model(ARGS, files["weights"]).run_with_cache(ids)
+    below = np.tril_indices(len(ids))
+    for name in ("blocks.1.attn.scores", "blocks.1.attn.pattern"):
+        ours, theirs = cache[name][:, *below], torch_cache[name].numpy()[:, *below]
+        assert points[name]["bit_identical"] == np.mean(ours.view(np.uint32) == theirs.view(np.uint32)), name
 
 
 def test_quantized_file_against_its_ckpt_shows_the_rounding(files):
@@ -143,6 +192,7 @@ def test_plots_are_png_figures(files, tmp_path):
     expected = [f"attention_block{i}.png" for i in range(ARGS.n_layers)]
     expected += ["logit_lens.png", "residual_norms.png", "torch_agreement.png"]
     assert sorted(p.name for p in out.iterdir()) == sorted(expected)
+    assert result.stderr == f"trace: wrote {len(expected)} figures to {out}: {', '.join(expected)}\n"
     for name in expected:
         width, height = png_size(out / name)
         assert width >= 400 and height >= 200, (name, width, height)

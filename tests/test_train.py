@@ -15,6 +15,7 @@ from tests.pipeline_helpers import build_dataset, tiny_config
 from trainer import checkpoint
 from trainer.config import (NOT_MODEL_SETTINGS, SETTINGS, TrainConfig, add_arguments, from_args, from_settings,
                             load_toml)
+from trainer.flops import measure_peak
 from trainer.train import batch_starts, get_lr, train
 
 # DDP sums gradients in another order than one process does; float32 rounding differs by a few
@@ -202,3 +203,40 @@ def test_compiled_training_matches_eager(data_dir, tmp_path):
                                rtol=COMPILE_LOSS_RTOL, atol=0)
     saved = checkpoint.load(tmp_path / "compiled" / "ckpt.pt")["model"]
     assert not any(name.startswith("_orig_mod.") for name in saved), "compiled names leaked into ckpt.pt"
+
+
+def fake_matmul(rates):
+    """matmul_seconds for measure_peak from FLOP/s per size: each size's calls run 5x (the
+    warm-up), then 2x, 1x, 1.5x the rate's time (other work slowing some trials). -> (it, sizes run)."""
+    calls = []
+
+    def matmul_seconds(n):
+        calls.append(n)
+        slowdown = (5.0, 2.0, 1.0, 1.5)[calls.count(n) - 1]
+        return 2 * n ** 3 / rates[n] * slowdown
+
+    return matmul_seconds, calls
+
+
+def test_matmul_peak_is_the_best_trial_at_the_size_where_it_plateaus():
+    rates = {256: 1e11, 512: 5e11, 1024: 2e12, 2048: 2.05e12, 4096: 1e13}
+    matmul_seconds, calls = fake_matmul(rates)
+    assert measure_peak(matmul_seconds, sizes=tuple(rates), trials=3) == pytest.approx(2.05e12, rel=1e-12)
+    assert sorted(set(calls)) == [256, 512, 1024, 2048]    # 2048 gained 2.5% < 5%: plateau, 4096 not run
+
+
+def test_matmul_peak_stops_growing_once_a_product_is_long():
+    rates = {256: 1e9, 512: 2e9, 1024: 4e9}     # a 512 product takes 0.13 s here
+    matmul_seconds, calls = fake_matmul(rates)
+    assert measure_peak(matmul_seconds, sizes=tuple(rates), trials=3) == pytest.approx(2e9, rel=1e-12)
+    assert sorted(set(calls)) == [256, 512]
+
+
+def test_mfu_never_reads_above_100_percent(data_dir, tmp_path, monkeypatch):
+    """A peak measured low (forced to 1 FLOP/s here) is raised to what a step achieved, once said."""
+    monkeypatch.setattr("trainer.train.measure_matmul_peak", lambda *args, **kwargs: 1.0)
+    lines = []
+    train(tiny_config(data_dir, tmp_path, max_iters=5), out=lines.append)
+    mfus = [json.loads(line)["mfu"] for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert mfus[0] == 1.0 and all(0 < m <= 1.0 for m in mfus), mfus
+    assert sum("matmul peak raised from 0.0 to" in line for line in lines) == 1, lines

@@ -108,7 +108,7 @@ def test_products_are_products_by_the_dequantized_weights(ggml_type, n_tokens, p
     x = np.random.default_rng(6).standard_normal((n_tokens, 512), dtype=np.float32)
     got = m.matmul(x)
     exact = x.astype(np.float64) @ w.T
-    mins = 0 if m.mins is None else np.repeat(np.abs(m.mins), m.block, axis=1)
+    mins = 0 if m.mins is None else np.repeat(np.abs(m.mins.T), m.block, axis=1)
     magnitude = np.abs(x) @ (np.abs(w) + mins).T          # the terms either order sums
     assert np.all(np.abs(got - exact) <= PRODUCT_RTOL * magnitude)
     # A product over some of the rows only, as threads share one.
@@ -140,7 +140,7 @@ def test_mins_fuse_only_with_mins_of_the_same_sign():
     assert Int8BlockMatrix.fused([part(slice(0, 3), None), part(slice(3, 6), None)]) is not None
     assert Int8BlockMatrix.fused([part(slice(0, 2), None), part(slice(3, 6), None)]) is None
     fused = Int8BlockMatrix.fused([part(slice(0, 3), half, True), part(slice(3, 6), 2 * half, True)])
-    np.testing.assert_array_equal(fused.mins[:, 0], [1, 1, 1, 2, 2, 2])
+    np.testing.assert_array_equal(fused.mins[0], [1, 1, 1, 2, 2, 2])
     assert fused.shape == (6, 64) and fused.subtract and np.shares_memory(fused.codes, codes)
     assert Int8BlockMatrix.fused([part(slice(0, 3), half, True), part(slice(3, 6), half)]) is None
     assert Int8BlockMatrix.fused([part(slice(0, 3), half), part(slice(3, 6), None)]) is None

@@ -61,33 +61,42 @@ CHUNK_ELEMENTS = 1 << 19
 PROMPT_PART_COLS = 1024
 
 
-def fused_rows(matrices, axis=0):
-    """The matrices stacked along `axis` (their rows: 0 for (rows, cols) arrays), as a view when
-    they lie back to back in one buffer (same dtype, other dimensions and strides, each starting
-    where the one before ends along that axis), else None.
+def fused_rows(matrices):
+    """The (rows, cols) matrices stacked along their rows, as a view when they lie back to back
+    in one buffer (see adjacent_view), else None.
 
     >>> w = np.arange(12, dtype=np.float32).reshape(6, 2)
     >>> fused_rows([w[:2], w[2:5], w[5:]]) is not None, fused_rows([w[:2], w[3:]])
     (True, None)
-    >>> fused_rows([w[:, :1], w[:, 1:]], axis=1).shape
-    (6, 2)
     """
-    first = matrices[0]
-    if not all(isinstance(m, np.ndarray) for m in matrices):
+    return adjacent_view(matrices, axis=0)
+
+
+def adjacent_view(arrays, axis):
+    """The arrays concatenated along `axis`, as a view when they lie back to back in one buffer
+    (same dtype, other dimensions and strides, each starting where the one before ends along
+    `axis`), else None.
+
+    >>> w = np.arange(12, dtype=np.float32).reshape(6, 2)
+    >>> adjacent_view([w[:, :1], w[:, 1:]], axis=1).shape, adjacent_view([w[:, :1], w[:, :1]], axis=1)
+    ((6, 2), None)
+    """
+    first = arrays[0]
+    if not all(isinstance(a, np.ndarray) for a in arrays):
         return None
     others = [n for i, n in enumerate(first.shape) if i != axis % first.ndim]
-    if any(m.dtype != first.dtype or m.strides != first.strides
-           or [n for i, n in enumerate(m.shape) if i != axis % m.ndim] != others for m in matrices):
+    if any(a.dtype != first.dtype or a.strides != first.strides
+           or [n for i, n in enumerate(a.shape) if i != axis % a.ndim] != others for a in arrays):
         return None
-    if len({id(_root(m)) for m in matrices}) != 1:
+    if len({id(_root(a)) for a in arrays}) != 1:
         return None     # adjacent addresses in two different buffers are no single array
     address = first.__array_interface__["data"][0]
-    for m in matrices:
-        if m.__array_interface__["data"][0] != address:
+    for a in arrays:
+        if a.__array_interface__["data"][0] != address:
             return None
-        address += m.shape[axis] * m.strides[axis]
+        address += a.shape[axis] * a.strides[axis]
     shape = list(first.shape)
-    shape[axis] = sum(m.shape[axis] for m in matrices)
+    shape[axis] = sum(a.shape[axis] for a in arrays)
     return np.lib.stride_tricks.as_strided(first, tuple(shape), first.strides, writeable=False)
 
 
@@ -170,7 +179,7 @@ class BlockMatrix:
 
 
 class Int8BlockMatrix(BlockMatrix):
-    """W[o, b * block + j] = scales[o, b] * codes[b, j, o] (+ or - mins[o, b]): int8 codes and a
+    """W[o, b * block + j] = scales[b, o] * codes[b, j, o] (+ or - mins[b, o]): int8 codes and a
     float32 scale per block of `block` elements of a row, and for some types a float32 min per
     block, added (Q4_1, Q5_1) or subtracted (Q2_K, Q4_K, Q5_K) as `subtract` says. Every
     quantized ggml type is this (formats/quants/codes.py: its `Codes`, the block being the group
@@ -183,25 +192,22 @@ class Int8BlockMatrix(BlockMatrix):
     matrix): with the codes stored row-major (rows, n_blocks, block) it was n_blocks short dot
     products per row, one BLAS call per block per chunk, and measured 1.3-1.8x slower, 1.2-1.8x
     more so for blocks of 16 than of 32 (matrices of 288 to 5632 columns, one thread).
-    `scales` and `mins` are (rows, n_blocks) views of the stored arrays.
 
     One token with mins: sum_j (d q_j + m) x_j = d sum_j q_j x_j + m sum_j x_j, so the mins cost
     one (n_blocks,) @ (n_blocks, rows) product per call on the block sums of x, not a pass over
     the weights.
     """
 
-    def __init__(self, codes, block_scales, block_mins=None, subtract=False):
+    def __init__(self, codes, scales, mins=None, subtract=False):
         n_blocks, block, n_rows = codes.shape
-        if (codes.dtype != np.int8 or block_scales.shape != (n_blocks, n_rows)
-                or (block_mins is not None and block_mins.shape != block_scales.shape)):
-            raise ValueError(f"codes {codes.dtype} {codes.shape}, scales {block_scales.shape} and mins "
-                             f"{None if block_mins is None else block_mins.shape} do not fit")
+        if (codes.dtype != np.int8 or scales.shape != (n_blocks, n_rows)
+                or (mins is not None and mins.shape != scales.shape)):
+            raise ValueError(f"codes {codes.dtype} {codes.shape}, scales {scales.shape} and mins "
+                             f"{None if mins is None else mins.shape} do not fit")
         super().__init__((n_rows, n_blocks * block))
         self.codes = codes                                              # (n_blocks, block, rows)
-        self.block_scales = np.asarray(block_scales, dtype=np.float32)  # (n_blocks, rows)
-        self.scales = self.block_scales.T                               # (rows, n_blocks)
-        self.block_mins = None if block_mins is None else np.asarray(block_mins, dtype=np.float32)
-        self.mins = None if block_mins is None else self.block_mins.T
+        self.scales = np.asarray(scales, dtype=np.float32)              # (n_blocks, rows)
+        self.mins = None if mins is None else np.asarray(mins, dtype=np.float32)
         self.subtract = bool(subtract)
         self.block = block
         self.parts = _column_parts(n_blocks, block)         # a prompt's chunks: see _prompt_product
@@ -233,16 +239,16 @@ class Int8BlockMatrix(BlockMatrix):
         if not all(isinstance(m, cls) and (m.block, m.mins is None, m.subtract)
                    == (first.block, first.mins is None, first.subtract) for m in matrices):
             return None
-        codes = fused_rows([m.codes for m in matrices], axis=2)
+        codes = adjacent_view([m.codes for m in matrices], axis=2)
         if codes is None:
             return None
 
         def stacked(arrays):                                                   # (B, rows) each
-            view = fused_rows(arrays, axis=1)
+            view = adjacent_view(arrays, axis=1)
             return np.concatenate(arrays, axis=1) if view is None else view
 
-        mins = None if first.mins is None else stacked([m.block_mins for m in matrices])
-        return cls(codes, stacked([m.block_scales for m in matrices]), mins, first.subtract)
+        mins = None if first.mins is None else stacked([m.mins for m in matrices])
+        return cls(codes, stacked([m.scales for m in matrices]), mins, first.subtract)
 
     def rows(self, start, stop, scratch):
         """Rows start..stop-1 as float32 (stop-start, cols), exactly formats.quant's values: the
@@ -263,10 +269,10 @@ class Int8BlockMatrix(BlockMatrix):
         in the order of Codes.values, so the floats are formats.quant.dequantize's. An infinite
         or NaN scale gives what that arithmetic gives (inf * 0 is NaN), without a warning, as
         dequantize does."""
-        self._scaled(self.block_scales[:, which], codes, out)
-        if self.block_mins is not None:
+        self._scaled(self.scales[:, which], codes, out)
+        if self.mins is not None:
             with np.errstate(invalid="ignore", over="ignore"):
-                self._min_op(out, self.block_mins[:, None, which], out=out)
+                self._min_op(out, self.mins[:, None, which], out=out)
         return out
 
     @staticmethod
@@ -284,7 +290,7 @@ class Int8BlockMatrix(BlockMatrix):
         block sums (sum_j (d q_j + m) x_j = d sum_j q_j x_j + m sum_j x_j)."""
         n_blocks, block = self.codes.shape[:2]
         sums = np.add.reduce(x.reshape(len(x), n_blocks, block), axis=2)           # (1, B)
-        self._min_op(out[:, start:stop], sums @ self.block_mins[:, start:stop], out=out[:, start:stop])
+        self._min_op(out[:, start:stop], sums @ self.mins[:, start:stop], out=out[:, start:stop])
 
     def _block_sums(self, x, out):
         """out[t, b] = sum_j x[t, b * block + j]: (T, cols) -> (T, B). One einsum: np.add.reduce
@@ -315,8 +321,8 @@ class Int8BlockMatrix(BlockMatrix):
                 q = scratch[:(b1 - b0) * block * (r1 - r0)].reshape(b1 - b0, block, r1 - r0)
                 np.copyto(q, self.codes[b0:b1, :, r0:r1])                          # int8 -> float32
                 np.matmul(xr[b0:b1], q, out=t[b0:b1])       # t[b, o] = sum_j x[b, j] q[b, j, o]
-            np.einsum("bo,bo->o", t[:, 0], self.block_scales[:, r0:r1], out=out[0, r0:r1])
-        if self.block_mins is not None:
+            np.einsum("bo,bo->o", t[:, 0], self.scales[:, r0:r1], out=out[0, r0:r1])
+        if self.mins is not None:
             self._add_mins(x, out, start, stop)
 
     def _prompt_product(self, x, out, start, stop):
@@ -327,7 +333,7 @@ class Int8BlockMatrix(BlockMatrix):
         of their own after the chunks (S @ M, then a pass adding it to out), mins cost seed-config
         Q4_1 prefill ~12% against Q4_0's (255 tokens, one process, the models alternating)."""
         n_blocks, block = self.codes.shape[:2]
-        n_cols, n_mins = self.shape[1], 0 if self.block_mins is None else n_blocks
+        n_cols, n_mins = self.shape[1], 0 if self.mins is None else n_blocks
         if n_mins:
             xa = _buffer("prompt_x", len(x) * (n_cols + n_mins)).reshape(len(x), n_cols + n_mins)
             xa[:, :n_cols] = x
@@ -344,16 +350,16 @@ class Int8BlockMatrix(BlockMatrix):
                 k0, k1 = b0 * block, b1 * block + (n_mins if b1 == n_blocks else 0)
                 wt = scratch[:(k1 - k0) * (r1 - r0)].reshape(k1 - k0, r1 - r0)      # (part cols [+ B], n)
                 codes = wt[:(b1 - b0) * block].reshape(b1 - b0, block, r1 - r0)
-                self._scaled(self.block_scales[b0:b1, r0:r1], self.codes[b0:b1, :, r0:r1], codes)
+                self._scaled(self.scales[b0:b1, r0:r1], self.codes[b0:b1, :, r0:r1], codes)
                 if k1 > n_cols:
-                    wt[(b1 - b0) * block:] = self.block_mins[:, r0:r1]
+                    wt[(b1 - b0) * block:] = self.mins[:, r0:r1]
                 if i == 0:
                     np.matmul(x[:, k0:k1], wt, out=out[:, r0:r1])                   # (T, n)
                 else:
                     out[:, r0:r1] += np.matmul(x[:, k0:k1], wt, out=partial[:, :r1 - r0])
 
     def _arrays(self):
-        return (self.codes, self.block_scales) + (() if self.block_mins is None else (self.block_mins,))
+        return (self.codes, self.scales) + (() if self.mins is None else (self.mins,))
 
 
 def _column_parts(n_blocks, block):

@@ -85,8 +85,7 @@ ROPE_TABLES = ("freq_cis_real", "freq_cis_imag")
 # array per layer, "output" is stored only when the classifier is not shared, ROPE_TABLES are
 # v0's. v2 stores every matrix (2-D) as int8 groups and the norms (1-D) as f32.
 _NORMS = ("attention_norm", "ffn_norm", "norm")
-_MATRICES = ("tok_embeddings", "attention.wq", "attention.wk", "attention.wv", "attention.wo",
-             "feed_forward.w1", "feed_forward.w2", "feed_forward.w3", "output")
+_MATRICES = ("tok_embeddings", *(kind for kind in spec.LAYER_KINDS if kind not in _NORMS), "output")
 ORDER = {0: ("tok_embeddings", *spec.LAYER_KINDS, "norm", *ROPE_TABLES, "output"),
          1: _NORMS + _MATRICES,
          2: _NORMS + _MATRICES}

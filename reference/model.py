@@ -23,17 +23,16 @@ import dataclasses
 
 import numpy as np
 
-from formats.spec import ModelArgs, check_weights, weight_shapes
+from formats.spec import LAYER_KINDS, ModelArgs, check_weights, weight_shapes
 from reference.attention import attention
 from reference.cache import check_replacement, hook_recorder, no_record, scope
 from reference.rmsnorm import rmsnorm
 from reference.rope import apply_rope, rope_tables
 from reference.swiglu import swiglu
 
-# LayerWeights field -> the tensor's name inside `layers.{i}.` (then `.weight`), as in llama2.c.
-LAYER_TENSORS = {"attention_norm": "attention_norm", "wq": "attention.wq", "wk": "attention.wk",
-                 "wv": "attention.wv", "wo": "attention.wo", "ffn_norm": "ffn_norm",
-                 "w1": "feed_forward.w1", "w2": "feed_forward.w2", "w3": "feed_forward.w3"}
+# LayerWeights field -> the tensor's name inside `layers.{i}.` (then `.weight`): the last part of
+# each of formats.spec's LAYER_KINDS ("attention.wq" -> wq).
+LAYER_TENSORS = {kind.rpartition(".")[2]: kind for kind in LAYER_KINDS}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -26,10 +26,11 @@ import numpy as np
 from formats import detect, gguf, llama2c, mapping, quant
 from formats.ggml import GGMLType, row_nbytes
 from formats.llama2c_quant import Int8Groups
+from formats.spec import layer_weight
 from reference.runtime.blockwise import Int8BlockMatrix
 from reference.runtime.fast import FastLlama
 from reference.runtime.memory import huge_page_array, read_exactly, resident
-from reference.model import Llama
+from reference.model import LAYER_TENSORS, Llama
 
 
 def weights_from_gguf(gguf_file, keep_quantized=False):
@@ -55,12 +56,11 @@ def weights_from_gguf(gguf_file, keep_quantized=False):
     # two of a seed-config Q4_K_M file's layers hold wq and wk in Q5_0 and wv in Q8_0 (llama.cpp's
     # fallbacks), one product instead of three; TinyLlama-1.1B's Q4_K_M has wv in Q6_K in some
     # layers (groups of 16) and wq, wk in Q4_K (32, mins), two products there.
-    fusable = (("attention.wq", "attention.wk", "attention.wv"), ("attention.wq", "attention.wk"),
-               ("feed_forward.w1", "feed_forward.w3"))
+    fusable = (("wq", "wk", "wv"), ("wq", "wk"), ("w1", "w3"))        # LayerWeights fields
     groups, grouped = [], set()
     for i in range(args.n_layers):
-        for kinds in fusable:
-            group = [f"layers.{i}.{kind}.weight" for kind in kinds]
+        for fields in fusable:
+            group = [layer_weight(i, LAYER_TENSORS[field]) for field in fields]
             if (grouped.isdisjoint(group) and all(name in quantized for name in group)
                     and len({codes_form(quantized[n].type) for n in group}) == 1):
                 groups.append(group)

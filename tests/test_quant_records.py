@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 
 from formats.ggml import GGMLType
-from formats.quants import TYPES
+from formats.quants import FAMILIES, TYPES
 from formats.quants.record import Mins, PlainType, QuantType
 
 DOC = pathlib.Path(__file__).parent.parent / "docs" / "formats.md"
-HEADER = "| type | id | block | bytes | group | mins | file B/w | held B/w | held/file | written by us |"
+HEADER = ("| type | id | module | block | bytes | group | mins | file B/w | held B/w | held/file "
+          "| written by us |")
 
 
 def test_names_and_ids_are_unique():
@@ -42,10 +43,11 @@ def held_bytes_per_weight(record):
 
 
 def doc_row(record):
+    module = next(family for family in FAMILIES if record in family.TYPES).__name__.rpartition(".")[2]
     file = record.type_size / record.block
     held = held_bytes_per_weight(record)
     quantized = isinstance(record, QuantType)
-    cells = [record.name, record.ggml_type, record.block, record.type_size,
+    cells = [record.name, record.ggml_type, f"{module}.py", record.block, record.type_size,
              record.group if quantized else "", record.mins.value if quantized else "",
              f"{file:.4f}", "" if held is None else f"{held:.3f}",
              "" if held is None else f"{held / file:.2f}x",

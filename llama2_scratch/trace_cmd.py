@@ -157,7 +157,15 @@ def build_report(model, pieces, ids, cache, top_k, torch_cache=None, float64_cac
         "heads": head_rows(cache, n_blocks, model.args, pieces, ids),
         "attention": [{"block": i, "pattern": pattern_rows(cache[f"blocks.{i}.attn.pattern"])}
                       for i in range(n_blocks)],
+        "residual": residual_rows(cache, n_blocks),
     }
+
+
+def residual_rows(cache, n_blocks):
+    """The `residual` of trace --json: the residual stream's points (embed, then every block's
+    resid_mid and resid_post) and each position's RMS at them, rms[position][point]."""
+    names, rms = study.residual_stream(cache, n_blocks)
+    return {"points": names, "rms": rms.T.tolist()}
 
 
 def pattern_rows(pattern):

@@ -93,8 +93,7 @@ def read_codes(f, gguf_file, tensors):
     those stand for are exactly the dequantized ones. The file (`f`, open for binary reading)
     is read in READ_CHUNK_BYTES pieces rather than through the memory map: its pages are then
     never mapped, and resident memory holds the codes once, 1 byte a weight, plus 4 bytes a
-    group for the scales and 4 more for the mins (reference/runtime/__init__.py has the table
-    per type).
+    group for the scales and 4 more for the mins (per type: docs/formats.md's type table).
     """
     form, n_cols = codes_form(tensors[0].type), tensors[0].shape[1]
     if any(codes_form(t.type) != form or len(t.shape) != 2 or t.shape[1] != n_cols for t in tensors):

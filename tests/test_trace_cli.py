@@ -72,7 +72,7 @@ SPEC_KEYS = ["tokens", "points", "logit_lens", "heads"]
 
 def test_json_has_the_spec_schema_and_its_extensions(traced, files):
     doc, ids, cache = traced
-    assert list(doc) == SPEC_KEYS + ["attention", "schema_version", "model", "prompt", "ids"]
+    assert list(doc) == SPEC_KEYS + ["attention", "residual", "schema_version", "model", "prompt", "ids"]
     assert doc["schema_version"] == 2 and doc["prompt"] == PROMPT and doc["ids"] == ids
     # GGUF stores norm_eps as a float32.
     stored_args = {**ARGS.to_dict(), "norm_eps": float(np.float32(ARGS.norm_eps))}

@@ -44,6 +44,13 @@ DEFAULT_ALIGNMENT = 32
 MAX_DIMS = 4
 # Arrays of arrays are legal; a depth cap keeps a hostile file from exhausting the Python stack.
 MAX_ARRAY_DEPTH = 32
+# Python objects a header may make: each string read costs ~2 us, each array in an array ~30 us
+# and ~800 bytes, so a header of millions of empty ones costs minutes. A real one holds a
+# vocabulary and its merges (2 x 262,144 at most today), no arrays of arrays, and a few hundred
+# tensors: the limits are far above that, and bound a header's read to seconds.
+MAX_HEADER_ITEMS = {"STRING": 1 << 21, "ARRAY": 1 << 16}
+MAX_TENSORS = 1 << 16
+MAX_KV = 1 << 16
 INT64_MAX = 2**63 - 1
 
 
@@ -227,6 +234,11 @@ def read(path):
         raise FormatError(path, "kv_count", 16, f"{n_kv} key-value pairs cannot fit in {cur.size} bytes")
     if n_tensors > (cur.size - cur.pos) // 24:
         raise FormatError(path, "tensor_count", 8, f"{n_tensors} tensor infos cannot fit in {cur.size} bytes")
+    if n_tensors > MAX_TENSORS:
+        raise FormatError(path, "tensor_count", 8, f"{n_tensors} tensors, over the limit of {MAX_TENSORS}")
+    if n_kv > MAX_KV:
+        raise FormatError(path, "kv_count", 16, f"{n_kv} key-value pairs, over the limit of {MAX_KV}")
+    cur.items_left = dict(MAX_HEADER_ITEMS)     # spent by _read_array on strings and arrays
 
     metadata = {}
     for i in range(n_kv):
@@ -324,6 +336,12 @@ def _read_array(cur, mv, field, depth):
     if count > (cur.size - cur.pos) // _MIN_SIZE[etype]:
         raise FormatError(cur.path, field + ".count", count_pos,
                           f"{count} {etype.name} elements cannot fit in the {cur.size - cur.pos} bytes left")
+    if etype.name in MAX_HEADER_ITEMS:
+        if count > cur.items_left[etype.name]:
+            raise FormatError(cur.path, field + ".count", count_pos,
+                              f"{count} {etype.name} items pass the limit of {MAX_HEADER_ITEMS[etype.name]} "
+                              f"{etype.name} items in arrays in one header")
+        cur.items_left[etype.name] -= count
     if etype in SCALAR_DTYPE:
         pos = cur.pos
         items = cur.array(SCALAR_DTYPE[etype], count, field)

@@ -41,6 +41,7 @@ ids, scores from the merge order).
 import dataclasses
 import itertools
 import json
+import math
 import re
 from pathlib import Path
 
@@ -161,8 +162,20 @@ def _special_ids(vocab):
 def _number(config, key, path, kind):
     value = config[key]
     if isinstance(value, bool) or not isinstance(value, kind):
-        raise FormatError(path, key, None, f"{value!r} is not {'an int' if kind is int else 'a number'}")
+        raise FormatError(path, key, None, f"{_short(value)} is not {'an int' if kind is int else 'a number'}")
+    # An int of 400 digits would overflow every float computed from it (and any int count).
+    if value.bit_length() > 64 if isinstance(value, int) else not math.isfinite(value):
+        raise FormatError(path, key, None, f"{_short(value)} is out of range")
     return value
+
+
+def _short(value, limit=60):
+    """A JSON value for a message: its repr, cut when long; a huge int by its size (Python
+    refuses to print one of over 4,300 digits)."""
+    if isinstance(value, int) and value.bit_length() > 64:
+        return f"an int of {value.bit_length()} bits"
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _refuse_unsupported(config, path):
@@ -331,11 +344,11 @@ def read_folder(folder):
 
 
 def _tokenizer_from_json(folder):
-    """.model bytes rebuilt from tokenizer.json, bos/eos named by tokenizer_config.json if any."""
+    """.model bytes rebuilt from tokenizer.json, bos/eos/unk named by tokenizer_config.json if any."""
     names = _read_json(folder / TOKENIZER_CONFIG) if (folder / TOKENIZER_CONFIG).exists() else {}
     names = {key: value.get("content") if isinstance(value, dict) else value
              for key, value in (names.items() if isinstance(names, dict) else ())
-             if key in ("bos_token", "eos_token") and isinstance(value, (str, dict))}
+             if key in ("bos_token", "eos_token", "unk_token") and isinstance(value, (str, dict))}
     return spm.to_bytes(hf_tokenizer.from_json(_read_json(folder / TOKENIZER_JSON), folder / TOKENIZER_JSON, names))
 
 

@@ -47,6 +47,7 @@ from formats import quant
 from formats.atomic import atomic_write
 from formats.binary import Cursor, map_file
 from formats.errors import FormatError
+from formats.files import confined, read_capped
 from formats.ggml import GGMLType
 
 # dtype name -> numpy dtype, in the package's order (its Rust enum, by increasing alignment).
@@ -64,7 +65,10 @@ _NAME_OF = {dtype: name for name, dtype in DTYPES.items() if name != "BF16"}
 METADATA = "__metadata__"
 ENTRY_KEYS = ("dtype", "shape", "data_offsets")
 MAX_HEADER = 100_000_000        # the package's MAX_HEADER_SIZE
+MAX_INDEX_BYTES = 64 << 20      # an index of a 1,140-tensor model is ~100 KB
 MAX_DIMS = 32                   # NumPy 1.x's limit (2.x allows 64)
+# A Llama of 126 layers has 1,140 tensors; a header of a million empty ones is not a model.
+MAX_TENSORS = 1 << 16
 INT64_MAX = 2**63 - 1
 _HEADER_START = 8
 _U64 = struct.Struct("<Q")
@@ -230,8 +234,14 @@ def read(path):
     cur = Cursor(buf, path)
     n = cur.u64("header_length")
     if n > MAX_HEADER:
-        raise cur.error("header_length", f"{n} bytes, over the {MAX_HEADER}-byte limit", 0)
-    header = _parse_header(cur.utf8(n, "header"), path)
+        # The value is not shown: in a file that is not safetensors it is 8 of its bytes.
+        raise cur.error("header_length", f"over the {MAX_HEADER}-byte limit: not a safetensors file", 0)
+    text = cur.utf8(n, "header")
+    # Every entry names "data_offsets" once: count them before json builds a dict for each.
+    if text.count('"data_offsets"') > MAX_TENSORS:
+        raise FormatError(path, "header", _HEADER_START, f"more than {MAX_TENSORS} tensors, the limit for a "
+                                                         "model file")
+    header = _parse_header(text, path)
     metadata = _metadata(header.pop(METADATA, None), path)
     entries = [(name, *_entry(name, entry, path)) for name, entry in header.items()]
     data_start = _HEADER_START + n
@@ -249,22 +259,26 @@ def read_index(path):
     the index assigns to it."""
     path = Path(path)
     try:
-        index = json.loads(map_file(path).tobytes().decode("utf-8"))
+        index = json.loads(read_capped(path, MAX_INDEX_BYTES).decode("utf-8"))
     except (ValueError, RecursionError) as exc:
+        if isinstance(exc, FormatError):
+            raise
         raise FormatError(path, "index", 0, f"not a JSON text: {str(exc)[:200]}") from None
     weight_map = index.get("weight_map") if isinstance(index, dict) else None
     if not isinstance(weight_map, dict) or not all(isinstance(f, str) for f in weight_map.values()):
         raise FormatError(path, "weight_map", None, "must be an object of tensor names to file names")
+    if len(weight_map) > MAX_TENSORS:
+        raise FormatError(path, "weight_map", None, f"{len(weight_map)} tensors, over the limit of {MAX_TENSORS}")
     by_shard = {}
     for name, file_name in weight_map.items():
         # A shard is a file beside the index, never a path that leaves its folder.
-        if os.path.basename(file_name) != file_name or file_name in ("", ".", ".."):
+        if os.path.basename(file_name) != file_name or file_name in ("", ".", "..") or "\0" in file_name:
             raise FormatError(path, f"weight_map[{_label(name)}]", None,
                               f"{_label(file_name)} is not a file name beside the index")
         by_shard.setdefault(file_name, set()).add(name)
     tensors = {}
     for file_name, names in by_shard.items():
-        shard = read(path.parent / file_name)
+        shard = read(confined(path.parent, path.parent / file_name))
         if set(shard.tensors) != names:
             missing, extra = sorted(names - set(shard.tensors)), sorted(set(shard.tensors) - names)
             raise FormatError(shard.path, "tensors", None,

@@ -97,7 +97,10 @@ class ModelArgs:
                 raise ArgsError(name, f"must be a positive int, got {value!r}")
             object.__setattr__(self, name, number)
         for name in _FLOAT_FIELDS:
-            object.__setattr__(self, name, float(getattr(self, name)))
+            try:
+                object.__setattr__(self, name, float(getattr(self, name)))
+            except OverflowError:       # an int past float's range (JSON allows 1e400 as an int)
+                raise ArgsError(name, "must be a positive finite number, got an int past float's range") from None
         object.__setattr__(self, "tie_embeddings", bool(self.tie_embeddings))
         if self.dim % self.n_heads:
             raise ArgsError("n_heads", f"{self.n_heads} does not divide dim {self.dim}",
@@ -110,9 +113,9 @@ class ModelArgs:
             raise ArgsError("n_heads", f"head_dim = dim / n_heads = {self.head_dim} is odd; "
                                        "RoPE rotates pairs",
                             f"head_dim {self.head_dim} (dim/n_heads) must be even for RoPE")
-        for name in ("norm_eps", "rope_theta"):     # also NaN: the model divides by both
-            if not getattr(self, name) > 0:
-                raise ArgsError(name, f"must be a positive number, got {getattr(self, name)}")
+        for name in ("norm_eps", "rope_theta"):     # also NaN and inf: the model divides by both
+            if not 0 < getattr(self, name) < math.inf:
+                raise ArgsError(name, f"must be a positive finite number, got {getattr(self, name)}")
         if not 0.0 <= self.dropout < 1.0:
             raise ArgsError("dropout", f"{self.dropout} must be in [0, 1)")
 

@@ -62,7 +62,9 @@ def _describe_llama2c(ckpt):
 
 def _describe_hf(folder):
     """config.json as it is, whether tokenizer.model is there, and the safetensors tensors in
-    the files' order (sharded: the index's)."""
+    the files' order (sharded: the index's). config.json is shown only once it reads as a Llama
+    we run (formats.hf.args_from_config): what was not validated is never printed."""
+    folder.args         # noqa: B018  (FormatError naming the key that does not)
     return {
         "format": "hf",
         "config": folder.config,

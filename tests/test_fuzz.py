@@ -297,7 +297,7 @@ GGUF_CRAFTED = [
     ("context_length 0", set_key("llama.context_length", U32, 0), "max_seq_len must be a positive int"),
     ("rope dims 3", set_key("llama.rope.dimension_count", U32, 3), "llama.rope.dimension_count"),
     ("feed_forward_length as INT32", set_key("llama.feed_forward_length", ValueType.INT32, 8), "expected UINT32"),
-    ("norm_eps -1", set_key("llama.attention.layer_norm_rms_epsilon", F32_, -1.0), "must be a positive number"),
+    ("norm_eps -1", set_key("llama.attention.layer_norm_rms_epsilon", F32_, -1.0), "must be a positive finite number"),
     ("norm_eps NaN", set_key("llama.attention.layer_norm_rms_epsilon", F32_, math.nan), "must be a positive"),
     ("rope freq_base 0", set_key("llama.rope.freq_base", F32_, 0.0), "llama.rope.freq_base"),
     ("llama.vocab_size 9 vs 8 embedding rows", set_key("llama.vocab_size", U32, 9), "token_embd has 8 rows"),

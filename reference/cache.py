@@ -79,7 +79,7 @@ def hook_recorder(hooks, n_layers, run_hook, kept=None):
             raise ValueError(f"no point named {name!r} in a {n_layers}-block model "
                              f"(names: reference/cache.py's points({n_layers}))")
         if not callable(hook):
-            raise ValueError(f"the hook at {name} is a {type(hook).__name__}, not a function fn(value, name)")
+            raise ValueError(f"the hook at {name} is of type {type(hook).__name__}, not a function fn(value, name)")
 
     def record(name, value):
         if name in hooks:

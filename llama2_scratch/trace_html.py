@@ -65,7 +65,7 @@ PAGE = """<!DOCTYPE html>
 <header id="model"></header>
 <section id="prompt"><h2>Prompt</h2><p class="hint">Click a token to follow that position (as the query) through every section.</p><div id="tokens"></div></section>
 <section id="attention"><h2>Attention</h2><p class="hint" id="attention-hint"></p><div id="blocks"></div>
-<div id="detail" hidden><h3 id="detail-title"></h3><p class="hint">Rows: queries; columns: keys. Grey: masked future keys. Hover a cell.</p><div id="detail-wrap"><canvas id="detail-canvas"></canvas></div></div></section>
+<div id="detail" hidden><h3 id="detail-title"></h3><p class="hint">Rows: queries; columns: keys. Grey: masked future keys. Shade: √weight. Hover a cell; click one to select its query.</p><div id="detail-wrap"><canvas id="detail-canvas"></canvas></div></div></section>
 <section id="lens"><h2>Logit lens</h2><p class="hint">The next token read from each block's residual stream (final norm, then the output layer): the top token and its probability, shaded by it. Hover a cell for the top tokens.</p><div class="scroll"><table id="lens-table"></table></div></section>
 <section id="residual"><h2>Residual stream RMS</h2><p class="hint">One line per position, through embed and each block's attention (a) and MLP (m). The selected position is drawn dark.</p><div id="residual-plot"></div></section>
 <section id="agreement" hidden><h2>NumPy against torch (--ckpt)</h2><p class="hint">Every point: max |Δ| and the share of bit-identical values (the causal mask left out).</p><div class="scroll"><table id="agreement-table"></table></div></section>
@@ -82,8 +82,8 @@ h1 { font-size: 1.4em; margin: 0.2em 0; } h2 { font-size: 1.2em; margin: 1.4em 0
 h3 { font-size: 1.05em; margin: 0.8em 0 0.3em; }
 .hint { color: #555; margin: 0.2em 0 0.6em; }
 #model table { border-collapse: collapse; } #model td { padding: 1px 10px 1px 0; }
-#model .prompt-text { font-family: ui-monospace, monospace; background: #f4f4f4; padding: 2px 6px; white-space: pre-wrap; }
-#tokens { display: flex; flex-wrap: wrap; gap: 4px; }
+#model .prompt-text { font-family: ui-monospace, monospace; background: #f4f4f4; padding: 2px 6px; white-space: pre-wrap; display: block; max-height: 7.5em; overflow: auto; }
+#tokens { display: flex; flex-wrap: wrap; gap: 4px; max-height: 16em; overflow: auto; }
 .tok { border: 1px solid #bbb; border-radius: 4px; padding: 2px 6px; cursor: pointer; text-align: center; background: #fafafa; }
 .tok .piece { font-family: ui-monospace, monospace; white-space: pre; display: block; }
 .tok .meta { color: #666; font-size: 12px; display: block; }
@@ -150,7 +150,7 @@ function header() {
   const m = doc.model, a = m.args;
   const rows = [["file", m.file], ["kind", `${m.kind}, weights stored as ${m.stored.join(", ")}; run in NumPy ${m.dtype}`],
     ["model", `${a.n_layers} blocks, dim ${a.dim}, ${a.n_heads} heads (${a.n_kv_heads} kv, head dim ${a.dim / a.n_heads}), hidden ${a.hidden_dim}, vocab ${a.vocab_size}, context ${a.max_seq_len}`],
-    ["arguments", Object.entries(a).map(([k, v]) => `${k}=${v}`).join("  ")]];
+    ["arguments", Object.entries(a).map(([k, v]) => `${k}=${typeof v === "number" ? Number(v.toPrecision(6)) : v}`).join("  ")]];
   const table = el("table");
   for (const [k, v] of rows) table.append(el("tr", {}, el("td", {}, k), el("td", {}, String(v))));
   table.append(el("tr", {}, el("td", {}, "prompt"), el("td", {}, el("span", {class: "prompt-text"}, doc.prompt))));
@@ -167,16 +167,15 @@ function tokens() {
   });
 }
 
-function paint(canvas, block, head, highlight) {
+function paint(canvas, block, head) {
   canvas.width = T; canvas.height = T;
   const ctx = canvas.getContext("2d"), image = ctx.createImageData(T, T);
   for (let q = 0; q < T; q++) for (let k = 0; k < T; k++) {
     const w = weight(block, head, q, k), at = 4 * (q * T + k);
-    const [r, g, b] = w === null ? [218, 218, 218] : blue(w);
+    const [r, g, b] = w === null ? [218, 218, 218] : blue(Math.sqrt(w));
     image.data[at] = r; image.data[at + 1] = g; image.data[at + 2] = b; image.data[at + 3] = 255;
   }
   ctx.putImageData(image, 0, 0);
-  if (highlight !== null) { ctx.fillStyle = "rgba(217,72,1,0.35)"; ctx.fillRect(0, highlight, T, 1); }
 }
 
 function argmaxKey(block, head, q) {
@@ -189,6 +188,7 @@ function argmaxKey(block, head, q) {
 function attention() {
   document.getElementById("attention-hint").textContent =
     `Each small square is one head's pattern (rows: queries, columns: keys). ${GROUP > 1 ? `Heads in one box share a kv head (${GROUP} query heads per kv head). ` : ""}` +
+    "Shade: the square root of the weight, so that weak, spread-out weights still show. " +
     "Below each: its entropy against log2(n), the most it could be; the key it weights most on average; and where the selected query looks. Click a head to open it.";
   const root = document.getElementById("blocks");
   const heads = {};
@@ -215,7 +215,7 @@ function attention() {
 function captions() {
   for (const h of doc.heads) {
     const panel = document.querySelector(`.head-panel[data-block="${h.block}"][data-head="${h.head}"]`);
-    paint(panel.querySelector("canvas"), h.block, h.head, selected);
+    if (!panel.dataset.painted) { paint(panel.querySelector("canvas"), h.block, h.head); panel.dataset.painted = "1"; }
     const k = argmaxKey(h.block, h.head, selected), w = weight(h.block, h.head, selected, k);
     const caption = panel.querySelector(".caption");
     caption.replaceChildren(
@@ -246,7 +246,7 @@ function drawDetail() {
   const ctx = canvas.getContext("2d");
   ctx.scale(scale, scale);
   const cells = document.createElement("canvas");
-  paint(cells, block, head, null);
+  paint(cells, block, head);
   ctx.imageSmoothingEnabled = false;
   ctx.drawImage(cells, g.left, g.top, size, size);
   ctx.strokeStyle = "#d94801"; ctx.lineWidth = 2;

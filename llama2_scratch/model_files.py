@@ -17,6 +17,7 @@ This module is the one place the commands reach formats/, reference/ and trainer
 `generate`, `tokenize`, `inspect`, `verify` (parity/) and `export` (its source) go through it.
 """
 
+import errno
 import functools
 import os
 
@@ -103,7 +104,20 @@ class ModelFile:
         """The NumPy model: reference.model.Llama computing in `dtype`, or with fast=True a
         reference.runtime.fast.FastLlama (float32; quantized matrices kept quantized; `threads` share
         one-token products; float32 matrices read into huge-page memory unless `mmap`)."""
-        return load.build_model(self.spec, self.weights(keep_quantized=fast), dtype, fast, threads, mmap)
+        args, weights = self.spec, self.weights(keep_quantized=fast)
+        load.check_finite(weights, self.path, self.stored_name)
+        try:
+            return load.build_model(args, weights, dtype, fast, threads, mmap)
+        except (MemoryError, OSError) as exc:
+            if isinstance(exc, OSError) and exc.errno != errno.ENOMEM:
+                raise
+            cache = 2 * args.n_layers * args.max_seq_len * args.kv_dim * np.dtype(dtype).itemsize
+            raise ValueError(f"{self.path}: its context of {args.max_seq_len} positions needs a "
+                             f"{cache / 2**30:.3g} GiB KV cache, which cannot be allocated") from None
+
+    def stored_name(self, name):
+        """What the file calls the weight of llama2.c name `name` (messages name it so)."""
+        return name
 
     def weights(self, keep_quantized=False):
         """llama2.c name -> float32 array (F16/BF16 upcast, quantized types dequantized), read when
@@ -148,6 +162,9 @@ class GGUFModel(ModelFile):
         """llama.context_length, or ModelArgs' default where the key is missing."""
         value = self.source.metadata.get(mapping.HPARAM_KEYS["max_seq_len"][0])
         return int(value.value) if value is not None else ModelArgs.max_seq_len
+
+    def stored_name(self, name):
+        return mapping.gguf_name(name)
 
     def weights(self, keep_quantized=False):
         return load.weights_from_gguf(self.source, keep_quantized)[1]
@@ -295,6 +312,9 @@ class HFModel(ModelFile):
         key = hf.CONFIG_KEYS["max_seq_len"]
         value = self.source.config.get(key)
         return value if type(value) is int else hf.DEFAULTS[key]
+
+    def stored_name(self, name):
+        return hf.hf_name(name)
 
     def weights(self, keep_quantized=False):
         return hf.weights_from_hf(self.source.tensors, self.spec, self.path)

@@ -27,7 +27,7 @@ from formats.spec import LAYER_KINDS, ModelArgs, check_weights, weight_shapes
 from reference.attention import attention
 from reference.cache import check_replacement, hook_recorder, no_record, scope
 from reference.rmsnorm import rmsnorm
-from reference.rope import apply_rope, rope_tables
+from reference.rope import RopeTable, apply_rope
 from reference.swiglu import swiglu
 
 # LayerWeights field -> the tensor's name inside `layers.{i}.` (then `.weight`): the last part of
@@ -118,8 +118,8 @@ class Llama:
             for i in range(args.n_layers)]
         self.norm = w["norm.weight"]                                          # (D,)
         self.output = w.get("output.weight", self.tok_embeddings)            # (V, D)
-        self.rope_cos, self.rope_sin = rope_tables(args.head_dim, args.max_seq_len,
-                                                   args.rope_theta, self.dtype)  # (S_max, hd/2)
+        self.rope_cos, self.rope_sin = (RopeTable(args.head_dim, args.max_seq_len, args.rope_theta, self.dtype, part)
+                                        for part in ("cos", "sin"))            # (S_max, hd/2), lazily
         cache_shape = (args.n_layers, args.n_kv_heads, args.max_seq_len, args.head_dim)
         self.key_cache = np.zeros(cache_shape, dtype=self.dtype)             # (L, Hkv, S_max, hd)
         self.value_cache = np.zeros(cache_shape, dtype=self.dtype)

@@ -29,6 +29,43 @@ def rope_tables(head_dim, max_seq_len, theta=10000.0, dtype=np.float32):
     return np.cos(angles).astype(dtype), np.sin(angles).astype(dtype)
 
 
+class RopeTable:
+    """rope_tables' cos or sin (part "cos", "sin"), or both as one complex table (part "complex":
+    cos + i sin, of a complex `dtype`), for positions 0 .. max_seq_len-1, computed only up to the
+    highest position read.
+
+    A header may declare a context of 2^31 positions: full tables would take its length times
+    hd/2 times 8 bytes before the first token. Here reading rows [a, b) computes the rows up to
+    b (at least doubling what is held, so the work stays linear in the positions used) with
+    rope_tables, so every row has rope_tables' bits. Indexing is a NumPy index on the rows
+    computed, (rows, ...) as on a (max_seq_len, hd/2) array.
+    >>> table = RopeTable(4, 1 << 31)
+    >>> table[2:3], table.shape, len(table.computed)
+    (array([[-0.41614684,  0.9998    ]], dtype=float32), (2147483648, 2), 64)
+    """
+
+    def __init__(self, head_dim, max_seq_len, theta=10000.0, dtype=np.float32, part="cos"):
+        self.head_dim, self.theta, self.part = head_dim, theta, part
+        self.dtype = np.dtype(dtype)
+        self.shape = (max_seq_len, head_dim // 2)
+        self.computed = np.empty((0, head_dim // 2), self.dtype)
+
+    def __getitem__(self, key):
+        rows = range(self.shape[0])[key[0] if isinstance(key, tuple) else key]
+        need = (max(rows) + 1 if len(rows) else 0) if isinstance(rows, range) else rows + 1
+        if need > len(self.computed):
+            self.computed = self._rows(min(self.shape[0], max(need, 2 * len(self.computed), 64)))
+        return self.computed[key]
+
+    def _rows(self, n):
+        cos, sin = rope_tables(self.head_dim, n, self.theta, np.finfo(self.dtype).dtype)   # complex64 -> float32
+        if self.part != "complex":
+            return cos if self.part == "cos" else sin
+        out = np.empty(cos.shape, self.dtype)
+        out.real, out.imag = cos, sin
+        return out
+
+
 def apply_rope(x, cos, sin):
     """Rotate the adjacent pairs of x by the angles of its positions.
 

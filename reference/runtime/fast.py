@@ -55,7 +55,7 @@ from reference.runtime.blockwise import BlockMatrix, Int8BlockMatrix, fused_rows
 from formats.spec import ModelArgs
 from reference.runtime.memory import zeros_on_touch
 from reference.model import LAYER_TENSORS, check_positions, matching_weights
-from reference.rope import rope_tables
+from reference.rope import RopeTable
 
 
 # Queries per block in a prompt's attention (see FastLlama._attention). At a 255-token prompt,
@@ -231,10 +231,9 @@ class FastLlama:
             wqkv = _fused([layer["wq"], layer["wk"], layer["wv"]])
             wqk = None if wqkv is not None else _fused([layer["wq"], layer["wk"]])
             self.layers.append(FastLayer(wqkv=wqkv, wqk=wqk, w13=_fused([layer["w1"], layer["w3"]]), **layer))
-        cos, sin = rope_tables(args.head_dim, args.max_seq_len, args.rope_theta, np.float32)
-        # (S_max, hd/2) complex64 with real part cos and imaginary part sin, the same float32s.
-        self.rope = np.empty(cos.shape, dtype=np.complex64)
-        self.rope.real, self.rope.imag = cos, sin
+        # (S_max, hd/2) complex64 with real part cos and imaginary part sin, the same float32s,
+        # computed as positions are reached (a header's context may be 2^31).
+        self.rope = RopeTable(args.head_dim, args.max_seq_len, args.rope_theta, np.complex64, "complex")
         cache_shape = (args.n_layers, args.n_kv_heads, args.max_seq_len, args.head_dim)
         self.key_cache = zeros_on_touch(cache_shape)                         # (L, Hkv, S_max, hd)
         self.value_cache = zeros_on_touch(cache_shape)

@@ -161,6 +161,20 @@ def read_weights(path, keep_quantized=False):
     return weights_from_llama2c(llama2c.read(path), keep_quantized=keep_quantized)
 
 
+def check_finite(weights, path, stored_name=str):
+    """ValueError naming the first tensor (by `stored_name`, the file's own name for it) of
+    `path` that holds a NaN or an infinity: such a model's logits are NaN, and every product
+    and sampler downstream would fail on them instead. Float arrays are checked whole; a
+    quantized matrix kept quantized by its scales and mins (its codes are small ints).
+
+    A float32 value summed in float64 cannot overflow (2^60 of them stay below 1e57), so the
+    sum is finite exactly when every value is: one pass, no temporary the size of the tensor."""
+    for name, w in weights.items():
+        parts = (w.scales, w.mins) if isinstance(w, Int8BlockMatrix) else (w,)
+        if not all(p is None or np.isfinite(np.sum(p, dtype=np.float64)) for p in parts):
+            raise ValueError(f"{path}: tensor {stored_name(name)} holds NaN or infinite values")
+
+
 def build_model(args, weights, dtype=np.float32, fast=False, threads=1, mmap=False):
     """A `Llama` computing in `dtype`, or with fast=True a `FastLlama` (float32 only) that shares
     large one-token products between `threads` threads and reads float32 matrices into huge-page

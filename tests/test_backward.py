@@ -83,20 +83,13 @@ def worst_difference(name, dtype):
     return abs(loss - torch_loss) / torch_loss, per_tensor
 
 
+@pytest.mark.parametrize("dtype, tolerance", [(np.float64, FLOAT64_TOL), (np.float32, FLOAT32_TOL)])
 @pytest.mark.parametrize("name", CONFIGS)
-def test_float64_gradients_equal_torch_autograd(name):
-    loss_difference, per_tensor = worst_difference(name, np.float64)
-    assert loss_difference <= FLOAT64_TOL
+def test_gradients_equal_torch_autograd_float64(name, dtype, tolerance):
+    loss_difference, per_tensor = worst_difference(name, dtype)
+    assert loss_difference <= tolerance
     worst = max(per_tensor, key=per_tensor.get)
-    assert per_tensor[worst] <= FLOAT64_TOL, f"{worst}: relative difference {per_tensor[worst]:.3g}"
-
-
-@pytest.mark.parametrize("name", CONFIGS)
-def test_float32_gradients_near_torch_float64(name):
-    loss_difference, per_tensor = worst_difference(name, np.float32)
-    assert loss_difference <= FLOAT32_TOL
-    worst = max(per_tensor, key=per_tensor.get)
-    assert per_tensor[worst] <= FLOAT32_TOL, f"{worst}: relative difference {per_tensor[worst]:.3g}"
+    assert per_tensor[worst] <= tolerance, f"{worst}: relative difference {per_tensor[worst]:.3g}"
 
 
 def test_gradients_equal_central_differences():

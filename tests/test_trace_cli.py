@@ -1,6 +1,7 @@
 """`llama2-scratch trace` end to end: the --json schema (docs/interfaces.md), the tables, --ckpt against
 torch, --plots as PNG files, and one-line errors (exit 2) on input it cannot honour."""
 
+import dataclasses
 import json
 import struct
 
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from formats import gguf, mapping
+from formats import gguf, llama2c, mapping
 from formats.spec import ModelArgs
 from formats.spm import read as read_spm
 from reference.model import Llama
@@ -221,3 +222,38 @@ def test_bad_requests_get_one_line_and_exit_2(files, tmp_path, case, message):
     assert result.returncode == 2 and result.stdout == ""
     assert len(result.stderr.splitlines()) == 1 and message in result.stderr, result.stderr
     assert not (tmp_path / "p").exists()
+
+
+def without_prefix(vocab):
+    """Llama 2's vocabulary as if learned without the dummy prefix: each capitalized "▁Word" piece
+    spelt "Word" (where that piece is not there already), as a line-initial word is learned then."""
+    taken = set(vocab.pieces)
+    pieces = [p[1:] if p[:1] == "\u2581" and p[1:].isalpha() and p[1:2].isupper() and p[1:] not in taken else p
+              for p in vocab.pieces]
+    return dataclasses.replace(vocab, pieces=pieces)
+
+
+@pytest.mark.parametrize("case, warned", [
+    ("gguf_with_prefix", False), ("gguf_without_prefix", True), ("bin_llama2_pieces", False),
+    ("bin_pieces_without_prefix", True), ("gguf_own_tokenizer", False)])
+def test_tokenizer_bin_on_a_vocabulary_without_the_dummy_prefix_warns(files, tmp_path, case, warned):
+    vocab = files["vocab"]
+    model, tokenizer_vocab = tmp_path / "m.gguf", vocab
+    if case.startswith("gguf"):
+        flagged = dataclasses.replace(vocab, add_space_prefix=case != "gguf_without_prefix")
+        gguf.write(mapping.to_gguf(files["weights"], ARGS, flagged, dtype="f32"), model)
+    else:
+        model = tmp_path / "m.bin"
+        llama2c.write(llama2c.Checkpoint(ARGS, files["weights"]), model, version=0)
+        tokenizer_vocab = without_prefix(vocab) if case == "bin_pieces_without_prefix" else vocab
+    tokenizer = tmp_path / "tokenizer.bin"
+    llama2c.write_tokenizer(tokenizer_vocab, tokenizer)
+    extra = () if case == "gguf_own_tokenizer" else ("--tokenizer", tokenizer)
+    result = run_cli("trace", model, "--prompt", "ROMEO: Is the day so young?", "--json", *extra, script=NO_TORCH)
+    assert result.returncode == 0, result.stderr
+    if not warned:
+        assert result.stderr == ""
+    else:
+        why = "says its vocabulary adds no dummy prefix" if case.startswith("gguf") else "its pieces look trained"
+        assert result.stderr.startswith(f"warning: --tokenizer {tokenizer}: a tokenizer.bin adds a '▁'")
+        assert why in result.stderr and len(result.stderr.splitlines()) == 1

@@ -119,3 +119,13 @@ def point_shape(name, args, n_tokens):
              "F": args.hidden_dim, "V": args.vocab_size}
     symbols = {point: shape for point, shape, _ in points(args.n_layers)}[name]
     return tuple(sizes[s] for s in symbols.split())
+
+
+def position_axis(name):
+    """The axis of point `name` that runs over positions (the queries' for scores and pattern).
+    >>> position_axis("blocks.3.attn.scores"), position_axis("logits")
+    (1, 0)
+    """
+    inner = name.split(".", 2)[2] if name.startswith("blocks.") else name
+    symbols = {point: shape for point, shape, _ in (*FIRST_POINTS, *BLOCK_POINTS, *LAST_POINTS)}[inner]
+    return symbols.split().index("T")

@@ -17,7 +17,8 @@ import reference.study
 from formats.spec import ModelArgs
 from reference.attention import softmax
 from reference.model import Llama
-from reference.study import agreement, head_summary, logit_lens, top_tokens
+from reference.study import (Patching, ablate_heads, agreement, compare_caches, head_summary, logit_attribution,
+                             logit_difference, logit_lens, patch_activations, top_tokens)
 from tests.llama_helpers import random_weights, torch_model
 
 # The SPEC's table ("The activation cache"), written out here rather than read from reference/.
@@ -294,6 +295,148 @@ def test_agreement_counts_bits_not_values():
     assert result["max_abs_diff"] == float(np.spacing(np.float32(2)))
     with pytest.raises(ValueError, match="cannot compare float32"):
         agreement(a, b.astype(np.float64))
+
+
+# The experiments in float64 against tests/test_hooks.py's recompute (a forward pass written in the
+# tests): other summation orders only, measured <= 2e-15 relative; 1e-12 as there.
+EXPERIMENT_RTOL = 1e-12
+CLEAN, CORRUPTED = [1, 7, 39, 7, 0, 22, 13], [1, 7, 39, 33, 0, 22, 13]   # first differ at position 3
+
+
+@pytest.fixture(scope="module")
+def model64(weights):
+    return Llama(ARGS, weights, np.float64)
+
+
+def recompute(weights, tokens, substitute=None):
+    from tests.test_hooks import recompute
+    return recompute(ARGS, weights, tokens, substitute)
+
+
+@pytest.mark.parametrize("how", ["zero", "mean"])
+def test_ablate_heads_replaces_the_chosen_heads_z_and_nothing_else(model64, weights, how):
+    heads = [(0, 1), (1, 3), (1, 0)]
+
+    def ablated(chosen):
+        def fn(z):
+            z = z.copy()
+            z[chosen] = 0 if how == "zero" else z[chosen].mean(axis=1, keepdims=True)
+            return z
+        return fn
+
+    expected = recompute(weights, TOKENS, {"blocks.0.attn.z": ablated([1]), "blocks.1.attn.z": ablated([3, 0])})
+    assert relative_error(ablate_heads(model64, TOKENS, heads, how), expected["logits"]) <= EXPERIMENT_RTOL
+    with pytest.raises(ValueError, match="no head 1.4: the model has 2 blocks of 4 heads"):
+        ablate_heads(model64, TOKENS, [(1, 4)])
+    with pytest.raises(ValueError, match="how must be 'zero' or 'mean', got 'half'"):
+        ablate_heads(model64, TOKENS, heads, how="half")
+    with pytest.raises(ValueError, match="no heads to ablate"):
+        ablate_heads(model64, TOKENS, [])
+
+
+def test_patching_against_its_definition(model64, weights):
+    result = patch_activations(model64, CLEAN, CORRUPTED)
+    clean, corrupted = (model64.run_with_hooks(tokens, {}) for tokens in (CLEAN, CORRUPTED))
+    top, other = int(np.argmax(clean[-1])), int(np.argmax(corrupted[-1]))
+    assert top != other
+    assert (result.clean, result.corrupted) == (clean[-1, top] - clean[-1, other], corrupted[-1, top] - corrupted[-1, other])
+    assert list(result.patched) == reference.cache.point_names(ARGS.n_layers)
+    residual = [name for name in result.patched if name.split(".")[-1] in ("embed", "resid_pre", "resid_mid", "resid_post")]
+    assert len(residual) == 1 + 3 * ARGS.n_layers
+    for name, value in result.patched.items():
+        assert np.shape(value) == ((len(CLEAN),) if name in residual else ())
+        if name in residual:
+            # Before the first differing token the two prompts' streams are the same numbers.
+            assert np.all(value[:3] == result.corrupted), name
+    # The whole last stream, or the logits, patched in: the clean run's metric, bit for bit.
+    assert result.patched[f"blocks.{ARGS.n_layers - 1}.resid_post"][-1] == result.clean
+    assert result.patched["logits"] == result.patched["final_norm"] == result.clean
+    # One position of one residual point: the recomputed corrupted pass with that row substituted.
+    clean_cache = recompute(weights, CLEAN)
+
+    def row_from_clean(value):
+        value = value.copy()
+        value[3] = clean_cache["blocks.1.resid_pre"][3]
+        return value
+
+    expected = recompute(weights, CORRUPTED, {"blocks.1.resid_pre": row_from_clean})["logits"]
+    want = expected[-1, top] - expected[-1, other]
+    assert abs(result.patched["blocks.1.resid_pre"][3] - want) <= EXPERIMENT_RTOL * np.max(np.abs(expected))
+    recovered = result.recovered()
+    assert recovered["logits"] == 1.0 and recovered["embed"][0] == 0.0
+
+
+def test_patching_options_and_errors(model64):
+    metric = logit_difference(4, 9, position=2)
+    result = patch_activations(model64, CLEAN, CORRUPTED, metric=metric, points=["blocks.0.attn.pattern", "embed"])
+    assert isinstance(result, Patching) and list(result.patched) == ["blocks.0.attn.pattern", "embed"]
+    assert result.clean == metric(model64.run_with_hooks(CLEAN, {}))
+    with pytest.raises(ValueError, match="patching needs prompts of one length: the clean one has 7 tokens, "
+                                         "the corrupted one 6"):
+        patch_activations(model64, CLEAN, CORRUPTED[:6])
+    with pytest.raises(ValueError, match="no point named 'blocks.2.resid_pre' in a 2-block model"):
+        patch_activations(model64, CLEAN, CORRUPTED, points=["blocks.2.resid_pre"])
+    with pytest.raises(ValueError, match="both prompts predict token"):
+        patch_activations(model64, CLEAN, CLEAN)
+    with pytest.raises(ValueError, match=r"token 40 is outside the vocabulary \[0, 40\)"):
+        patch_activations(model64, CLEAN, CORRUPTED, metric=logit_difference(40, 0))
+    with pytest.raises(ValueError, match="position 7 is outside the prompt's 7 positions"):
+        patch_activations(model64, CLEAN, CORRUPTED, metric=logit_difference(1, 0, position=7))
+
+
+@pytest.mark.parametrize("dtype, rtol", [(np.float64, 1e-13), (np.float32, 2e-6)])
+def test_logit_attribution_sums_to_the_logit(weights, dtype, rtol):
+    """float64: the parts are products summed in another order than the forward pass's, measured
+    <= 4.2e-16 of the logits' largest (every position and token); float32: the cache's float32
+    rounding (the parts are summed in float64), measured 1.1e-7."""
+    model = Llama(ARGS, weights, dtype)
+    logits, cache = model.run_with_cache(TOKENS)
+    scale = np.max(np.abs(logits.astype(np.float64)))
+    for position in (0, 4, -1):
+        for token in (0, int(np.argmax(logits[position])), ARGS.vocab_size - 1):
+            parts = logit_attribution(model, cache, position, token)
+            assert len(parts) == 1 + ARGS.n_layers * (ARGS.n_heads + 1)
+            assert abs(sum(parts.values()) - float(logits[position, token])) <= rtol * scale, (position, token)
+
+
+def test_logit_attribution_parts_are_each_heads_direct_effect(model64, weights):
+    """Each head's part is its own attn_out (recomputed with the other heads' z zeroed) read along
+    the token's direction with the forward pass's final RMSNorm scale."""
+    position, token = 5, 17
+    logits, cache = model64.run_with_cache(TOKENS)
+    parts = logit_attribution(model64, cache, position, token)
+    resid = cache[f"blocks.{ARGS.n_layers - 1}.resid_post"][position]
+    gain, output = (weights[name].astype(np.float64) for name in ("norm.weight", "output.weight"))
+    direction = output[token] * gain / np.sqrt(np.mean(resid ** 2) + ARGS.norm_eps)
+    for i in range(ARGS.n_layers):
+        for h in range(ARGS.n_heads):
+            def only_head(z, h=h):
+                out = np.zeros_like(z)
+                out[h] = z[h]
+                return out
+            alone = recompute(weights, TOKENS, {f"blocks.{i}.attn.z": only_head})[f"blocks.{i}.attn_out"]
+            assert abs(parts[f"blocks.{i}.attn.head.{h}"] - alone[position] @ direction) <= 1e-13 * np.max(np.abs(logits))
+        assert parts[f"blocks.{i}.mlp_out"] == pytest.approx(cache[f"blocks.{i}.mlp_out"][position] @ direction, rel=1e-13)
+    assert parts["embed"] == pytest.approx(cache["embed"][position] @ direction, rel=1e-13)
+    with pytest.raises(ValueError, match="position 9 is outside the prompt's 9 positions"):
+        logit_attribution(model64, cache, 9, token)
+    with pytest.raises(ValueError, match=r"token -1 is outside the vocabulary \[0, 40\)"):
+        logit_attribution(model64, cache, 0, -1)
+
+
+def test_compare_caches_finds_where_two_prompts_first_differ(model64):
+    _, a = model64.run_with_cache(CLEAN)
+    _, b = model64.run_with_cache(CORRUPTED)
+    compared = compare_caches(a, b)
+    assert list(compared) == list(a)
+    # Causal: every point first differs at position 3, the first differing token (scores and
+    # pattern by query).
+    assert {name: c["first_position"] for name, c in compared.items()} == {name: 3 for name in a}
+    assert all(0 < c["bit_identical"] < 1 and c["max_abs_diff"] > 0 for c in compared.values())
+    assert compare_caches(a, a)["logits"] == {"max_abs_diff": 0.0, "bit_identical": 1.0, "first_position": None}
+    _, shorter = model64.run_with_cache(CLEAN[:6])
+    with pytest.raises(ValueError, match=r"embed: shapes \(7, 32\) and \(6, 32\) differ"):
+        compare_caches(a, shorter)
 
 
 @pytest.mark.parametrize("module", [reference.cache, reference.study])

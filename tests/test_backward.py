@@ -85,7 +85,7 @@ def worst_difference(name, dtype):
 
 @pytest.mark.parametrize("dtype, tolerance", [(np.float64, FLOAT64_TOL), (np.float32, FLOAT32_TOL)])
 @pytest.mark.parametrize("name", CONFIGS)
-def test_gradients_equal_torch_autograd_float64(name, dtype, tolerance):
+def test_gradients_equal_torch_float64_autograd(name, dtype, tolerance):
     loss_difference, per_tensor = worst_difference(name, dtype)
     assert loss_difference <= tolerance
     worst = max(per_tensor, key=per_tensor.get)

@@ -74,6 +74,10 @@ def main(argv=None):
         return 2
     except BrokenPipeError:
         return 0
+    except MemoryError:
+        # Readers bound what a file may ask for; what is left is a model larger than this machine.
+        print(f"{PROG}: error: out of memory", file=sys.stderr)
+        return 2
     except OSError as exc:
         name = f" {exc.filename}:" if exc.filename else ""
         print(f"{PROG}: error:{name} {exc.strerror or exc}", file=sys.stderr)

@@ -49,7 +49,11 @@ def run(args):
             report = export_llama2c(model, args.version, args.output, args.tokenizer_out)
             what = f"llama2.c v{args.version}"
     except ExportError as exc:
-        raise UsageError(f"llama2-scratch export: {exc}") from None
+        # Name the source unless the message already starts with a file it names.
+        text = str(exc)
+        if not text.startswith((str(args.ckpt), str(args.output), str(args.tokenizer_out))):
+            text = f"{args.ckpt}: {text}"
+        raise UsageError(f"llama2-scratch export: {text}") from None
     print(f"wrote {args.output} ({what}); read back: largest weight error {report['max_abs_error']:.3g}")
     if args.tokenizer_out:
         print(f"wrote {args.tokenizer_out} (tokenizer.bin)")

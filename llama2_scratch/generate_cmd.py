@@ -12,10 +12,14 @@ import time
 
 import numpy as np
 
+from formats.errors import FormatError
+from formats.files import read_capped
 from llama2_scratch.model_files import load_model_and_tokenizer, usable_cpus
 from reference.generate import generate
 
 HELP = "generate text with the NumPy model (no torch needed)"
+# A prompt must fit the context: 16 MiB is millions of tokens, more than any model takes.
+MAX_PROMPT_BYTES = 16 << 20
 
 
 def add_arguments(parser):
@@ -57,11 +61,19 @@ def _check(args):
         raise ValueError("--top-k must be >= 0, --top-p in (0, 1], --min-p in [0, 1)")
 
 
+def read_prompt(path):
+    """The UTF-8 text of --prompt-file (a regular file of at most MAX_PROMPT_BYTES)."""
+    data = read_capped(path, MAX_PROMPT_BYTES, "--prompt-file")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise FormatError(path, "--prompt-file", exc.start, "invalid UTF-8") from None
+
+
 def run(args):
     _check(args)
     if args.prompt_file:
-        with open(args.prompt_file, encoding="utf-8") as f:
-            prompt = f.read()
+        prompt = read_prompt(args.prompt_file)
     else:
         prompt = args.prompt
     threads = args.threads or usable_cpus()

@@ -15,11 +15,12 @@ bit, and the quantized ones are reported with their largest error.
 """
 
 import dataclasses
-from pathlib import Path
 
 import numpy as np
 
 from formats import gguf, hf, llama2c, mapping, spm
+from formats.atomic import atomic_files, atomic_folder
+from formats.files import read_capped
 from formats.spec import ModelArgs
 from trainer import checkpoint
 
@@ -78,7 +79,7 @@ def exportable(weights, args, vocab, spm_model, tokenizer_path=None):
     .model bytes behind it, or None), or --tokenizer's .model in their place; ExportError when the
     vocabulary does not fit the embedding."""
     if tokenizer_path is not None:
-        spm_model = Path(tokenizer_path).read_bytes()
+        spm_model = read_capped(tokenizer_path, spm.MAX_MODEL_BYTES)
         vocab = spm.from_bytes(spm_model, tokenizer_path).vocab
     if vocab is not None and len(vocab) != args.vocab_size:
         raise ExportError(f"the tokenizer has {len(vocab)} pieces but the model's vocab_size is {args.vocab_size}")
@@ -94,7 +95,10 @@ def export_gguf(model, dtype, out_path):
         built = mapping.to_gguf(model.weights, model.args, model.vocab, dtype)
     except ValueError as exc:
         raise ExportError(f"cannot export as {dtype}: {exc}") from None
-    gguf.write(built, out_path)
+    try:
+        gguf.write(built, out_path)
+    except ValueError as exc:       # a value the header cannot hold (a context past UINT32)
+        raise ExportError(f"cannot export as a GGUF: {exc}") from None
     back = gguf.read(out_path)
     if back.metadata != built.metadata:
         raise ExportError(f"{out_path}: metadata read back differs from what was written")
@@ -117,26 +121,34 @@ def _as_float32(tensor):
 
 def export_llama2c(model, version, out_path, tokenizer_out=None):
     """Write a llama2.c model (and tokenizer.bin); returns {"max_abs_error", ...} after reading back."""
+    if tokenizer_out is not None and model.vocab is None:
+        raise ExportError("--tokenizer-out: no tokenizer in the checkpoint; pass --tokenizer PATH.model")
+    # Written beside their targets and renamed together once both read back right.
+    paths = [out_path] if tokenizer_out is None else [out_path, tokenizer_out]
+    with atomic_files(*paths) as temps:
+        report = _write_llama2c(model, version, temps[0], out_path)
+        if tokenizer_out is not None:
+            llama2c.write_tokenizer(model.vocab, temps[1])
+            pieces = llama2c.read_tokenizer(temps[1], len(model.vocab)).pieces
+            if pieces != model.vocab.pieces:
+                raise ExportError(f"{tokenizer_out}: pieces read back differ")
+    return report
+
+
+def _write_llama2c(model, version, path, out_path):
+    """export_llama2c's model file, written to `path` and read back (errors name `out_path`)."""
     args = model.args
     try:
-        llama2c.write(llama2c.Checkpoint(args, model.weights), out_path, version)
+        llama2c.write(llama2c.Checkpoint(args, model.weights), path, version)
     except ValueError as exc:
         raise ExportError(f"cannot export as llama2.c v{version}: {exc}") from None
-    back = llama2c.read(out_path)
+    back = llama2c.read(path)
     if llama2c.config_of(back.args) != llama2c.config_of(args) or back.weights.keys() != model.weights.keys():
         raise ExportError(f"{out_path}: config or tensor list read back differs")
     errors = [float(np.abs(_as_float32(w) - model.weights[name]).max()) for name, w in back.weights.items()]
     if version != 2 and any(errors):
         raise ExportError(f"{out_path}: float32 weights read back differ from the checkpoint")
-    report = {"max_abs_error": max(errors), "group_size": back.group_size}
-    if tokenizer_out is not None:
-        if model.vocab is None:
-            raise ExportError("--tokenizer-out: no tokenizer in the checkpoint; pass --tokenizer PATH.model")
-        llama2c.write_tokenizer(model.vocab, tokenizer_out)
-        pieces = llama2c.read_tokenizer(tokenizer_out, len(model.vocab)).pieces
-        if pieces != model.vocab.pieces:
-            raise ExportError(f"{tokenizer_out}: pieces read back differ")
-    return report
+    return {"max_abs_error": max(errors), "group_size": back.group_size}
 
 
 def export_hf(model, out_dir):
@@ -146,16 +158,19 @@ def export_hf(model, out_dir):
     if model.spm_model is None:
         raise ExportError("a Hugging Face folder needs the SentencePiece .model: pass --tokenizer PATH.model "
                           "(the source holds none, or only a vocabulary that is not a .model)")
-    try:
-        hf.to_hf(model.weights, model.args, model.spm_model, out_dir)
-    except ValueError as exc:
-        raise ExportError(f"cannot export as a Hugging Face folder: {exc}") from None
-    weights, args, spm_model = hf.from_hf(out_dir)
-    if args != _hf_args(model.args) or spm_model != model.spm_model:
-        raise ExportError(f"{out_dir}: config.json or tokenizer.model read back differs")
-    if weights.keys() != model.weights.keys() or any(
-            weights[name].tobytes() != np.asarray(w, np.float32).tobytes() for name, w in model.weights.items()):
-        raise ExportError(f"{out_dir}: weights read back differ from the source")
+    # Built beside out_dir and swapped in whole once read back: a failure leaves out_dir as it was,
+    # and a success leaves nothing of an older folder there (no stale shards or index).
+    with atomic_folder(out_dir) as build:
+        try:
+            hf.to_hf(model.weights, model.args, model.spm_model, build)
+        except ValueError as exc:
+            raise ExportError(f"cannot export as a Hugging Face folder: {exc}") from None
+        weights, args, spm_model = hf.from_hf(build)
+        if args != _hf_args(model.args) or spm_model != model.spm_model:
+            raise ExportError(f"{out_dir}: config.json or tokenizer.model read back differs")
+        if weights.keys() != model.weights.keys() or any(
+                weights[name].tobytes() != np.asarray(w, np.float32).tobytes() for name, w in model.weights.items()):
+            raise ExportError(f"{out_dir}: weights read back differ from the source")
     return {"tensors": len(weights), "max_abs_error": 0.0}
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
-PAGES = ("formats.md", "interfaces.md", "walkthrough.md")
+PAGES = ("formats.md", "interfaces.md", "training-step.md", "walkthrough.md")
 # Measured figures and message tables, kept out of the README; they hold no example to run.
 PROSE = ("benchmarks.md", "failures.md")
 # Each page documents several layouts or commands, each with at least one example.

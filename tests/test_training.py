@@ -1,12 +1,16 @@
 """reference.training's optimizer pieces against torch, and its refusals of bad batches."""
 
+import doctest
+
 import numpy as np
 import pytest
 import torch
 
+import reference.training
+
 from formats.spec import ModelArgs, weight_shapes
 from reference.model import Llama
-from reference.training import (adamw_step, clip_grad_norm, decay_groups, learning_rate, loss_and_grads)
+from reference.training import adamw_step, clip_grad_norm, decay_groups, learning_rate, loss_and_grads
 from tests.test_backward import draw_weights
 
 # adamw_step repeats torch's operations in torch's order; float64 rounding (1e-16) over 10 steps
@@ -82,3 +86,10 @@ def test_bad_batches_raise_one_clear_error(tokens, targets, message):
     model = Llama(args, draw_weights(args, seed=0))
     with pytest.raises(ValueError, match=message):
         loss_and_grads(model, np.array(tokens), np.array(targets))
+
+
+def test_docstring_examples():
+    """The worked numbers in reference/training.py (the backward layers' own run in
+    tests/test_reference_props.py)."""
+    result = doctest.testmod(reference.training)
+    assert result.attempted > 0 and result.failed == 0

@@ -24,6 +24,7 @@ Checks (each one a row of the report; the JSON document is described in parity/r
     greedy/P     every pair          each implementation's own greedy continuation (argmax, lowest id
                                      on ties; up to GREEDY_TOKENS tokens, bounded by the context):
                                      the fraction of tokens identical before the first divergence
+                                     (float32 pairs only: a lossy file's near-ties legitimately diverge)
 
 Thresholds depend on the file's dtype and on the pair (parity/thresholds.py, each with the
 measurement it came from).

@@ -66,13 +66,16 @@ def _pairs(names):
 
 
 def logits_checks(prompt, names, logits, failed, dtype):
-    """Every pair's logit metrics on one prompt; `logits` maps names to (T, V) arrays."""
+    """Every pair's logit metrics on one prompt; `logits` maps names to (T, V) arrays. A metric
+    without a limit for the pair (top-1 of the coarsest types vs torch) has no row."""
     checks = []
     for ref, cand in _pairs(names):
         limits = for_pair(dtype, ref, cand)
         reason = failed.get(ref) or failed.get(cand)
         metrics = dict.fromkeys(LOGIT_METRICS) if reason else logit_metrics(logits[ref], logits[cand])
         for metric, value in metrics.items():
+            if getattr(limits, metric) is None:
+                continue
             detail = reason or (argmax_disagreement(logits[ref], logits[cand])
                                 if metric == "top1" and value < 1 else "")
             checks.append(Check(f"logits/{prompt}", ref, cand, dtype, metric, value, getattr(limits, metric),
@@ -81,10 +84,13 @@ def logits_checks(prompt, names, logits, failed, dtype):
 
 
 def greedy_checks(prompt, names, continuations, failed, dtype):
-    """Every pair's identical prefix of their own greedy continuations of one prompt."""
+    """Every pair's identical prefix of their own greedy continuations of one prompt, where the
+    pair's dtype gates it (float32: any divergence is a bug; a lossy dtype has no row)."""
     checks = []
     for ref, cand in _pairs(names):
         limit = for_pair(dtype, ref, cand).greedy
+        if limit is None:
+            continue
         reason = failed.get(ref) or failed.get(cand)
         if reason:
             checks.append(Check(f"greedy/{prompt}", ref, cand, dtype, "identical_prefix", None, limit, ">=",

@@ -1,6 +1,8 @@
 """One verify run: open MODEL (and the ckpt), build every implementation the request allows, run
 the prompts through each, and collect the rows into a Report."""
 
+import itertools
+
 from llama2_scratch.model_files import KIND_NAMES, open_checkpoint, open_model
 from parity import LLAMA_CPP, NUMPY, SENTENCEPIECE, TRANSFORMERS, checks, thresholds, tokenizers
 from parity.backends import FAILURES, LlamaCppBackend, NumpyBackend, TorchBackend, TransformersBackend
@@ -116,12 +118,15 @@ def _backends(model_file, ckpt_file, dtype, use_llama_cpp, use_transformers, max
 
 def _prompt_checks(backends, prompt, ids, max_seq_len, dtype):
     """Logits rows on the prompt's first max_seq_len ids; greedy rows on a shorter start that
-    leaves room to continue (none for the full-context prompt)."""
+    leaves room to continue (none for the full-context prompt, none where no pair is gated on
+    it: a lossy dtype)."""
     names = [b.name for b in backends]
     logits, failed = _each(backends, lambda b: b.logits(ids[:max_seq_len]))
     rows = checks.logits_checks(prompt, names, logits, failed, dtype)
     del logits                                          # (T, V) each: one prompt's worth at a time
-    if prompt != FULL_CONTEXT:
+    gated = any(thresholds.for_pair(dtype, ref, cand).greedy is not None
+                for ref, cand in itertools.combinations(names, 2))
+    if prompt != FULL_CONTEXT and gated:
         start = greedy_prompt(ids, max_seq_len)
         n = min(GREEDY_TOKENS, max_seq_len - len(start))
         continuations, failed = _each(backends, lambda b: b.greedy(start, n))

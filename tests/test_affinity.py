@@ -42,7 +42,7 @@ def test_linear_pins_its_helper_and_the_caller_to_different_cpus():
     linear = Linear(threads=2)
     if len(os.sched_getaffinity(0)) < 2:
         assert linear._cpus is None
-        return
+        pytest.skip("one CPU: nothing to pin apart (checked: Linear pins nothing)")
     seen = {}
 
     def record(name):

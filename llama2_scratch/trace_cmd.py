@@ -17,7 +17,7 @@ import sys
 import numpy as np
 
 from formats import detect
-from llama2_scratch import trace_html, trace_plots
+from llama2_scratch import trace_experiments, trace_html, trace_plots
 from llama2_scratch.model_files import model_tokenizer, open_checkpoint, open_model
 from reference import study
 from reference.cache import points
@@ -52,6 +52,14 @@ def add_arguments(parser):
                         help="also run the float64 reference and show each point's float32 rounding")
     parser.add_argument("--plots", metavar="DIR", help="write PNG figures here (needs matplotlib)")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of the tables")
+    parser.add_argument("--attribute", metavar="TOKEN",
+                        help="split TOKEN's logit at --position into embed, every head and every MLP "
+                             "(a piece such as '▁the', an id, or text of one token)")
+    parser.add_argument("--ablate", metavar="L.H[,L.H...]",
+                        help="zero these heads' outputs (block.head) and show the next token at --position move")
+    parser.add_argument("--patch", metavar="CORRUPT_PROMPT",
+                        help="activation patching: a prompt of as many tokens; the share of the logit difference "
+                             "each point (each position of the residual stream) carries")
     parser.add_argument("--html", metavar="FILE",
                         help="write one self-contained HTML page to study the pass in a browser (no network)")
 
@@ -75,12 +83,23 @@ def run(args):
         raise ValueError(f"--prompt: {len(ids)} tokens do not fit the model's {context}-token context")
     if not -len(ids) <= args.position < len(ids):
         raise ValueError(f"--position {args.position} is outside the prompt's {len(ids)} tokens")
-    _, cache = model.run_with_cache(ids)
+    position = args.position % len(ids)
+    token = trace_experiments.parse_token(args.attribute, tokenizer) if args.attribute is not None else None
+    heads = trace_experiments.parse_heads(args.ablate, model.args) if args.ablate is not None else None
+    corrupted = trace_experiments.parse_corrupted(args.patch, tokenizer, ids) if args.patch is not None else None
+    logits, cache = model.run_with_cache(ids)
     torch_cache = _torch_cache(args.ckpt, model, ids) if args.ckpt else None
     float64_cache = source.model(dtype=np.float64).run_with_cache(ids)[1] if args.vs_float64 else None
     report = build_report(model, tokenizer.vocab.pieces, ids, cache, args.top_k, torch_cache, float64_cache)
     report.update(schema_version=SCHEMA_VERSION, model=model_description(args.model, source, model),
                   prompt=args.prompt, ids=[int(i) for i in ids])
+    pieces = tokenizer.vocab.pieces
+    if token is not None:
+        report["attribution"] = trace_experiments.attribution(model, cache, position, token, pieces)
+    if heads is not None:
+        report["ablation"] = trace_experiments.ablation(model, ids, heads, position, logits, args.top_k, pieces)
+    if corrupted is not None:
+        report["patching"] = trace_experiments.patching(model, ids, corrupted, args.patch, pieces)
     if args.html is not None:
         trace_html.write_page(args.html, report)
         print(f"trace: wrote {args.html}", file=sys.stderr)
@@ -91,7 +110,7 @@ def run(args):
     if args.json:
         print(json.dumps(report, ensure_ascii=False))
     else:
-        print_report(args.model, model, report, args.position % len(ids))
+        print_report(args.model, model, report, position)
     return 0
 
 
@@ -280,6 +299,12 @@ def print_report(model_path, model, report, position):
             top = "  ".join(f"{t['piece']!r} {t['prob']:.3f}" for t in entry["top"])
             out.write(f"  block {entry['block']:<3} {top}\n")
     print_heads(report["heads"], out)
+    if "attribution" in report:
+        trace_experiments.print_attribution(report["attribution"], tokens, out)
+    if "ablation" in report:
+        trace_experiments.print_ablation(report["ablation"], tokens, out)
+    if "patching" in report:
+        trace_experiments.print_patching(report["patching"], tokens, a.n_layers, out)
 
 
 def print_heads(heads, out):

@@ -13,6 +13,10 @@ and in a mail attachment. The script draws, from that document alone:
     logit lens          blocks × positions, the top next token and its probability, shaded by it;
                         hovering a cell lists the top --top-k
     residual stream     the RMS of every position's residual stream through the blocks
+    attribution         only with --attribute: the logit split into embed, heads and MLPs, as bars
+    ablation            only with --ablate: the next token before and after
+    patching            only with --patch: the share recovered per point, the residual stream per
+                        position, shaded red (worse) to blue (restored)
     torch agreement     only with --ckpt: max |Δ| and the bit-identical share of every point
 
 Canvases are filled pixel by pixel (one pixel per attention weight, scaled up without
@@ -68,6 +72,9 @@ PAGE = """<!DOCTYPE html>
 <div id="detail" hidden><h3 id="detail-title"></h3><p class="hint">Rows: queries; columns: keys. Grey: masked future keys. Shade: √weight. Hover a cell; click one to select its query.</p><div id="detail-wrap"><canvas id="detail-canvas"></canvas></div></div></section>
 <section id="lens"><h2>Logit lens</h2><p class="hint">The next token read from each block's residual stream (final norm, then the output layer): the top token and its probability, shaded by it. Hover a cell for the top tokens.</p><div class="scroll"><table id="lens-table"></table></div></section>
 <section id="residual"><h2>Residual stream RMS</h2><p class="hint">One line per position, through embed and each block's attention (a) and MLP (m). The selected position is drawn dark.</p><div id="residual-plot"></div></section>
+<section id="attribution" hidden><h2>Attribution (--attribute)</h2><p class="hint" id="attribution-hint"></p><table id="attribution-table" class="grid"></table></section>
+<section id="ablation" hidden><h2>Ablation (--ablate)</h2><p class="hint" id="ablation-hint"></p><table id="ablation-table" class="grid"></table></section>
+<section id="patching" hidden><h2>Activation patching (--patch)</h2><p class="hint" id="patching-hint"></p><div class="scroll"><table id="patching-table" class="grid"></table></div><h3>Every other point, patched whole (all positions at once)</h3><div class="scroll"><table id="patching-points" class="grid"></table></div></section>
 <section id="agreement" hidden><h2>NumPy against torch (--ckpt)</h2><p class="hint">Every point: max |Δ| and the share of bit-identical values (the causal mask left out).</p><div class="scroll"><table id="agreement-table"></table></div></section>
 <div id="tip" hidden></div>
 <script type="application/json" id="trace-data">@DATA@</script>
@@ -108,6 +115,7 @@ table.grid td { padding: 2px 4px; text-align: center; white-space: pre; font-fam
 .lens-cell .p { display: block; font-size: 11px; }
 .lens-cell.selected, table.grid th.selected { outline: 2px solid #d94801; outline-offset: -2px; }
 #agreement-table td, #agreement-table th { text-align: right; }
+.bar { height: 10px; }
 #agreement-table td:first-child { text-align: left; }
 #tip { position: fixed; pointer-events: none; background: #222; color: #fff; padding: 4px 8px; border-radius: 4px; font-size: 13px; white-space: pre; z-index: 10; font-family: ui-monospace, monospace; }
 svg text { font: 12px system-ui, sans-serif; fill: #333; }
@@ -355,6 +363,101 @@ function agreement() {
   }
 }
 
+function reveal(id, hint) {
+  document.getElementById(id).hidden = false;
+  document.getElementById(id + "-hint").textContent = hint;
+}
+const quoted = piece => `'${show(piece)}'`;
+
+function attribution() {
+  const a = doc.attribution;
+  if (!a) return;
+  reveal("attribution", `The logit of ${quoted(a.token.piece)} (id ${a.token.id}) at position ${a.position} ` +
+    `(after ${quoted(doc.tokens[a.position].piece)}) is ${a.logit.toFixed(4)}: what the embedding, each head (through its slice of wo) ` +
+    `and each MLP write along that token's direction, scaled by the final norm as the forward pass scaled it. ` +
+    `They sum to ${a.sum_of_parts.toFixed(4)}. Blue pushes the token up, red down.`);
+  const table = document.getElementById("attribution-table");
+  const largest = Math.max(...Object.values(a.parts).map(Math.abs)) || 1;
+  for (const [name, value] of Object.entries(a.parts)) {
+    const bar = el("div", {class: "bar"});
+    bar.style.width = (60 * Math.abs(value) / largest) + "px";
+    bar.style.background = value >= 0 ? "#2171b5" : "#cb181d";
+    bar.style.marginLeft = value >= 0 ? "60px" : (60 - 60 * Math.abs(value) / largest) + "px";
+    table.append(el("tr", {"data-part": name}, el("td", {style: "text-align:left"}, name), el("td", {}, (value >= 0 ? "+" : "") + value.toFixed(4)),
+                    el("td", {style: "min-width:124px;text-align:left"}, bar)));
+  }
+}
+
+function ablation() {
+  const a = doc.ablation;
+  if (!a) return;
+  reveal("ablation", `Heads ${a.heads.map(h => h.join(".")).join(", ")} with their output z set to 0: the next token after ` +
+    `position ${a.position} (${quoted(doc.tokens[a.position].piece)}) before and after. KL(before ‖ after) = ${a.kl_bits.toFixed(4)} bits; ` +
+    `${quoted(a.before[0].piece)} went from ${a.before[0].prob.toFixed(4)} to ${a.after_of_top_before.toFixed(4)}.`);
+  const table = document.getElementById("ablation-table");
+  table.append(el("tr", {}, el("th", {}, "before"), el("th", {}, ""), el("th", {}, "after"), el("th", {}, "")));
+  a.before.forEach((b, i) => table.append(el("tr", {}, el("td", {}, quoted(b.piece)), el("td", {}, b.prob.toFixed(4)),
+                                                el("td", {}, quoted(a.after[i].piece)), el("td", {}, a.after[i].prob.toFixed(4)))));
+}
+
+// Recovered share -1..1: red (made it worse) through white to blue (restored the clean run).
+function diverging(v) {
+  const t = Math.max(-1, Math.min(1, v));
+  return t >= 0 ? [255 + (33 - 255) * t, 255 + (113 - 255) * t, 255 + (181 - 255) * t]
+                : [255 + (203 - 255) * -t, 255 + (24 - 255) * -t, 255 + (29 - 255) * -t];
+}
+function shade(cell, v) {
+  const [r, g, b] = diverging(v);
+  cell.style.background = `rgb(${r},${g},${b})`; cell.style.color = Math.abs(v) > 0.6 ? "#fff" : "#111";
+}
+
+function patching() {
+  const p = doc.patching;
+  if (!p) return;
+  const m = p.metric;
+  reveal("patching", `Clean: this page's prompt; corrupted: "${p.corrupted_prompt}". Metric: logit ${quoted(m.token.piece)} − logit ` +
+    `${quoted(m.other.piece)} at position ${m.position}: ${p.clean.toFixed(4)} clean, ${p.corrupted.toFixed(4)} corrupted. ` +
+    "Each cell: the share of that difference recovered when the corrupted run takes the clean run's value there, " +
+    "(patched − corrupted) / (clean − corrupted); the residual stream one position at a time.");
+  const columns = ["embed"];
+  for (let i = 0; i < L; i++) for (const point of ["resid_pre", "resid_mid", "resid_post"]) columns.push(`blocks.${i}.${point}`);
+  const table = document.getElementById("patching-table");
+  const header = el("tr", {}, el("th", {}, "position"));
+  for (const c of columns) header.append(el("th", {}, c === "embed" ? "embed" : c.split(".")[1] + " " + c.split(".")[2].replace("resid_", "")));
+  table.append(header);
+  doc.tokens.forEach((t, pos) => {
+    const row = el("tr", {}, el("th", {"data-pos": pos}, `${pos} ${quoted(t.piece)}`));
+    for (const c of columns) {
+      const v = p.recovered[c][pos], cell = el("td", {"data-point": c, "data-pos": pos}, v.toFixed(2));
+      shade(cell, v);
+      attach(cell, `${c} at position ${pos} (${quoted(t.piece)}): recovered ${v.toFixed(4)}`);
+      row.append(cell);
+    }
+    table.append(row);
+  });
+  // The points inside the blocks: one row per point, one column per block.
+  const points = document.getElementById("patching-points"), inner = [], outer = [];
+  for (const name of Object.keys(p.recovered)) {
+    if (columns.includes(name)) continue;
+    if (name.startsWith("blocks.")) { const point = name.split(".").slice(2).join("."); if (!inner.includes(point)) inner.push(point); }
+    else outer.push(name);
+  }
+  const top = el("tr", {}, el("th", {}, "point"));
+  for (let i = 0; i < L; i++) top.append(el("th", {}, `block ${i}`));
+  points.append(top);
+  const cellOf = name => {
+    const v = p.recovered[name], cell = el("td", {"data-point": name}, v.toFixed(3));
+    shade(cell, v);
+    return cell;
+  };
+  for (const point of inner) {
+    const row = el("tr", {}, el("th", {style: "text-align:left"}, point));
+    for (let i = 0; i < L; i++) row.append(cellOf(`blocks.${i}.${point}`));
+    points.append(row);
+  }
+  for (const name of outer) points.append(el("tr", {}, el("th", {style: "text-align:left"}, name), cellOf(name)));
+}
+
 function select(pos) {
   selected = pos;
   document.querySelectorAll(".tok").forEach(n => n.classList.toggle("selected", Number(n.dataset.pos) === pos));
@@ -366,7 +469,7 @@ function select(pos) {
   drawDetail();
 }
 
-header(); tokens(); attention(); lens(); residual(); agreement();
+header(); tokens(); attention(); lens(); residual(); attribution(); ablation(); patching(); agreement();
 const detailCanvas = document.getElementById("detail-canvas");
 attach(detailCanvas, e => {
   const c = cellAt(e);

@@ -10,6 +10,8 @@ it, so it is imported only here, only when --plots is given. Files written to DI
                              position (rows), written in its cell and coloured by its probability
     residual_norms.png       the residual stream's RMS after embed and every sublayer, one line per
                              position (coloured by position, the first ones labelled) and their mean
+    patching.png             with --patch: the share of the logit difference recovered by patching
+                             each residual stream point at each position (rows), red to blue
     torch_agreement.png      with --ckpt: max |Δ| against torch and the bit-identical fraction of
                              every point, in forward order, one row per point
 
@@ -59,6 +61,8 @@ def write_plots(out_dir, report, cache, model_args):
     figures["residual_norms.png"] = residual_figure(cache, model_args.n_layers, pieces)
     if report["points"][0]["vs_torch"] is not None:
         figures["torch_agreement.png"] = agreement_figure(report["points"])
+    if "patching" in report:
+        figures["patching.png"] = patching_figure(report["patching"], pieces, model_args.n_layers)
     paths = []
     for name, figure in figures.items():
         paths.append(os.path.join(out_dir, name))
@@ -229,4 +233,33 @@ def agreement_figure(rows):
     right.set_xlim(0, 1)
     right.set_xlabel("bit-identical fraction (the mask left out)")
     figure.suptitle("NumPy reference vs the torch model, every point of the forward pass")
+    return figure
+
+
+def patching_figure(patching, pieces, n_layers):
+    """--patch's residual stream table as a heatmap: the share recovered at each position (rows)
+    and point (columns: embed, then each block's pre / mid / post), -1 red to 1 blue."""
+    from matplotlib.figure import Figure
+
+    names = ["embed"] + [f"blocks.{i}.{p}" for i in range(n_layers) for p in ("resid_pre", "resid_mid", "resid_post")]
+    ticks = ["embed"] + [f"{i} {p}" for i in range(n_layers) for p in ("pre", "mid", "post")]
+    recovered = np.array([patching["recovered"][name] for name in names]).T          # (T, points)
+    n_tokens = len(pieces)
+    labelled = n_tokens <= MAX_LABELLED_TOKENS
+    figure = Figure(figsize=(2.5 + 0.62 * len(names), 1.8 + (TOKEN_INCHES * n_tokens if labelled else 6.0)),
+                    layout="constrained")
+    ax = figure.add_subplot()
+    image = ax.imshow(recovered, cmap="RdBu", vmin=-1, vmax=1, aspect="auto", interpolation="nearest")
+    figure.colorbar(image, ax=ax, label="share of the logit difference recovered")
+    # Three columns per block: tick each block's "pre" with its number, the others by letter.
+    ax.set_xticks(range(len(names)), [t if t.endswith("pre") or t == "embed" else t.split()[1][0] for t in ticks],
+                  fontsize=SMALL)
+    if labelled:
+        ax.set_yticks(np.arange(n_tokens), [f"{p} {t}" for t, p in enumerate(pieces)], fontsize=SMALL)
+    else:
+        _position_ticks(ax, n_tokens, "y")
+    metric = patching["metric"]
+    ax.set_title(f"patching from the corrupted prompt: logit {label(metric['token']['piece'])} − "
+                 f"{label(metric['other']['piece'])} recovered", fontsize=SMALL + 2)
+    ax.set_xlabel("residual stream point patched (m: after attention, p: after the MLP)")
     return figure

@@ -16,12 +16,14 @@ from reference.model import Llama
 from reference.tokenizer import Tokenizer
 from tests import helpers
 from tests.helpers import NO_TORCH
+from reference import study
 from reference.cache import points
 from tests.llama_helpers import random_weights, torch_model
 from trainer import checkpoint
 
 ARGS = ModelArgs(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=32000, max_seq_len=24)
 PROMPT = "Once upon a time, a fox"
+CORRUPTED = "Once upon a time, a wolf"       # as many tokens as PROMPT, another next token
 # The CLI where `import matplotlib` fails (tests.helpers.NO_TORCH blocks torch the same way).
 NO_MATPLOTLIB = NO_TORCH.replace("'torch'", "'matplotlib'")
 # trace's vs_torch on an f32 export of the ckpt: tests/test_study.py's TORCH_FLOAT32_RTOL (1e-5,
@@ -188,10 +190,11 @@ def png_size(path):
 
 def test_plots_are_png_figures(files, tmp_path):
     out = tmp_path / "figures"
-    result = run_cli("trace", files["f32"], "--prompt", PROMPT, "--ckpt", files["ckpt"], "--plots", out)
+    result = run_cli("trace", files["f32"], "--prompt", PROMPT, "--ckpt", files["ckpt"], "--patch", CORRUPTED,
+                     "--plots", out)
     assert result.returncode == 0, result.stderr
     expected = [f"attention_block{i}.png" for i in range(ARGS.n_layers)]
-    expected += ["logit_lens.png", "residual_norms.png", "torch_agreement.png"]
+    expected += ["logit_lens.png", "residual_norms.png", "torch_agreement.png", "patching.png"]
     assert sorted(p.name for p in out.iterdir()) == sorted(expected)
     assert result.stderr == f"trace: wrote {len(expected)} figures to {out}: {', '.join(expected)}\n"
     for name in expected:
@@ -257,3 +260,106 @@ def test_tokenizer_bin_on_a_vocabulary_without_the_dummy_prefix_warns(files, tmp
         why = "says its vocabulary adds no dummy prefix" if case.startswith("gguf") else "its pieces look trained"
         assert result.stderr.startswith(f"warning: --tokenizer {tokenizer}: a tokenizer.bin adds a '▁'")
         assert why in result.stderr and len(result.stderr.splitlines()) == 1
+
+
+@pytest.fixture(scope="module")
+def experiments(files):
+    """trace --json with --attribute, --ablate and --patch, and the NumPy model in-process."""
+    result = run_cli("trace", files["f32"], "--prompt", PROMPT, "--attribute", "▁time", "--ablate", "1.0,0.3",
+                     "--patch", CORRUPTED, "--position", "5", "--json", script=NO_TORCH)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout), Llama(ARGS, files["weights"]), Tokenizer(files["vocab"])
+
+
+def test_attribute_splits_the_logit_as_study_does(experiments, files):
+    doc, model, tokenizer = experiments
+    ids = tokenizer.encode(PROMPT)
+    logits, cache = model.run_with_cache(ids)
+    token = files["vocab"].pieces.index("▁time")
+    entry = doc["attribution"]
+    assert entry["position"] == 5 and entry["token"] == {"id": token, "piece": "▁time"}
+    # In-process and in the CLI BLAS may sum the float64 products in another order: measured 1.5e-13
+    # relative apart; 1e-9 is far below any part that matters and far above that.
+    parts = study.logit_attribution(model, cache, 5, token)
+    assert list(entry["parts"]) == list(parts)
+    np.testing.assert_allclose(list(entry["parts"].values()), list(parts.values()), rtol=1e-9, atol=1e-12)
+    assert entry["logit"] == float(logits[5, token])
+    # The parts are summed in float64, the logit computed in float32: a few float32 ulps of a logit < 10.
+    assert entry["sum_of_parts"] == pytest.approx(entry["logit"], abs=1e-5)
+
+
+@pytest.mark.parametrize("spelling", ["▁upon", "id", "upon"])
+def test_attribute_takes_a_piece_an_id_or_one_token_of_text(files, spelling):
+    # "upon" is no piece of Llama 2's vocabulary; with the dummy prefix it encodes to "▁upon".
+    token = files["vocab"].pieces.index("▁upon")
+    spelling = str(token) if spelling == "id" else spelling
+    result = run_cli("trace", files["f32"], "--prompt", PROMPT, "--attribute", spelling, "--json", script=NO_TORCH)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["attribution"]["token"] == {"id": token, "piece": "▁upon"}
+
+
+def test_ablate_moves_the_next_token_as_study_says(experiments):
+    doc, model, tokenizer = experiments
+    ids = tokenizer.encode(PROMPT)
+    entry = doc["ablation"]
+    assert entry["heads"] == [[1, 0], [0, 3]] and entry["position"] == 5
+    before = np.exp(np.float64(model.run_with_hooks(ids, {})[5]) - np.max(model.run_with_hooks(ids, {})[5]))
+    before /= before.sum()
+    after_logits = np.float64(study.ablate_heads(model, ids, [(1, 0), (0, 3)])[5])
+    after = np.exp(after_logits - after_logits.max())
+    after /= after.sum()
+    top = np.argsort(-after, kind="stable")[:5]
+    assert [t["id"] for t in entry["after"]] == top.tolist()
+    # float32 logits, the CLI's and this process's BLAS: within a few ulps.
+    np.testing.assert_allclose([t["prob"] for t in entry["after"]], after[top], rtol=1e-5)
+    assert entry["kl_bits"] == pytest.approx(np.sum(before * np.log2(before / after)), rel=1e-4)
+    assert entry["kl_bits"] > 0
+
+
+def test_patch_reports_study_patching(experiments):
+    doc, model, tokenizer = experiments
+    ids, corrupted = tokenizer.encode(PROMPT), tokenizer.encode(CORRUPTED)
+    entry = doc["patching"]
+    top = int(np.argmax(model.run_with_hooks(ids, {})[-1]))
+    other = int(np.argmax(model.run_with_hooks(corrupted, {})[-1]))
+    assert (entry["metric"]["token"]["id"], entry["metric"]["other"]["id"]) == (top, other) and top != other
+    expected = study.patch_activations(model, ids, corrupted, study.logit_difference(top, other))
+    # float32 logits from another process's BLAS may differ in the last ulps (1e-6 of a logit < 10);
+    # a share recovered divides by clean - corrupted (> 1 here), so 1e-5 absolute holds either way.
+    np.testing.assert_allclose([entry["clean"], entry["corrupted"]], [expected.clean, expected.corrupted], atol=1e-5)
+    assert abs(expected.clean - expected.corrupted) > 1
+    recovered = expected.recovered()
+    assert list(entry["recovered"]) == list(recovered)
+    for name, value in recovered.items():
+        np.testing.assert_allclose(entry["recovered"][name], value, rtol=0, atol=1e-5, err_msg=name)
+
+
+def test_experiments_print_their_tables(files):
+    result = run_cli("trace", files["f32"], "--prompt", PROMPT, "--attribute", "▁time", "--ablate", "1.0",
+                     "--patch", CORRUPTED, script=NO_TORCH)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    n_parts = 1 + ARGS.n_layers * (ARGS.n_heads + 1)
+    token, last = files["vocab"].pieces.index("▁time"), len(Tokenizer(files["vocab"]).encode(PROMPT)) - 1
+    assert f"attribution of the logit of '▁time' (id {token}) at position {last} ('x'): " in out
+    assert f"the {n_parts} parts sum to" in out and "blocks.1.mlp_out" in out
+    assert "ablation of heads 1.0 (their z set to 0)" in out and "KL(before ‖ after)" in out
+    assert f"patching from {CORRUPTED!r}" in out and "every other point, whole:" in out
+
+
+@pytest.mark.parametrize("flags, message", [
+    (("--ablate", "1-2"), "--ablate '1-2': '1-2' is not BLOCK.HEAD"),
+    (("--ablate", "0.1,2.0"), "--ablate 2.0: the model has 2 blocks of 4 heads"),
+    (("--ablate", "0.4"), "--ablate 0.4: the model has 2 blocks of 4 heads"),
+    (("--attribute", "no such token"), "--attribute 'no such token': not a piece of the vocabulary"),
+    (("--attribute", "32000"), "--attribute 32000: the vocabulary has ids 0..31999"),
+    (("--patch", "Once upon a time"), "--patch: the corrupted prompt has 5 tokens and the prompt 9"),
+    (("--patch", PROMPT), "--patch: both prompts predict"),
+    (("--attribute", "▁time", "--position", "-10"), "--position -10 is outside the prompt's 9 tokens"),
+])
+def test_bad_experiments_get_one_line_exit_2_and_write_nothing(files, tmp_path, flags, message):
+    result = run_cli("trace", files["f32"], "--prompt", PROMPT, *flags, "--html", tmp_path / "page.html",
+                     "--plots", tmp_path / "figures", script=NO_TORCH)
+    assert result.returncode == 2 and result.stdout == ""
+    assert len(result.stderr.splitlines()) == 1 and message in result.stderr, result.stderr
+    assert list(tmp_path.iterdir()) == []

@@ -173,6 +173,22 @@ def test_sections_only_for_the_options_given(plain, model_files, browser):
     with_ckpt.close()
 
 
+def test_experiment_sections_show_what_json_reports(model_files, browser):
+    doc, path = write_page(model_files, "experiments.html", "--attribute", "▁time", "--ablate", "1.0",
+                           "--patch", "Once upon a time, a wolf")
+    page, errors, _ = open_page(browser, path)
+    assert errors == []
+    hidden = page.eval_on_selector_all("section", "ss => Object.fromEntries(ss.map(s => [s.id, s.hidden]))")
+    assert hidden == {"prompt": False, "attention": False, "lens": False, "residual": False, "attribution": False,
+                      "ablation": False, "patching": False, "agreement": True}
+    parts = page.eval_on_selector_all("#attribution-table tr", "rs => rs.map(r => [r.dataset.part, r.cells[1].textContent])")
+    assert parts == [[name, f"{value:+.4f}"] for name, value in doc["attribution"]["parts"].items()]
+    cells = page.eval_on_selector_all("#patching-table td", "cs => cs.map(c => [c.dataset.point, +c.dataset.pos, c.textContent])")
+    recovered = doc["patching"]["recovered"]
+    assert cells and all(text == f"{recovered[name][pos]:.2f}" for name, pos, text in cells)
+    page.close()
+
+
 @pytest.mark.parametrize("case", ["no_folder", "a_folder", "long_prompt"])
 def test_bad_requests_write_nothing(model_files, tmp_path, case):
     # Root writes into any folder whatever its mode, so "unwritable" is a folder that is not there,

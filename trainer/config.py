@@ -18,6 +18,8 @@ from formats.spec import ModelArgs
 DEVICES = ("auto", "cpu", "cuda", "mps")
 # "auto": the fastest that trains well on this machine, decided at start (trainer/runtime.py, pick_dtype).
 DTYPES = ("auto", "float32", "bfloat16", "float16", "float64")
+# torch: autograd and torch.optim; numpy: reference/training.py's backward pass and AdamW (trainer/numpy_engine.py).
+ENGINES = ("torch", "numpy")
 
 # The ModelArgs fields that are not settings. vocab_size is the tokenizer's: `train` fills it in
 # (`model_args`), so `TrainConfig.model.vocab_size` is only ModelArgs' default until then. The
@@ -55,6 +57,7 @@ class TrainConfig:
     # runtime
     device: str = "auto"
     dtype: str = "auto"
+    engine: str = "torch"
     compile: bool = False
     seed: int = 1337
     resume: bool = False
@@ -64,6 +67,8 @@ class TrainConfig:
             raise DataError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
         if self.dtype not in DTYPES:
             raise DataError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        if self.engine not in ENGINES:
+            raise DataError(f"engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
         for name in ("batch_size", "grad_accum", "max_iters", "eval_interval", "eval_batches", "log_interval"):
             if getattr(self, name) < 1:
                 raise DataError(f"{name} must be >= 1, got {getattr(self, name)}")

@@ -32,8 +32,9 @@ from formats.spec import ModelArgs
 from reference.training import decay_groups, learning_rate
 from trainer import checkpoint
 from trainer.config import TrainConfig
-from trainer.flops import flops_per_token, measure_matmul_peak
+from trainer.flops import flops_per_token, measure_matmul_peak, measure_numpy_peak
 from trainer.model import Transformer
+from trainer.numpy_engine import ADAM_EPS, NumpyEngine, refusal
 from trainer.plot import write_loss_curve
 from trainer.pretokenize import load_tokens
 from trainer.runtime import (Distributed, Interrupted, init_distributed, pick_dtype, sigint_between_steps,
@@ -61,11 +62,9 @@ def batch_starts(seed, step, micro, n_tokens, seq_len, batch_size):
     return rng.integers(0, n_tokens - seq_len - 1, size=batch_size, endpoint=True)
 
 
-def make_batch(tokens, starts, seq_len, device):
-    """(inputs, targets), each (B, T) int64: targets are the inputs shifted by one."""
-    windows = np.stack([tokens[s:s + seq_len + 1] for s in starts]).astype(np.int64)  # (B, T+1)
-    batch = torch.from_numpy(windows).to(device)
-    return batch[:, :-1], batch[:, 1:]
+def make_windows(tokens, starts, seq_len):
+    """(B, T+1) int64 windows: their first T are the inputs, their last T the targets (shifted by one)."""
+    return np.stack([tokens[s:s + seq_len + 1] for s in starts]).astype(np.int64)
 
 
 def eval_starts(n_tokens, seq_len, max_windows):
@@ -84,7 +83,7 @@ def make_optimizer(model, config, device_type):
     groups = [{"params": [params[name] for name in decayed], "weight_decay": config.weight_decay},
               {"params": [params[name] for name in kept], "weight_decay": 0.0}]
     # The fused kernel is one launch per step instead of several per tensor (CUDA and CPU).
-    return torch.optim.AdamW(groups, lr=config.learning_rate, betas=(config.beta1, config.beta2),
+    return torch.optim.AdamW(groups, lr=config.learning_rate, betas=(config.beta1, config.beta2), eps=ADAM_EPS,
                              fused=device_type in ("cuda", "cpu"))
 
 
@@ -105,6 +104,8 @@ class RunState:
 
     `raw_model` is the Transformer (its weights are evaluated and saved); `model` is what the
     training forward runs, the same module compiled and/or wrapped in DistributedDataParallel.
+    With --engine numpy, `optimizer` is the NumpyEngine, which steps the weights and saves and
+    loads AdamW's state in its stead.
     """
     config: TrainConfig
     dist: Distributed
@@ -113,7 +114,7 @@ class RunState:
     data: Data
     raw_model: Transformer
     model: torch.nn.Module
-    optimizer: torch.optim.Optimizer
+    optimizer: torch.optim.Optimizer | NumpyEngine
     scaler: torch.amp.GradScaler
     iter_num: int = 0
     losses: list = dataclasses.field(default_factory=list)    # train loss of each step run here
@@ -166,7 +167,8 @@ class RunState:
 
 def train(config, out=print):
     """Train per `config`; returns {"iter_num", "val_loss", "val_bpb", "ckpt", "losses", ...}."""
-    dist, device = init_distributed(config.device)
+    # The NumPy engine runs on the CPU; "auto" must not pick a GPU for it.
+    dist, device = init_distributed("cpu" if config.engine == "numpy" and config.device == "auto" else config.device)
     try:
         with sigint_between_steps() as stop:
             result = _train(config, dist, device, out if dist.is_main else (lambda *a, **k: None), stop)
@@ -218,8 +220,10 @@ def setup(config, dist, device, out):
     raw_model = Transformer(model_args).to(device)
     if dtype == "float64":
         raw_model = raw_model.double()
+    numpy_engine = config.engine == "numpy"
     run = RunState(config, dist, device, out, data, raw_model, model=raw_model,
-                   optimizer=make_optimizer(raw_model, config, device_type),
+                   optimizer=NumpyEngine(raw_model, config) if numpy_engine else
+                   make_optimizer(raw_model, config, device_type),
                    scaler=torch.amp.GradScaler(device_type, enabled=config.dtype == "float16"))
     if resumed is not None:
         _restore(run, resumed)
@@ -228,9 +232,9 @@ def setup(config, dist, device, out):
         torch.manual_seed(config.seed + dist.rank)    # dropout masks differ across ranks
     _compile_and_wrap(run)
     run.flops_token = flops_per_token(run.n_params, model_args.n_layers, model_args.dim, config.model.max_seq_len)
-    run.peak = measure_matmul_peak(device, _TORCH_DTYPES[config.dtype])
+    run.peak = measure_numpy_peak(dtype) if numpy_engine else measure_matmul_peak(device, _TORCH_DTYPES[dtype])
     out(f"model: {run.n_params / 1e6:.2f}M parameters, {model_args.to_dict()}")
-    out(f"device {device} ({dist.world_size} process(es)), dtype {config.dtype}, "
+    out(f"engine {config.engine}, device {device} ({dist.world_size} process(es)), dtype {config.dtype}, "
         f"{run.tokens_per_step:,} tokens/step, matmul peak {run.peak / 1e9:.1f} GFLOP/s")
     if dist.is_main:
         run.out_dir.mkdir(parents=True, exist_ok=True)
@@ -245,6 +249,8 @@ def resolve_dtype(config, dist, device, model_args, resumed):
     trained = resumed.get("config", {}).get("dtype") if resumed is not None else None
     if trained not in (None, "auto"):
         return trained, "the dtype ckpt.pt was trained in (resume)"
+    if config.engine == "numpy":
+        return "float32", "the NumPy engine computes in float32 or float64 (no bf16)"
     choice = list(pick_dtype(device, config.batch_size * config.model.max_seq_len, model_args.dim,
                              model_args.hidden_dim))
     if dist.world_size > 1:
@@ -253,6 +259,8 @@ def resolve_dtype(config, dist, device, model_args, resumed):
 
 
 def _check_runtime(config, dist, device_type):
+    if config.engine == "numpy" and (reason := refusal(config, dist.world_size, device_type)):
+        raise DataError(reason)
     if config.dtype == "float16" and device_type == "cpu":
         # Measured on this project's CPU (AVX-512, no FP16 units): float16 matmuls ran at 1-22
         # GFLOP/s against ~195 for float32, and timing the matmul peak alone took over a minute.
@@ -290,6 +298,10 @@ def _model_args(config, data, resumed):
 
 def _restore(run, resumed):
     """Continue where the ckpt.pt dict `resumed` stopped: weights, optimizer, scaler, step, generators."""
+    trained_by = resumed.get("config", {}).get("engine", "torch")
+    if trained_by != run.config.engine:
+        # Their optimizer states have different layouts; the weights alone would restart AdamW.
+        raise DataError(f"ckpt.pt was trained with --engine {trained_by}: resume it with the same engine")
     run.raw_model.load_state_dict(checkpoint.clean_state_dict(resumed["model"]))
     run.optimizer.load_state_dict(resumed["optimizer"])
     run.scaler.load_state_dict(resumed["scaler"])
@@ -315,19 +327,8 @@ def _compile_and_wrap(run):
 
 def train_step(run):
     """One optimizer step over this rank's micro-batches; -> the step's log record."""
-    config = run.config
-    lr = get_lr(run.iter_num, config)
-    for group in run.optimizer.param_groups:
-        group["lr"] = lr
-    step_loss = 0.0
-    for micro in range(run.micro_steps):
-        step_loss += _forward_backward(run, micro)
-    if config.grad_clip > 0:
-        run.scaler.unscale_(run.optimizer)
-        torch.nn.utils.clip_grad_norm_(run.raw_model.parameters(), config.grad_clip)
-    run.scaler.step(run.optimizer)
-    run.scaler.update()
-    run.optimizer.zero_grad(set_to_none=True)
+    lr = get_lr(run.iter_num, run.config)
+    step_loss = (_numpy_step if run.config.engine == "numpy" else _torch_step)(run, lr)
     run.iter_num += 1
     run.losses.append(step_loss)
 
@@ -351,14 +352,51 @@ def mfu(run):
     return achieved / run.peak
 
 
+def _torch_step(run, lr):
+    """Autograd over the micro-batches, clipping and torch's AdamW; -> the step's mean loss."""
+    config = run.config
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr
+    step_loss = 0.0
+    for micro in range(run.micro_steps):
+        step_loss += _forward_backward(run, micro)
+    if config.grad_clip > 0:
+        run.scaler.unscale_(run.optimizer)
+        torch.nn.utils.clip_grad_norm_(run.raw_model.parameters(), config.grad_clip)
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    run.optimizer.zero_grad(set_to_none=True)
+    return step_loss
+
+
+def _numpy_step(run, lr):
+    """reference.training's gradients summed over the micro-batches, each divided by their count
+    as the torch step divides the loss, then clipping and AdamW in NumPy; -> the step's mean loss."""
+    step_loss, grads = 0.0, {}
+    for micro in range(run.micro_steps):
+        window = _micro_windows(run, micro)
+        loss, micro_grads = run.optimizer.forward_backward(window[:, :-1], window[:, 1:], run.micro_steps)
+        step_loss += loss
+        for name, grad in micro_grads.items():
+            grads[name] = grads[name] + grad if name in grads else grad
+    run.optimizer.update(grads, lr)
+    return step_loss
+
+
+def _micro_windows(run, micro):
+    """The (B, T+1) token windows of this rank's micro-batch `micro` of the current step."""
+    config, seq_len = run.config, run.config.model.max_seq_len
+    starts = batch_starts(config.seed, run.iter_num, run.dist.rank * run.micro_steps + micro,
+                          len(run.data.train), seq_len, config.batch_size)
+    return make_windows(run.data.train, starts, seq_len)
+
+
 def _forward_backward(run, micro):
     """Loss and gradients of this rank's micro-batch `micro`; -> its share of the step's mean loss."""
-    config, dist, seq_len = run.config, run.dist, run.config.model.max_seq_len
-    starts = batch_starts(config.seed, run.iter_num, dist.rank * run.micro_steps + micro,
-                          len(run.data.train), seq_len, config.batch_size)
-    x, y = make_batch(run.data.train, starts, seq_len, run.device)
+    batch = torch.from_numpy(_micro_windows(run, micro)).to(run.device)
+    x, y = batch[:, :-1], batch[:, 1:]
     # Gradients are all-reduced on the last micro-step only.
-    sync = micro == run.micro_steps - 1 or dist.world_size == 1
+    sync = micro == run.micro_steps - 1 or run.dist.world_size == 1
     with contextlib.nullcontext() if sync else run.model.no_sync():
         with run.autocast():
             _, loss = run.model(x, y)
@@ -381,14 +419,22 @@ def evaluate(run):
     starts = eval_starts(len(tokens), seq_len, config.eval_batches * config.batch_size)
     total, count = 0.0, 0
     for i in range(0, len(starts), config.batch_size):
-        x, y = make_batch(tokens, starts[i:i + config.batch_size], seq_len, run.device)
-        with run.autocast():
-            _, loss = model(x, y)
-        total += loss.item() * y.numel()
-        count += y.numel()
+        window = make_windows(tokens, starts[i:i + config.batch_size], seq_len)
+        total += _batch_loss(run, window) * window[:, 1:].size
+        count += window[:, 1:].size
     model.train()
     loss = total / count
     return loss, loss * run.data.val_split["tokens"] / run.data.val_split["bytes"] / math.log(2)
+
+
+def _batch_loss(run, window):
+    """The mean loss of the (B, T+1) windows `window`, forward only, by the run's engine."""
+    if run.config.engine == "numpy":
+        return run.optimizer.batch_loss(window[:, :-1], window[:, 1:])
+    batch = torch.from_numpy(window).to(run.device)
+    with run.autocast():
+        _, loss = run.raw_model(batch[:, :-1], batch[:, 1:])
+    return loss.item()
 
 
 def evaluate_and_save(run, record):

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from formats.spec import ModelArgs, weight_shapes
+from reference.attention import attention, attention_backward
 from reference.model import Llama
 from reference.training import loss_and_grads
 from trainer.model import Transformer
@@ -115,3 +116,27 @@ def test_gradients_equal_central_differences():
                 losses.append(loss_and_grads(Llama(args, moved, dtype=np.float64), tokens, targets)[0])
             numeric = (losses[0] - losses[1]) / (2 * step)
             assert abs(numeric - grads[name][index]) <= 1e-8, (name, index, numeric, grads[name][index])
+
+
+def test_attention_backward_with_cached_keys_equals_central_differences():
+    """attention_backward where the queries are the last T=3 of S=5 positions (a decode-style call,
+    which loss_and_grads never makes), GQA with 2 query heads per kv head, against central
+    differences of loss = Σ attention(q, k, v) ⊙ R. Same bound and reasoning as above."""
+    rng = np.random.default_rng(5)
+    q, k, v = rng.standard_normal((4, 3, 4)), rng.standard_normal((2, 5, 4)), rng.standard_normal((2, 5, 4))
+    weight = rng.standard_normal((4, 3, 4))
+    recorded = {}
+    out = attention(q, k, v, lambda name, array: recorded.setdefault(name, array))
+    grads = attention_backward(q, k, v, recorded["pattern"], weight)
+    step = 1e-5
+    for array, grad in zip((q, k, v), grads):
+        assert grad.shape == array.shape
+        for index in np.ndindex(array.shape):
+            saved = array[index]
+            array[index] = saved + step
+            up = np.sum(attention(q, k, v) * weight)
+            array[index] = saved - step
+            down = np.sum(attention(q, k, v) * weight)
+            array[index] = saved
+            assert abs((up - down) / (2 * step) - grad[index]) <= 1e-8, index
+    assert np.array_equal(out, attention(q, k, v))

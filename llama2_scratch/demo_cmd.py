@@ -14,6 +14,7 @@ train --dataset tinyshakespeare --vocab-size 1024 --dim 384 --n-layers 6 --n-hea
 --dtype bfloat16 --compile` (dropout matters: Tiny Shakespeare is 1 MB, a 10M model overfits it).
 """
 
+import sys
 import time
 from pathlib import Path
 
@@ -51,6 +52,11 @@ def run(args):
         return _run(args)
     except DataError as exc:
         raise UsageError(f"llama2-scratch demo: {exc}") from None
+    except KeyboardInterrupt as exc:
+        # demo has no --resume (train's Interrupted suggests it): say what was kept, in one line.
+        saved = f" after iter {exc.iter_num}; its checkpoint is {exc.ckpt}" if hasattr(exc, "ckpt") else ""
+        print(f"llama2-scratch demo: interrupted{saved} (running demo again starts over)", file=sys.stderr)
+        return 130     # 128 + SIGINT, as shells report it
 
 
 def _run(args):

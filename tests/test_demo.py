@@ -4,8 +4,12 @@ the llama2.c commands it prints name files in the layouts those programs read.""
 import re
 import struct
 
+import pytest
+
 from formats import gguf, llama2c
+from llama2_scratch import demo_cmd
 from llama2_scratch.cli import main
+from trainer.runtime import Interrupted
 
 
 def test_demo_runs_every_step(shared_data, tmp_path, capsys):
@@ -42,3 +46,23 @@ def assert_llama2c_commands_fit(printed):
         else:
             assert checkpoint.version == 2 and struct.unpack("<Ii", head) == (llama2c.MAGIC, 2)
         assert len(llama2c.read_tokenizer(tokenizer, checkpoint.args.vocab_size).pieces) == 1024
+
+
+@pytest.mark.parametrize("interrupt, said", [
+    (Interrupted(7, "out/demo/ckpt.pt"),
+     "llama2-scratch demo: interrupted after iter 7; its checkpoint is out/demo/ckpt.pt (running demo again "
+     "starts over)"),
+    (KeyboardInterrupt(), "llama2-scratch demo: interrupted (running demo again starts over)"),
+])
+def test_ctrl_c_is_one_line_without_resume(monkeypatch, capsys, interrupt, said):
+    """Ctrl-C during training (Interrupted) or elsewhere: one line, and no --resume, which demo lacks."""
+    def interrupted(args):
+        raise interrupt
+
+    monkeypatch.setattr(demo_cmd, "_run", interrupted)
+    try:
+        status = main(["demo"])
+    except KeyboardInterrupt:       # would end the whole pytest session instead of failing here
+        pytest.fail("Ctrl-C escaped demo: the user sees a traceback")
+    assert status == 130
+    assert capsys.readouterr().err.splitlines() == [said]

@@ -240,3 +240,22 @@ def test_mfu_never_reads_above_100_percent(data_dir, tmp_path, monkeypatch):
     mfus = [json.loads(line)["mfu"] for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert mfus[0] == 1.0 and all(0 < m <= 1.0 for m in mfus), mfus
     assert sum("matmul peak raised from 0.0 to" in line for line in lines) == 1, lines
+
+
+def log_iters(out_dir):
+    return [json.loads(line)["iter"] for line in (out_dir / "log.jsonl").read_text().splitlines()]
+
+
+def test_a_fresh_run_starts_the_log_anew(data_dir, tmp_path):
+    train(tiny_config(data_dir, tmp_path, max_iters=3), out=quiet)
+    train(tiny_config(data_dir, tmp_path, max_iters=2), out=quiet)
+    assert log_iters(tmp_path) == [1, 2]
+
+
+def test_a_resumed_run_keeps_the_log_up_to_its_checkpoint(data_dir, tmp_path):
+    train(tiny_config(data_dir, tmp_path, max_iters=2), out=quiet)
+    with open(tmp_path / "log.jsonl", "a") as log:    # a step logged, then killed before it was saved
+        log.write(json.dumps({"iter": 3, "loss": 9.0}) + "\n")
+    train(tiny_config(data_dir, tmp_path, max_iters=4, resume=True), out=quiet)
+    assert log_iters(tmp_path) == [1, 2, 3, 4]
+    assert json.loads((tmp_path / "log.jsonl").read_text().splitlines()[2])["loss"] != 9.0

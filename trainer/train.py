@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from data.paths import DataError, file_sha256, resolve_tokenizer, token_dir
+from formats.atomic import atomic_write
 from formats.spec import ModelArgs
 from reference.training import decay_groups, learning_rate
 from trainer import checkpoint
@@ -238,6 +239,7 @@ def setup(config, dist, device, out):
         f"{run.tokens_per_step:,} tokens/step, matmul peak {run.peak / 1e9:.1f} GFLOP/s")
     if dist.is_main:
         run.out_dir.mkdir(parents=True, exist_ok=True)
+        start_log(run.out_dir / LOG_NAME, run.iter_num)
     return run
 
 
@@ -468,6 +470,18 @@ def append_log(run, record):
         if note and not run.curve_note:
             run.out(note)
         run.curve_note = note
+
+
+def start_log(log_path, iter_num):
+    """Keep the records of log.jsonl up to step iter_num: none for a fresh run (an older run's
+    points would mix into the new loss curve), those its checkpoint holds for a resumed one (a
+    run killed after logging steps it never saved logs them again when it reruns them)."""
+    if not log_path.exists():
+        return
+    with open(log_path, encoding="utf-8") as log:
+        kept = [r for r in _log_records(log) if isinstance(r, dict) and r.get("iter", 0) <= iter_num]
+    with atomic_write(log_path) as f:
+        f.write("".join(json.dumps(record) + "\n" for record in kept).encode("utf-8"))
 
 
 def _log_records(lines):

@@ -91,5 +91,6 @@ def test_bad_batches_raise_one_clear_error(tokens, targets, message):
 def test_docstring_examples():
     """The worked numbers in reference/training.py (the backward layers' own run in
     tests/test_reference_props.py)."""
-    result = doctest.testmod(reference.training)
+    with np.printoptions(precision=8, suppress=False):     # NumPy's defaults, whatever a doc page set
+        result = doctest.testmod(reference.training)
     assert result.attempted > 0 and result.failed == 0

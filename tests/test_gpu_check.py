@@ -67,3 +67,15 @@ def test_without_sentencepiece_pretokenizes_to_its_ids(shared_data, tmp_path, mo
     from trainer.pretokenize import encode_documents
     documents = read_documents(next((tmp_path / "data").rglob("val.jsonl")))
     assert np.array_equal(np.asarray(ids), encode_documents(sp, documents))
+
+
+def test_a_step_that_raises_is_a_failed_row(shared_data, tmp_path, monkeypatch, capsys):
+    """On a GPU machine lent for minutes, an error must still print the table and exit 1."""
+    def broken(*args):
+        raise RuntimeError("no space left on device")
+    monkeypatch.setattr(gpu_check, "prepare_data", broken)
+    status = gpu_check.main(["--data", str(shared_data), "--device", "cpu", "--tiny", "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    row = next(line.split(None, 2) for line in out.splitlines() if line.startswith("prepare"))
+    assert status == 1 and row[1] == "error" and row[2].split() == [
+        "RuntimeError:", "no", "space", "left", "on", "device", "none", "FAIL"], out

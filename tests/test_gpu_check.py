@@ -45,7 +45,8 @@ def test_parity_errors_measure_what_they_say():
     """Logits off by 1% of their largest value, the loss by 0.5, one gradient by 10% of its norm."""
     import torch
     logits, grads = torch.tensor([[1.0, -2.0]]), {"a": torch.tensor([3.0, 4.0]), "b": torch.tensor([1.0])}
-    candidate = (logits + torch.tensor([[0.0, 0.02]]), 1.5, {"a": torch.tensor([3.0, 4.5]), "b": torch.tensor([1.0])})
+    # a's error (0.3, 0.4): norm 0.5 = 10% of ‖(3, 4)‖ = 5 (its largest element alone would say 8%)
+    candidate = (logits + torch.tensor([[0.0, 0.02]]), 1.5, {"a": torch.tensor([3.3, 4.4]), "b": torch.tensor([1.0])})
     errors = gpu_check.parity_errors((logits, 1.0, grads), candidate)
     np.testing.assert_allclose(errors, (0.01, 0.5, 0.1), rtol=1e-6)
 

@@ -60,6 +60,9 @@ def add_arguments(parser):
     parser.add_argument("--patch", metavar="CORRUPT_PROMPT",
                         help="activation patching: a prompt of as many tokens; the share of the logit difference "
                              "each point (each position of the residual stream) carries")
+    parser.add_argument("--grads", action="store_true",
+                        help="the gradient RMS of the prompt's next-token loss at every weight (NumPy) and, "
+                             "with torch, at every named point")
     parser.add_argument("--html", metavar="FILE",
                         help="write one self-contained HTML page to study the pass in a browser (no network)")
 
@@ -87,6 +90,8 @@ def run(args):
     token = trace_experiments.parse_token(args.attribute, tokenizer) if args.attribute is not None else None
     heads = trace_experiments.parse_heads(args.ablate, model.args) if args.ablate is not None else None
     corrupted = trace_experiments.parse_corrupted(args.patch, tokenizer, ids) if args.patch is not None else None
+    if args.grads:
+        trace_experiments.check_gradients(ids)
     logits, cache = model.run_with_cache(ids)
     torch_cache = _torch_cache(args.ckpt, model, ids) if args.ckpt else None
     float64_cache = source.model(dtype=np.float64).run_with_cache(ids)[1] if args.vs_float64 else None
@@ -100,6 +105,8 @@ def run(args):
         report["ablation"] = trace_experiments.ablation(model, ids, heads, position, logits, args.top_k, pieces)
     if corrupted is not None:
         report["patching"] = trace_experiments.patching(model, ids, corrupted, args.patch, pieces)
+    if args.grads:
+        report["grads"] = trace_experiments.gradients(model, source.weights(), ids)
     if args.html is not None:
         trace_html.write_page(args.html, report)
         print(f"trace: wrote {args.html}", file=sys.stderr)
@@ -238,11 +245,7 @@ def _torch_cache(ckpt_path, model, ids):
     if rel_diff > SAME_MODEL_MAX_REL_DIFF:
         raise ValueError(f"--ckpt {ckpt_path}: not this model's checkpoint: its tok_embeddings differ from "
                          f"MODEL's by {rel_diff:.2f} (relative; an export rounds them by < {SAME_MODEL_MAX_REL_DIFF})")
-    torch_model = Transformer(ckpt_args).eval()
-    state = {name: torch.from_numpy(np.ascontiguousarray(w)) for name, w in exportable.weights.items()}
-    if ckpt_args.tie_embeddings:
-        state["output.weight"] = state["tok_embeddings.weight"]
-    torch_model.load_state_dict(state, strict=True)
+    torch_model = trace_experiments.torch_transformer(ckpt_args, exportable.weights)
     _, cache = torch_model.run_with_cache(ids)
     return {name: tensor.numpy() for name, tensor in cache.items()}
 
@@ -305,6 +308,8 @@ def print_report(model_path, model, report, position):
         trace_experiments.print_ablation(report["ablation"], tokens, out)
     if "patching" in report:
         trace_experiments.print_patching(report["patching"], tokens, a.n_layers, out)
+    if "grads" in report:
+        trace_experiments.print_gradients(report["grads"], out)
 
 
 def print_heads(heads, out):

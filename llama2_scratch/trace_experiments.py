@@ -11,13 +11,17 @@ the shaping of the results:
                  after, and KL(before ‖ after) in bits
     patching     patch_activations from the corrupted prompt into the clean one: at each point
                  (each position, for the residual stream) the share of the metric recovered
+    gradients    --grads: the RMS of ∂loss/∂w for every weight (reference/training.py, NumPy) and,
+                 where torch is installed, of ∂loss/∂x at every named point (torch autograd
+                 through Transformer.run_with_hooks), the loss being the prompt's own next-token
+                 cross-entropy; torch's weight gradients are compared with NumPy's
 """
 
 import re
 
 import numpy as np
 
-from reference import study
+from reference import study, training
 from reference.attention import softmax
 
 # Parts the attribution table prints, largest |value| first (--json and --html have all of them).
@@ -155,3 +159,84 @@ def print_patching(entry, tokens, n_blocks, out):
     out.write("  every other point, whole:\n")
     for name in inside:
         out.write(f"  {name:<26} {recovered[name]:>8.3f}\n")
+
+
+def check_gradients(ids):
+    """ValueError naming --grads when the prompt has no next token to predict."""
+    if len(ids) < 2:
+        raise ValueError("--grads: a prompt of 1 token has no next token to predict, so no loss to differentiate")
+
+
+def _rms(array):
+    values = np.asarray(array, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    return float(np.sqrt(np.mean(values * values)))
+
+
+def gradients(model, weights, ids):
+    """The `grads` entry: the loss (mean cross-entropy of each prompt token after the first, given
+    the ones before), the RMS of every weight's gradient (NumPy), and with torch the RMS of the
+    gradient at every named point and torch's weight gradients against NumPy's (max |Δ| relative
+    to the largest |gradient| of that weight)."""
+    tokens, targets = np.asarray([ids]), np.asarray([list(ids[1:]) + [training.IGNORE_INDEX]])
+    loss, grads = training.loss_and_grads(model, tokens, targets)
+    entry = {"loss": float(loss), "n_targets": len(ids) - 1,
+             "weights": {name: _rms(grad) for name, grad in grads.items()}, "points": None, "vs_torch": None}
+    try:
+        import torch
+    except ImportError:
+        return entry
+    torch_model, point_grads = _torch_point_gradients(model.args, weights, ids, torch)
+    entry["points"] = {name: _rms(grad) for name, grad in point_grads.items()}
+    params = dict(torch_model.named_parameters())
+    entry["vs_torch"] = {name: float(np.max(np.abs(params[name].grad.numpy() - grad)) / max(np.max(np.abs(grad)), 1e-30))
+                         for name, grad in grads.items()}
+    return entry
+
+
+def _torch_point_gradients(args, weights, ids, torch):
+    """(the torch model, {point: ∂loss/∂point as NumPy}) by autograd. The forward pass is given a
+    recorder (reference/cache.py) that goes on with a copy of each value keeping its gradient
+    (run_with_hooks runs without autograd); a new value at every point also routes the loss
+    through scores and pattern, which the fused attention kernel would skip."""
+    torch_model = torch_transformer(args, weights)
+    kept = {}
+
+    def keep(name, value):
+        kept[name] = value.clone()
+        kept[name].retain_grad()
+        return kept[name]
+
+    logits, _ = torch_model(torch.as_tensor(ids)[None], record=keep)
+    loss = torch.nn.functional.cross_entropy(logits[0, :-1], torch.as_tensor(ids[1:]))
+    loss.backward()
+    return torch_model, {name: value.grad[0].numpy() for name, value in kept.items()}
+
+
+def torch_transformer(args, weights):
+    """trainer.model.Transformer in eval mode holding `weights` (llama2.c names, NumPy float32)."""
+    import torch
+    from trainer.model import Transformer
+
+    torch_model = Transformer(args).eval()
+    # A copy: the weights may be a read-only memory map of the file, which torch will not wrap.
+    state = {name: torch.tensor(w) for name, w in weights.items()}
+    if args.tie_embeddings:
+        state["output.weight"] = state["tok_embeddings.weight"]
+    torch_model.load_state_dict(state, strict=True)
+    return torch_model
+
+
+def print_gradients(entry, out):
+    out.write(f"\ngradients of the loss {entry['loss']:.4f} (mean cross-entropy of the prompt's {entry['n_targets']} "
+              "next tokens): RMS of ∂loss/∂w per weight")
+    out.write(", torch's max |Δ| relative to the largest |gradient|\n" if entry["vs_torch"] else "\n")
+    for name, rms in entry["weights"].items():
+        line = f"  {name:<34} {rms:>11.4g}"
+        out.write(line + (f" {entry['vs_torch'][name]:>10.2g}" if entry["vs_torch"] else "") + "\n")
+    if entry["points"] is None:
+        out.write("  (gradients at the named points need torch: pip install -e '.[train]')\n")
+        return
+    out.write("RMS of ∂loss/∂x at every named point (torch autograd)\n")
+    for name, rms in entry["points"].items():
+        out.write(f"  {name:<34} {rms:>11.4g}\n")

@@ -17,6 +17,7 @@ and in a mail attachment. The script draws, from that document alone:
     ablation            only with --ablate: the next token before and after
     patching            only with --patch: the share recovered per point, the residual stream per
                         position, shaded red (worse) to blue (restored)
+    gradients           only with --grads: gradient RMS per weight and (with torch) per point
     torch agreement     only with --ckpt: max |Δ| and the bit-identical share of every point
 
 Canvases are filled pixel by pixel (one pixel per attention weight, scaled up without
@@ -75,6 +76,7 @@ PAGE = """<!DOCTYPE html>
 <section id="attribution" hidden><h2>Attribution (--attribute)</h2><p class="hint" id="attribution-hint"></p><table id="attribution-table" class="grid"></table></section>
 <section id="ablation" hidden><h2>Ablation (--ablate)</h2><p class="hint" id="ablation-hint"></p><table id="ablation-table" class="grid"></table></section>
 <section id="patching" hidden><h2>Activation patching (--patch)</h2><p class="hint" id="patching-hint"></p><div class="scroll"><table id="patching-table" class="grid"></table></div><h3>Every other point, patched whole (all positions at once)</h3><div class="scroll"><table id="patching-points" class="grid"></table></div></section>
+<section id="grads" hidden><h2>Gradients (--grads)</h2><p class="hint" id="grads-hint"></p><div class="groups"><div class="scroll"><table id="grads-weights" class="grid"></table></div><div class="scroll"><table id="grads-points" class="grid"></table></div></div></section>
 <section id="agreement" hidden><h2>NumPy against torch (--ckpt)</h2><p class="hint">Every point: max |Δ| and the share of bit-identical values (the causal mask left out).</p><div class="scroll"><table id="agreement-table"></table></div></section>
 <div id="tip" hidden></div>
 <script type="application/json" id="trace-data">@DATA@</script>
@@ -458,6 +460,33 @@ function patching() {
   for (const name of outer) points.append(el("tr", {}, el("th", {style: "text-align:left"}, name), cellOf(name)));
 }
 
+function gradients() {
+  const g = doc.grads;
+  if (!g) return;
+  reveal("grads", `The loss: the mean cross-entropy of the prompt's ${g.n_targets} next tokens, ${g.loss.toFixed(4)}. ` +
+    "Left: the RMS of its gradient for every weight (NumPy's backward pass" + (g.vs_torch ? "; torch's autograd agrees to the share shown" : "") + "). " +
+    (g.points ? "Right: the RMS of its gradient at every named point (torch autograd)." : "Gradients at the named points need torch."));
+  const bars = (table, entries, extra) => {
+    const largest = Math.max(...entries.map(([, v]) => v)) || 1;
+    for (const [name, v] of entries) {
+      const bar = el("div", {class: "bar"});
+      bar.style.width = (100 * v / largest) + "px"; bar.style.background = "#6a51a3";
+      const row = el("tr", {"data-name": name}, el("td", {style: "text-align:left"}, name), el("td", {}, v.toPrecision(3)),
+                     el("td", {style: "min-width:104px;text-align:left"}, bar));
+      if (extra) row.append(el("td", {}, extra(name)));
+      table.append(row);
+    }
+  };
+  const weights = document.getElementById("grads-weights");
+  weights.append(el("tr", {}, el("th", {}, "weight"), el("th", {}, "RMS ∂loss/∂w"), el("th", {}, ""), ...(g.vs_torch ? [el("th", {}, "torch: max |Δ| / max |g|")] : [])));
+  bars(weights, Object.entries(g.weights), g.vs_torch ? name => g.vs_torch[name].toExponential(1) : null);
+  if (g.points) {
+    const points = document.getElementById("grads-points");
+    points.append(el("tr", {}, el("th", {}, "point"), el("th", {}, "RMS ∂loss/∂x"), el("th", {}, "")));
+    bars(points, Object.entries(g.points), null);
+  }
+}
+
 function select(pos) {
   selected = pos;
   document.querySelectorAll(".tok").forEach(n => n.classList.toggle("selected", Number(n.dataset.pos) === pos));
@@ -469,7 +498,7 @@ function select(pos) {
   drawDetail();
 }
 
-header(); tokens(); attention(); lens(); residual(); attribution(); ablation(); patching(); agreement();
+header(); tokens(); attention(); lens(); residual(); attribution(); ablation(); patching(); gradients(); agreement();
 const detailCanvas = document.getElementById("detail-canvas");
 attach(detailCanvas, e => {
   const c = cellAt(e);

@@ -16,7 +16,8 @@ from reference.model import Llama
 from reference.tokenizer import Tokenizer
 from tests import helpers
 from tests.helpers import NO_TORCH
-from reference import study
+from llama2_scratch import trace_experiments
+from reference import study, training
 from reference.cache import points
 from tests.llama_helpers import random_weights, torch_model
 from trainer import checkpoint
@@ -363,3 +364,57 @@ def test_bad_experiments_get_one_line_exit_2_and_write_nothing(files, tmp_path, 
     assert result.returncode == 2 and result.stdout == ""
     assert len(result.stderr.splitlines()) == 1 and message in result.stderr, result.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def next_token_loss(logits, ids):
+    """The mean cross-entropy of each token after the first given the ones before (float64)."""
+    logits = np.asarray(logits[:-1], dtype=np.float64)
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+    return -np.mean(log_probs[np.arange(len(ids) - 1), ids[1:]])
+
+
+def test_grads_of_every_weight_and_every_point(files):
+    result = run_cli("trace", files["f32"], "--prompt", PROMPT, "--grads", "--json")
+    assert result.returncode == 0, result.stderr
+    entry = json.loads(result.stdout)["grads"]
+    ids = Tokenizer(files["vocab"]).encode(PROMPT)
+    model = Llama(ARGS, files["weights"])
+    loss, grads = training.loss_and_grads(model, np.asarray([ids]), np.asarray([ids[1:] + [-1]]))
+    # Another process's BLAS may sum float32 products in another order: a few ulps apart.
+    assert entry["loss"] == pytest.approx(loss, rel=1e-6) and entry["n_targets"] == len(ids) - 1
+    assert list(entry["weights"]) == list(grads)
+    for name, grad in grads.items():
+        assert entry["weights"][name] == pytest.approx(np.sqrt(np.mean(np.float64(grad) ** 2)), rel=1e-5), name
+    # torch's autograd and NumPy's backward pass, both float32: measured 2e-6 of the largest gradient.
+    assert max(entry["vs_torch"].values()) < 1e-4
+    # Every point's gradient against central differences of the float64 NumPy model along a random
+    # direction: float32 gradients, so 1e-3 relative (measured 7.7e-6 at worst); eps 1e-4 leaves a
+    # truncation error near eps² and a rounding error near 1e-16 / eps, both far below that.
+    _, point_grads = trace_experiments._torch_point_gradients(ARGS, files["weights"], ids, torch)
+    assert list(point_grads) == [p["name"] for p in json.loads(result.stdout)["points"]] == list(entry["points"])
+    model64, rng, eps = Llama(ARGS, files["weights"], np.float64), np.random.default_rng(0), 1e-4
+    for name, grad in point_grads.items():
+        finite = np.where(np.isfinite(grad), grad, 0.0)
+        assert entry["points"][name] == pytest.approx(np.sqrt(np.mean(np.float64(finite) ** 2)), rel=1e-5), name
+        direction = rng.standard_normal(grad.shape)
+
+        def nudged(sign):
+            return next_token_loss(model64.run_with_hooks(ids, {name: lambda v, _: v + sign * eps * direction}), ids)
+
+        slope = (nudged(1) - nudged(-1)) / (2 * eps)
+        assert np.sum(finite * direction) == pytest.approx(slope, rel=1e-3, abs=1e-7), name
+
+
+def test_grads_need_two_tokens(files, tmp_path):
+    result = run_cli("trace", files["f32"], "--prompt", "", "--grads", "--html", tmp_path / "p.html", script=NO_TORCH)
+    assert result.returncode == 2 and result.stdout == "" and list(tmp_path.iterdir()) == []
+    assert result.stderr.splitlines() == [
+        "llama2-scratch: error: --grads: a prompt of 1 token has no next token to predict, so no loss to differentiate"]
+
+
+def test_grads_without_torch_gives_the_weights(files):
+    result = run_cli("trace", files["f32"], "--prompt", PROMPT, "--grads", script=NO_TORCH)
+    assert result.returncode == 0, result.stderr
+    assert "gradients at the named points need torch" in result.stdout
+    assert "layers.1.feed_forward.w3.weight" in result.stdout

@@ -175,17 +175,21 @@ def test_sections_only_for_the_options_given(plain, model_files, browser):
 
 def test_experiment_sections_show_what_json_reports(model_files, browser):
     doc, path = write_page(model_files, "experiments.html", "--attribute", "▁time", "--ablate", "1.0",
-                           "--patch", "Once upon a time, a wolf")
+                           "--patch", "Once upon a time, a wolf", "--grads")
     page, errors, _ = open_page(browser, path)
     assert errors == []
     hidden = page.eval_on_selector_all("section", "ss => Object.fromEntries(ss.map(s => [s.id, s.hidden]))")
     assert hidden == {"prompt": False, "attention": False, "lens": False, "residual": False, "attribution": False,
-                      "ablation": False, "patching": False, "agreement": True}
+                      "ablation": False, "patching": False, "grads": False, "agreement": True}
     parts = page.eval_on_selector_all("#attribution-table tr", "rs => rs.map(r => [r.dataset.part, r.cells[1].textContent])")
     assert parts == [[name, f"{value:+.4f}"] for name, value in doc["attribution"]["parts"].items()]
     cells = page.eval_on_selector_all("#patching-table td", "cs => cs.map(c => [c.dataset.point, +c.dataset.pos, c.textContent])")
     recovered = doc["patching"]["recovered"]
     assert cells and all(text == f"{recovered[name][pos]:.2f}" for name, pos, text in cells)
+    for table, key in (("#grads-weights", "weights"), ("#grads-points", "points")):
+        shown = page.eval_on_selector_all(f"{table} tr[data-name]", "rs => rs.map(r => [r.dataset.name, r.cells[1].textContent])")
+        assert [name for name, _ in shown] == list(doc["grads"][key])
+        assert all(float(text) == pytest.approx(doc["grads"][key][name], rel=5e-3) for name, text in shown)   # 3 digits
     page.close()
 
 

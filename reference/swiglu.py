@@ -76,7 +76,7 @@ def silu_derivative(a):
     """d silu(a) / da = s (1 + a (1 - s)), s = sigmoid(a) = 1 / (1 + exp(-a)); any shape.
 
     >>> silu_derivative(np.array([0.0, 1.0, -1000.0]))        # s(1) = 0.7311: 0.7311 (1 + 0.2689)
-    array([0.5       , 0.92767051, 0.        ])
+    array([ 0.5       ,  0.92767051, -0.        ])
     """
     with np.errstate(over="ignore"):    # exp(-a) -> inf for very negative a: s -> 0, the limit
         s = 1 / (1 + np.exp(-a))

@@ -1,6 +1,7 @@
 """Training throughput and MFU at the seed config, against a plain llama2.c-style baseline.
 
     python bench/bench_train.py [--steps 5] [--device cpu] [--loss-steps N]
+    python bench/bench_train.py --engines [--steps 5]
 
 Seed config: dim 288, 6 layers, 6 heads, vocab 32000, seq 256, batch 16 (llama2.c's stories15M).
 Rows, all measured in this one run on random tokens (throughput does not depend on the data):
@@ -14,6 +15,12 @@ Rows, all measured in this one run on random tokens (throughput does not depend 
   compile time is reported separately, not in ms/step.
 MFU divides model FLOPs (trainer/flops.py) by a matmul peak measured here in the row's dtype.
 
+With --engines it instead compares the two training engines at the demo's shape (dim 128, 4 layers,
+4 heads, vocab 1024, seq 128, batch 32; dropout 0, which the NumPy engine lacks), float32 on the CPU:
+the torch engine eager (autograd, fused AdamW) against `train --engine numpy` (reference/training.py's
+hand-written backward pass and AdamW in NumPy), steps alternating between them so that both see the
+same load, the best step of each kept. It prints the ratio: the price of reading every gradient.
+
 With --loss-steps N it also trains the baseline and the fastest row for N steps each from the same
 initial weights on the same Tiny Shakespeare batches (Llama 2 tokenizer) and prints the mean loss
 of the last 10 steps of each: the speed must not come from doing less work (target: within 2%).
@@ -25,6 +32,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -35,11 +43,15 @@ from formats.spec import ModelArgs  # noqa: E402
 from trainer.config import TrainConfig  # noqa: E402
 from trainer.flops import flops_per_token, measure_matmul_peak  # noqa: E402
 from trainer.model import Transformer  # noqa: E402
+from trainer.numpy_engine import NumpyEngine  # noqa: E402
 from trainer.train import make_optimizer  # noqa: E402
 
 SEED_ARGS = ModelArgs(dim=288, n_layers=6, n_heads=6, vocab_size=32000, max_seq_len=256)
 BATCH_SIZE = 16
 WARMUP_STEPS = 2
+# llama2_scratch/demo_cmd.py's DEMO_TRAINING shape, its dropout left out.
+DEMO_ARGS = ModelArgs(dim=128, n_layers=4, n_heads=4, vocab_size=1024, max_seq_len=128)
+DEMO_BATCH = 32
 
 
 def baseline_loss(model, x, y):
@@ -101,13 +113,63 @@ def shakespeare_batches(n_steps, device):
     return batches
 
 
+def engine_steps(engine):
+    """A function running one float32 training step (forward, backward, clip, AdamW) of `engine`
+    at the demo's shape from a fixed init on fixed random tokens; -> the step's loss."""
+    torch.manual_seed(0)
+    model, config = Transformer(DEMO_ARGS), TrainConfig()
+    tokens = np.random.default_rng(0).integers(0, DEMO_ARGS.vocab_size, (DEMO_BATCH, DEMO_ARGS.max_seq_len + 1))
+    if engine == "numpy":
+        numpy_engine = NumpyEngine(model, config)
+
+        def step():
+            loss, grads = numpy_engine.forward_backward(tokens[:, :-1], tokens[:, 1:], 1)
+            numpy_engine.update(grads, config.learning_rate)
+            return loss
+        return step
+    optimizer = make_optimizer(model, config, "cpu")
+    x, y = torch.from_numpy(tokens[:, :-1]), torch.from_numpy(tokens[:, 1:])
+
+    def step():
+        loss = ours_loss(model, x, y)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return loss.item()
+    return step
+
+
+def compare_engines(steps):
+    """Print each engine's best ms/step and tok/s over `steps` alternating steps, and the ratio."""
+    runs = {engine: engine_steps(engine) for engine in ("torch", "numpy")}
+    best = {}
+    for round_ in range(WARMUP_STEPS + steps):
+        for engine, step in runs.items():
+            start = time.perf_counter()
+            step()
+            if round_ >= WARMUP_STEPS:
+                best[engine] = min(best.get(engine, float("inf")), time.perf_counter() - start)
+    tokens = DEMO_BATCH * DEMO_ARGS.max_seq_len
+    print(f"demo shape, float32, cpu, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"{tokens} tokens/step, best of {steps} steps each")
+    for engine, seconds in best.items():
+        print(f"{engine:6} engine {1000 * seconds:9.1f} ms/step {tokens / seconds:9,.0f} tok/s")
+    print(f"numpy / torch tok/s: {best['torch'] / best['numpy']:.3f}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--loss-steps", type=int, default=0,
                         help="also compare the loss after this many real-data steps (0: skip)")
+    parser.add_argument("--engines", action="store_true",
+                        help="compare --engine numpy with --engine torch at the demo's shape instead")
     args = parser.parse_args()
+    if args.engines:
+        compare_engines(args.steps)
+        return
     n_params = sum(p.numel() for p in Transformer(SEED_ARGS).parameters())
     per_token = flops_per_token(n_params, SEED_ARGS.n_layers, SEED_ARGS.dim, SEED_ARGS.max_seq_len)
     tokens_per_step = BATCH_SIZE * SEED_ARGS.max_seq_len

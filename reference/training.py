@@ -8,8 +8,9 @@ The forward pass is reference/model.py's own (`run_with_cache` keeps every activ
 backward pass walks it in reverse with the backward function beside each forward one
 (rmsnorm_backward, rope_backward, attention_backward, swiglu_backward, linear_backward), and
 the three steps only a model has (cross-entropy, the output projection, the embedding lookup)
-are here. The learning-rate schedule, the clipping and the weight-decay groups are the torch
-trainer's (trainer/train.py calls these functions). docs/training-step.md works it by hand.
+are here. The learning-rate schedule and the weight-decay groups are the torch trainer's own
+(trainer/train.py calls learning_rate and decay_groups); clip_grad_norm and adamw_step repeat
+torch's clip_grad_norm_ and AdamW (tests/test_training.py). docs/training-step.md works it by hand.
 Shapes: B rows of T positions, D, H, Hkv, hd, F, V as in formats/spec.py.
 """
 

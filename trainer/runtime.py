@@ -23,6 +23,7 @@ import torch
 # /proc/cpuinfo flags of the instructions that compute bf16 products: x86's AVX512-BF16 and AMX,
 # ARM's BF16 extension (its "Features" line).
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")
+MIN_TRIAL_MACS = 2 ** 25    # ~0.3 ms of fp32 products on one core of the CPUs here
 
 
 def pick_device(name):
@@ -78,21 +79,25 @@ def cpu_has_native_bf16(cpuinfo=Path("/proc/cpuinfo")):
     return any(flag in flags for flag in NATIVE_BF16_FLAGS)
 
 
-def bf16_slowdown(rows, dim, hidden, trials=3):
+def bf16_slowdown(rows, dim, hidden, trials=7):
     """A CPU bf16 autocast matmul's best time over fp32's: (rows, dim) @ (dim, hidden), the
-    model's feed-forward product at the run's batch, best of `trials` each after a warm-up."""
+    model's feed-forward product at the run's batch. The two alternate, trial by trial, so that
+    other work on the machine slows both alike; the best of each is kept (load only adds time).
+    A trial repeats a small product until it holds MIN_TRIAL_MACS multiply-adds: one product of a
+    tiny model takes microseconds, where the timer's and the thread pool's jitter decide."""
     # Constant operands: random ones would advance torch's generator, which exact resume needs untouched.
     a, b = torch.full((rows, dim), 0.5), torch.full((dim, hidden), 0.25)
-    best = {}
-    for dtype in (torch.float32, torch.bfloat16):
-        with torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
-            a @ b
-            times = []
-            for _ in range(trials):
+    repeats = range(max(1, MIN_TRIAL_MACS // (rows * dim * hidden)))
+    best = {torch.float32: float("inf"), torch.bfloat16: float("inf")}
+    for trial in range(trials + 1):
+        for dtype in best:
+            with torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
                 start = time.perf_counter()
-                a @ b
-                times.append(time.perf_counter() - start)
-        best[dtype] = min(times)
+                for _ in repeats:
+                    a @ b
+                seconds = time.perf_counter() - start
+            if trial:       # trial 0 is a warm-up: thread pools, kernel choice
+                best[dtype] = min(best[dtype], seconds)
     return best[torch.bfloat16] / best[torch.float32]
 
 

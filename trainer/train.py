@@ -13,7 +13,9 @@ evaluates, prints and writes (processes and Ctrl-C: trainer/runtime.py).
 
 The shape is nanoGPT's: `setup` builds a `RunState` (model, optimizer, scaler, step count, data,
 measurements), then the loop in `_train` runs `train_step`, logs, and every eval_interval steps
-`evaluate_and_save`s.
+`evaluate_and_save`s. `--engine numpy` keeps all of it but the step and the eval forward, which
+reference/training.py computes in NumPy (trainer/numpy_engine.py). `--dtype auto` is resolved in
+`setup` (trainer/runtime.py, pick_dtype), before anything depends on it.
 """
 
 import contextlib

@@ -103,6 +103,12 @@ def test_resume_is_exact(data_dir, tmp_path):
     assert a["optimizer"]["state"].keys() == b["optimizer"]["state"].keys()
 
 
+def test_auto_dtype_is_float32_on_the_numpy_engine(data_dir, tmp_path):
+    lines = []
+    train(tiny_config(data_dir, tmp_path, max_iters=1, engine="numpy", dtype="auto"), out=lines.append)
+    assert lines[0] == "dtype float32: the NumPy engine computes in float32 or float64 (no bf16)"
+
+
 def test_resuming_across_engines_is_refused(data_dir, tmp_path):
     train(tiny_config(data_dir, tmp_path, max_iters=1), out=quiet)
     with pytest.raises(DataError, match="trained with --engine torch: resume it with the same engine"):

@@ -16,7 +16,7 @@ from reference.model import Llama
 from reference.tokenizer import Tokenizer
 from tests import helpers
 from tests.helpers import NO_TORCH
-from llama2_scratch import trace_experiments
+from llama2_scratch import trace_cmd, trace_experiments
 from reference import study, training
 from reference.cache import points
 from tests.llama_helpers import random_weights, torch_model
@@ -418,3 +418,11 @@ def test_grads_without_torch_gives_the_weights(files):
     assert result.returncode == 0, result.stderr
     assert "gradients at the named points need torch" in result.stdout
     assert "layers.1.feed_forward.w3.weight" in result.stdout
+
+
+def test_too_few_capitalized_pieces_say_nothing():
+    # Every capitalized piece bare would read as "trained without the prefix", but 19 pieces are
+    # too few to tell (a 512-piece vocabulary without the prefix has 8; Thai has little case).
+    bare = [f"Word{chr(97 + i)}" for i in range(trace_cmd.MIN_CAPITALIZED_PIECES - 1)]
+    assert not trace_cmd.looks_trained_without_prefix(bare + ["▁the", "abc"])
+    assert trace_cmd.looks_trained_without_prefix(bare + ["Wordz"])

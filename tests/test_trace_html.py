@@ -173,6 +173,15 @@ def test_sections_only_for_the_options_given(plain, model_files, browser):
     with_ckpt.close()
 
 
+def test_a_prompt_cannot_close_the_script(model_files, browser):
+    prompt = "a </script><script>document.body.dataset.ready = 'x'</script> <!-- b"
+    result = helpers.run_cli("trace", model_files["gguf"], "--prompt", prompt, "--html", model_files["root"] / "esc.html")
+    assert result.returncode == 0, result.stderr
+    page, errors, _ = open_page(browser, model_files["root"] / "esc.html")
+    assert errors == [] and page.inner_text("#model .prompt-text") == prompt
+    page.close()
+
+
 def test_experiment_sections_show_what_json_reports(model_files, browser):
     doc, path = write_page(model_files, "experiments.html", "--attribute", "▁time", "--ablate", "1.0",
                            "--patch", "Once upon a time, a wolf", "--grads")

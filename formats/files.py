@@ -31,6 +31,8 @@ def open_regular(path, field="file"):
     naming `field`); opening never blocks, even on a FIFO."""
     try:
         f = open(path, "rb", opener=_open_nonblocking)
+    except IsADirectoryError:
+        raise FormatError(path, field, None, "is a folder, not a regular file") from None
     except OSError as exc:
         raise FormatError(path, field, None, exc.strerror or str(exc)) from None
     except ValueError as exc:           # a NUL in the path
@@ -48,12 +50,6 @@ def _open_nonblocking(path, flags):
     return os.open(path, flags | os.O_NONBLOCK)
 
 
-def check_regular(path, field="file"):
-    """FormatError unless `path` is a regular file (checked with stat, which never blocks)."""
-    with open_regular(path, field):
-        pass
-
-
 def read_capped(path, limit, field="file"):
     """The whole of the regular file `path` as bytes; FormatError when it holds more than
     `limit` bytes (the message states the limit), before any of it is read."""
@@ -61,8 +57,10 @@ def read_capped(path, limit, field="file"):
         size = os.fstat(f.fileno()).st_size
         if size > limit:
             raise FormatError(path, field, None, f"{size} bytes, over the {limit}-byte limit for this file")
-        data = f.read(limit + 1)
-    if len(data) > limit:               # grown since fstat
+        data = f.read(size + 1)         # read(n) allocates n bytes first: ask for what fstat saw
+        if len(data) > size:            # grown since fstat
+            data += f.read(limit + 1 - len(data))
+    if len(data) > limit:
         raise FormatError(path, field, None, f"over the {limit}-byte limit for this file")
     return data
 

@@ -24,6 +24,7 @@ import os
 import numpy as np
 
 from formats import detect, gguf, hf, llama2c, mapping, spm
+from formats.errors import FormatError
 from formats.spec import ModelArgs
 from reference.runtime import load
 from reference.runtime.fast_tokenizer import FastTokenizer
@@ -112,8 +113,8 @@ class ModelFile:
             if isinstance(exc, OSError) and exc.errno != errno.ENOMEM:
                 raise
             cache = 2 * args.n_layers * args.max_seq_len * args.kv_dim * np.dtype(dtype).itemsize
-            raise ValueError(f"{self.path}: its context of {args.max_seq_len} positions needs a "
-                             f"{cache / 2**30:.3g} GiB KV cache, which cannot be allocated") from None
+            raise FormatError(self.path, "max_seq_len", None, f"a context of {args.max_seq_len} positions needs "
+                              f"a {cache / 2**30:.3g} GiB KV cache, which cannot be allocated") from None
 
     def stored_name(self, name):
         """What the file calls the weight of llama2.c name `name` (messages name it so)."""

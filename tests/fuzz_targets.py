@@ -25,6 +25,7 @@ readers run with NumPy's warnings as errors: a decoder that lets one escape fail
 
 import io
 import json
+import os
 import warnings
 
 import numpy as np
@@ -208,3 +209,45 @@ READERS = {"gguf-llama": read_gguf_model, "gguf-rich": read_gguf, "gguf-quants":
            "tokens": lambda d: load_tokens(d, "train"), "ckpt": lambda d: checkpoint.load(d / "ckpt.pt"),
            "safetensors": read_safetensors, "hf": hf.from_hf}
 KINDS = sorted(READERS)
+
+
+# ------------------------------------------------ whole models, and files that are not files
+
+def _read_model(path):
+    """What `generate` does with a model before its first token: open it (model_files), then build
+    the plain and the fast model, whose loader refuses NaN/inf weights and a context whose KV
+    cache cannot be allocated (FormatError, both)."""
+    from llama2_scratch.model_files import open_model
+
+    source = open_model(path)
+    source.model()
+    source.model(fast=True)
+
+
+# Model kinds: (the file kind whose valid files they start from, the file given as MODEL or None
+# for the folder itself). Not in KINDS: the suite's per-byte cuts and flips stay on the readers.
+MODEL_KINDS = {"model-llama2c-v1": ("llama2c-v1", "m.bin"), "model-gguf-llama": ("gguf-llama", "m.gguf"),
+               "model-hf": ("hf", None)}
+MODEL_READERS = {kind: (lambda d, name=name: _read_model(d / name if name else d))
+                 for kind, (_, name) in MODEL_KINDS.items()}
+
+
+def place(path, how, data, outside):
+    """Put at `path` what a hostile user might: "file" (`data`), "FIFO", "folder", a symlink to
+    /dev/zero or /dev/urandom, or "outside" (a symlink to `outside`, a file holding `data`)."""
+    if path.is_symlink() or path.exists():
+        path.rmdir() if path.is_dir() and not path.is_symlink() else path.unlink()
+    if how == "file":
+        path.write_bytes(data)
+    elif how == "FIFO":
+        os.mkfifo(path)
+    elif how == "folder":
+        path.mkdir()
+    elif how == "outside":
+        outside.write_bytes(data)
+        path.symlink_to(outside)
+    else:
+        path.symlink_to(how)
+
+
+PLACES = ("file", "FIFO", "folder", "/dev/zero", "/dev/urandom", "outside")

@@ -242,6 +242,14 @@ def test_a_tokenizer_bin_of_millions_of_empty_pieces_fails_at_the_first(tmp_path
         llama2c.read_tokenizer(tmp_path / "tok.bin")
 
 
+def test_a_tokenizer_bin_past_the_vocabulary_limit_is_refused(tmp_path):
+    pieces = (format(i, "x").encode() for i in range(MAX_VOCAB + 1))
+    (tmp_path / "tok.bin").write_bytes(struct.pack("<I", 8) + b"".join(struct.pack("<fI", 0, len(p)) + p
+                                                                        for p in pieces))
+    with pytest.raises(ValueError, match=r"tok.bin: token\[524288\] at byte \d+: more than 524288 pieces"):
+        llama2c.read_tokenizer(tmp_path / "tok.bin")
+
+
 def test_vocabularies_are_checked_naming_the_file(tmp_path):
     path = tmp_path / "tok.bin"
     llama2c.write_tokenizer(small_vocab(["<unk>", "<s>", "</s>", "a", "a"]), path)
@@ -279,7 +287,7 @@ def test_non_finite_weights_are_named_by_tensor_and_file(files, tmp_path, capsys
     llama2c.write(llama2c.Checkpoint(ARGS, bad), tmp_path / "nan.bin", 1)
     err, _ = one_error_line(capsys, "generate", tmp_path / "nan.bin", "--tokenizer", root / "tok.bin",
                             "--temperature", "0", "--max-new-tokens", "2")
-    assert err.endswith(f"{tmp_path / 'nan.bin'}: tensor layers.0.feed_forward.w2.weight holds NaN or infinite values")
+    assert err.endswith(f"{tmp_path / 'nan.bin'}: tensor layers.0.feed_forward.w2.weight: holds NaN or infinite values")
     # A Q8_0 block scale of +inf (f16 0x7C00), kept quantized on the fast path, dequantized on the plain one.
     gf = gguf.read(root / "m.gguf")
     raw = bytearray((root / "m.gguf").read_bytes())
@@ -289,7 +297,7 @@ def test_non_finite_weights_are_named_by_tensor_and_file(files, tmp_path, capsys
     for command in (["generate", tmp_path / "inf.gguf", "--max-new-tokens", "1"],
                     ["trace", tmp_path / "inf.gguf", "--prompt", "a"]):
         err, _ = one_error_line(capsys, *command)
-        assert err.endswith(f"{tmp_path / 'inf.gguf'}: tensor blk.0.attn_k.weight holds NaN or infinite values")
+        assert err.endswith(f"{tmp_path / 'inf.gguf'}: tensor blk.0.attn_k.weight: holds NaN or infinite values")
     folder = hf_copy(files, tmp_path)
     data = bytearray((folder / hf.WEIGHTS).read_bytes())
     header = json.loads(data[8:8 + struct.unpack("<Q", data[:8])[0]])
@@ -297,7 +305,7 @@ def test_non_finite_weights_are_named_by_tensor_and_file(files, tmp_path, capsys
     data[start:start + 4] = np.float32(-np.inf).tobytes()
     (folder / hf.WEIGHTS).write_bytes(data)
     err, _ = one_error_line(capsys, "generate", folder, "--max-new-tokens", "1")
-    assert err.endswith(f"{folder}: tensor model.norm.weight holds NaN or infinite values")
+    assert err.endswith(f"{folder}: tensor model.norm.weight: holds NaN or infinite values")
 
 
 def test_the_fast_paths_intended_exp_overflow_warns_nothing(files):

@@ -24,6 +24,7 @@ Runtime (reference/runtime/__init__.py): files -> models; the maths is in refere
 import numpy as np
 
 from formats import detect, gguf, llama2c, mapping, quant
+from formats.errors import FormatError
 from formats.ggml import GGMLType, row_nbytes
 from formats.llama2c_quant import Int8Groups
 from formats.spec import layer_weight
@@ -162,7 +163,7 @@ def read_weights(path, keep_quantized=False):
 
 
 def check_finite(weights, path, stored_name=str):
-    """ValueError naming the first tensor (by `stored_name`, the file's own name for it) of
+    """FormatError naming the first tensor (by `stored_name`, the file's own name for it) of
     `path` that holds a NaN or an infinity: such a model's logits are NaN, and every product
     and sampler downstream would fail on them instead. Float arrays are checked whole; a
     quantized matrix kept quantized by its scales and mins (its codes are small ints).
@@ -174,7 +175,7 @@ def check_finite(weights, path, stored_name=str):
         with np.errstate(invalid="ignore"):         # inf + -inf: the NaN looked for, no warning
             finite = all(p is None or np.isfinite(np.sum(p, dtype=np.float64)) for p in parts)
         if not finite:
-            raise ValueError(f"{path}: tensor {stored_name(name)} holds NaN or infinite values")
+            raise FormatError(path, f"tensor {stored_name(name)}", None, "holds NaN or infinite values")
 
 
 def build_model(args, weights, dtype=np.float32, fast=False, threads=1, mmap=False):

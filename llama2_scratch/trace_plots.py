@@ -79,9 +79,10 @@ def label(piece):
     return piece if len(piece) <= 12 else piece[:11] + "…"
 
 
-def _position_ticks(ax, n_tokens, axis):
-    """Integer position ticks on `axis` ("x" or "y"), at most ~16 of them so they never touch."""
-    step = max(1, math.ceil(n_tokens / 16))
+def _position_ticks(ax, n_tokens, axis, max_ticks=16):
+    """Position ticks on `axis` ("x" or "y") every 1, 2, 5, 10, 20, 50, ... positions, at most
+    max_ticks of them, so that their numbers never touch."""
+    step = next(s for s in (m * 10 ** e for e in range(6) for m in (1, 2, 5)) if n_tokens / s <= max_ticks)
     ticks = np.arange(0, n_tokens, step)
     (ax.set_xticks if axis == "x" else ax.set_yticks)(ticks, [str(t) for t in ticks], fontsize=SMALL)
 
@@ -113,7 +114,8 @@ def attention_figure(pattern, pieces, block, n_kv_heads):
         masked = np.ma.masked_array(pattern[head], mask=future)
         image = ax.imshow(masked, cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
         ax.set_title(f"head {head} (kv {head // group})" if group > 1 else f"head {head}", fontsize=SMALL + 1)
-        _position_ticks(ax, n_tokens, "x")
+        # Three-digit numbers at 8 pt take ~0.3 in: about two per inch of panel.
+        _position_ticks(ax, n_tokens, "x", max_ticks=int(2 * side))
         if labelled:
             ax.set_yticks(np.arange(n_tokens), [f"{p} {t}" for t, p in enumerate(pieces)], fontsize=SMALL)
         else:
@@ -151,7 +153,7 @@ def logit_lens_figure(lens, pieces, n_layers):
         _position_ticks(ax, n_tokens, "y")
     ax.set_xticks(range(n_layers), [str(i) for i in range(n_layers)], fontsize=SMALL)
     ax.set_xlabel("block whose output is read")
-    ax.set_ylabel("input token and position (the lens predicts the token after it)")
+    ax.set_ylabel(f"{'input token and position' if labelled else 'position'} (the lens predicts the token after it)")
     ax.set_title("logit lens: top next token" + ("" if labelled else " (too many positions to write them)"))
     return figure
 

@@ -385,6 +385,30 @@ def test_a_read_only_output_folder_is_named_not_a_temp_file(files, tmp_path, cap
     assert f"{tmp_path / 'out'}: Permission denied; out was not written" in err and ".tmp" not in err
 
 
+def test_a_file_written_into_a_read_only_folder_is_named_not_its_temp_file(tmp_path, monkeypatch):
+    import tempfile
+
+    from formats.atomic import atomic_write
+
+    def refuse(*args, dir=None, **kwargs):
+        raise PermissionError(13, "Permission denied", os.path.join(dir, ".m.bin.lvaagv11.tmp"))
+
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    with pytest.raises(OSError) as caught:
+        with atomic_write(tmp_path / "m.bin"):
+            pass
+    assert caught.value.filename == str(tmp_path / "m.bin") and "m.bin was not written" in caught.value.strerror
+
+
+def test_an_infinite_rope_theta_is_refused_like_nan_and_zero(files, tmp_path, capsys):
+    gf = gguf.read(files["root"] / "m.gguf")
+    for value, shown in ((np.inf, "inf"), (np.nan, "nan"), (0.0, "0.0")):
+        gf.metadata["llama.rope.freq_base"] = gguf.Value(gguf.ValueType.FLOAT32, value)
+        gguf.write(gguf.GGUFFile(gf.metadata, gf.tensors), tmp_path / "theta.gguf")
+        err, _ = one_error_line(capsys, "generate", tmp_path / "theta.gguf", "--max-new-tokens", "1")
+        assert f"llama.rope.freq_base: rope_theta must be a positive finite number, got {shown}" in err
+
+
 def test_a_context_past_uint32_names_the_source(files, tmp_path, capsys):
     folder = hf_copy(files, tmp_path)
     config = json.loads((folder / hf.CONFIG).read_text())

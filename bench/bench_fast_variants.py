@@ -7,7 +7,7 @@ one process, alternating (A B A B ...) so that drift in the machine's memory ban
 alike; each figure is the median of --runs:
 - weights: f32 decode with the weights read into huge-page memory (reference/runtime/memory.py, what
   `load_model(fast=True)` does) vs used where they lie in the file's map (`mmap=True`);
-- threads: decode with FastLlama(threads=2) vs threads=1, for f32 and q8_0 (Linear's split);
+- threads: decode with FastLlama(threads=2) vs threads=1, for f32 and q8_0 (the Executor's split);
 - query blocks: f32 prefill of a 255-token prompt with QUERY_BLOCK = 64 vs one block.
 Decode is 128 greedy tokens after BOS. Threads are whatever OPENBLAS_NUM_THREADS says.
 """

@@ -308,9 +308,9 @@ def test_products_shared_between_threads_give_the_same_logits(tmp_path, monkeypa
         return prompt, np.stack([model.forward(tokens[p:p + 1], p) for p in range(4, len(tokens))])
 
     expected_prompt, expected = run(load_model(path, fast=True))
-    monkeypatch.setattr("reference.runtime.fast.Linear.SPLIT_ELEMENTS", 1)          # split every product
-    monkeypatch.setattr("reference.runtime.fast.Linear.SPLIT_QUANTIZED", 1)
-    monkeypatch.setattr("reference.runtime.fast.Linear.SPLIT_PROMPT", 1)
+    monkeypatch.setattr("reference.runtime.executor.Executor.SPLIT_ELEMENTS", 1)          # split every product
+    monkeypatch.setattr("reference.runtime.executor.Executor.SPLIT_QUANTIZED", 1)
+    monkeypatch.setattr("reference.runtime.executor.Executor.SPLIT_PROMPT", 1)
     got_prompt, got = run(load_model(path, fast=True, threads=threads))
     if dtype == "f32":
         np.testing.assert_array_equal(got, expected)      # one dot per row, whichever thread runs it
@@ -329,8 +329,8 @@ def test_docstring_examples():
     assert result.attempted > 0 and result.failed == 0
 
 
-def test_a_failure_in_a_helper_thread_reaches_the_caller_and_the_helper_lives_on(monkeypatch):
-    from reference.runtime.fast import Linear
+def test_a_failure_in_a_worker_thread_reaches_the_caller_and_the_worker_lives_on(monkeypatch):
+    from reference.runtime.executor import Executor
 
     class Flaky(BlockMatrix):
         def __init__(self):
@@ -342,9 +342,9 @@ def test_a_failure_in_a_helper_thread_reaches_the_caller_and_the_helper_lives_on
                 raise RuntimeError("second share failed")
             out[:, start:stop] = 1.0
 
-    monkeypatch.setattr(Linear, "SPLIT_QUANTIZED", 1)
-    linear, w = Linear(threads=2), Flaky()
+    monkeypatch.setattr(Executor, "SPLIT_QUANTIZED", 1)
+    executor, w = Executor(threads=2), Flaky()
     with pytest.raises(RuntimeError, match="second share failed"):
-        linear(np.ones((1, 4), np.float32), w)
+        executor(np.ones((1, 4), np.float32), w)
     w.fail = False
-    assert (linear(np.ones((1, 4), np.float32), w) == 1.0).all()
+    assert (executor(np.ones((1, 4), np.float32), w) == 1.0).all()

@@ -6,10 +6,11 @@ building on those above it:
 
     memory.py          float32 weights copied out of the file into huge-page memory; the KV
                        cache's memory, resident as positions are written
-    blockwise.py       weight matrices as products use them: float32, or int8 codes times
-                       block scales (every quantized type) multiplied a chunk of rows at a time
+    blockwise.py       the kernels: float32 products, and int8 codes times block scales (every
+                       quantized type) multiplied a chunk of rows at a time
     blas.py            BLAS on one thread for a while (its own threads spin on our cores)
-    affinity.py        fast.py's threads each held to a CPU of its own during a pass
+    affinity.py        the executor's threads each held to a CPU of its own during a pass
+    executor.py        Executor: threads, pinning, BLAS threading and the row split
     fast.py            FastLlama: model.py's forward pass in float32, fused and preallocated
     load.py            a GGUF or llama2.c file -> Llama or FastLlama (`load_model`)
     fast_tokenizer.py  FastTokenizer: tokenizer.py's ids, a word at a time through a cache

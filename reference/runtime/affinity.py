@@ -1,20 +1,11 @@
-"""Which CPU each of fast.py's threads runs on during a forward pass: `plan`, `pin`, `pinned`.
+"""Which CPU each of the executor's threads runs on during a forward pass: `plan`, `pin`, `pinned`.
 
-Why: Linear (fast.py) shares a product between the calling thread and its helper threads, which
-sleep between products. After the process had been idle for a while, Linux woke the helper onto
-the CPU of the thread that woke it, and the two then took turns on one core until the load
-balancer parted them. Seed config, Q4_0, 255-token prompt, 2 threads, 10 runs each way in one
-process: 42 ms a pass run back to back, 60 ms with a 0.3 s pause before each, its products as
-slow as on one thread (41.8 ms of products against 38 one-threaded). With each thread held to a
-CPU of its own, 41 ms either way. Holding only the helper was not enough (56 ms after a pause):
-the calling thread was then woken onto the helper's CPU.
-
-How: os.sched_setaffinity on the calling thread (Linux applies it to that thread alone). Helpers
-are held to theirs for good; the calling thread only for the pass, its own CPU set restored
-after. The CPUs are the first of those the process may run on, so `taskset -c 2,3 llama2-scratch
-generate ...` chooses them. Where affinity cannot be set (macOS, Windows) or the process may run
-on fewer CPUs than there are threads, nothing is pinned: results are the same either way, only
-the speed differs.
+Why: after an idle spell Linux woke a worker onto the CPU of the thread that woke it, and the two
+took turns on one core; pinning only the worker was not enough (docs/benchmarks.md). How:
+os.sched_setaffinity on the calling thread (Linux applies it to that thread alone). Workers are
+held for good, the calling thread only for the pass. The CPUs are the first the process may run
+on, so `taskset -c 2,3 llama2-scratch generate ...` chooses them. Where affinity cannot be set
+or there are fewer CPUs than threads, nothing is pinned: only the speed differs.
 
 Runtime (reference/runtime/__init__.py): no maths here.
 """

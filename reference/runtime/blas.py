@@ -1,21 +1,13 @@
 """How many threads NumPy's BLAS may use, set for a while: `with single_threaded(): ...`.
 
-Why: OpenBLAS (what NumPy's wheels bundle) runs a product on all its threads once it is large
-enough, and its threads spin for a while after each call, waiting for the next. A one-token step
-is a few hundred small products (a compressed matrix is B batched matrix-vector products per chunk
-of rows, blockwise.py), many of them just past that size, and fast.py's own threads (Linear) share
-the largest products out by rows: OpenBLAS's spinning threads then take the cores those threads
-need. Measured on the seed config with 2 cores (OPENBLAS_NUM_THREADS=2 against 1, in one
-process, models alternating): Q8_0 decode 225 -> 261 tok/s, Q6_K 187 -> 259, Q2_K 174 -> 238.
-So fast.py runs one-token steps with BLAS on one thread, and splits a prompt's compressed products
-between its own threads, each calling a one-thread BLAS.
+Why: OpenBLAS runs a large enough product on all its threads, which then spin for a while after
+each call. A one-token step is a few hundred small products, and the executor's own threads
+(executor.py) need those cores, so the executor runs its passes with BLAS on one thread
+(docs/benchmarks.md).
 
-How: OpenBLAS's own `openblas_set_num_threads`, called through ctypes on the copy NumPy loaded
-(found in /proc/self/maps on Linux, else beside NumPy in numpy.libs or numpy/.dylibs). Its symbol
-names carry a prefix and suffix in some builds (scipy-openblas64: scipy_openblas_set_num_threads64_);
-each known spelling is tried. Where there is no OpenBLAS (NumPy built on MKL, Accelerate or its
-own fallback) `single_threaded` changes nothing: results are the same either way, only the speed
-differs. A call costs ~0.2 us here.
+How: OpenBLAS's `openblas_set_num_threads`, called through ctypes on the copy NumPy loaded (found
+in /proc/self/maps on Linux, else beside NumPy); each known spelling of the symbol is tried.
+Without an OpenBLAS (MKL, Accelerate) `single_threaded` changes nothing: only the speed differs.
 
 Runtime (reference/runtime/__init__.py): no maths here.
 """

@@ -1,20 +1,15 @@
-"""Weight matrices as the fast path multiplies them: float32 views of the file, or compressed
-blocks multiplied a chunk of rows at a time.
+"""The fast path's kernels: weight matrices as products use them, float32 arrays or int8 codes
+times block scales, multiplied a chunk of rows at a time.
 
 `product(x, w, out, start, stop)` is out[:, start:stop] = x @ w[start:stop].T for every kind of
-weight; reference/runtime/fast.py splits the rows of a large product between threads with it.
+weight; executor.py splits a large product's rows between threads with it.
 
-Float32 weights, one token (T = 1): a matrix-vector product, which only streams the weights from
-memory. np.vecdot (a SIMD dot per row) reads them at ~30 GB/s on one core of this machine, where
-OpenBLAS's sgemv (`x @ w.T`) reached 13 GB/s and np.einsum 25 (the 32000 x 288 classifier, cold
-caches); T > 1 is a real matrix product and goes to BLAS sgemm.
+Float32, one token: np.vecdot, a SIMD dot per row, streams the weights faster than OpenBLAS's
+sgemv; a prompt (T > 1) goes to BLAS sgemm.
 
-Compressed weights: a Q8_0 GGUF holds int8 codes with one float16 scale per block of 32 (W = d * q,
-formats/quant.py); expanding every matrix to float32 at load would take ~3.8x the file's size.
-Every other quantized type is, per block of 16, 32 or 256, small integer codes times one scale
-(plus a min for some): formats/quants/codes.py reads each that way, and load.py transcodes each
-matrix into that form once. A BlockMatrix keeps it, the codes q stored (n_blocks, block, rows),
-and works through an L2-sized chunk of them at a time:
+Compressed: every quantized type is, per block of 16, 32 or 256, small integer codes times one
+scale (plus a min for some), and load.py transcodes each matrix into that form once (formats/
+quants/codes.py reads each type that way), the codes q stored block-major (n_blocks, block, rows):
 
     one token:  t[b, o] = sum_j x[b, j] q[b, j, o]       codes cast to float32 in a scratch, then
                                                           per block one BLAS sgemv over the rows
@@ -25,18 +20,9 @@ and works through an L2-sized chunk of them at a time:
                         (+ or - S @ m[:, r0:r1])          mins: in the same sgemm, B more rows of
                                                           the scratch; S[t, b] = sum_j x[t, b, j]
 
-The one-token form never multiplies weights by scales: it scales n_blocks partial sums per row
-instead of every weight, which measured 1.5x faster than dequantizing the chunk first (NumPy has no
-int8 matrix product, so the cast itself cannot be avoided). Both forms hold at most one chunk of
-float32 weights per thread, in buffers each thread keeps (`_buffer`).
-
-The one-token form is many small BLAS calls (one sgemv per block per chunk), and OpenBLAS runs a
-call past a small size on all its threads, which then spin on the cores fast.py's own threads
-need: the first merge of this layout halved seed-config Q8_0 decode for that reason. FastLlama
-runs these products with BLAS on one thread (reference/runtime/blas.py). Seed config, 2 threads,
-files quantized by llama.cpp, decode alternating in one process: Q8_0 289 tok/s; Q2_K, Q6_K,
-Q4_K_M (blocks of 16 in part) 0.99-1.03x of it, Q5_K_M (mins everywhere) 0.93x; the row-major
-kernel this replaced, with OpenBLAS on all threads, gave Q8_0 225 tok/s and those four 0.77-0.84x.
+NumPy has no int8 matrix product, so the cast cannot be avoided; each thread holds at most one
+chunk of float32 weights (`_buffer`). The one-token form is many small BLAS calls, so it runs with
+BLAS on one thread (blas.py). Why each choice, with figures: docs/benchmarks.md.
 
 Shapes: a matrix is (rows, cols) as torch's nn.Linear.weight (out, in); x is (T, cols).
 
@@ -48,16 +34,11 @@ import threading
 
 import numpy as np
 
-# Elements per chunk: 512 Ki float32 = 2 MiB of scratch. Measured on the seed and dim-768 models
-# (Q8_0 decode and prefill, chunks of 2^15 .. 2^22 elements): smaller chunks lose to the Python
-# work per chunk (the classifier alone holds 9.2M weights at the seed config), chunks past 2^20
-# (4 MiB) to the scratch leaving the caches before the product reads it back.
+# Elements per chunk: 2 MiB of float32 scratch. Smaller chunks lose to the Python work per
+# chunk, larger ones to the scratch leaving the caches (docs/benchmarks.md).
 CHUNK_ELEMENTS = 1 << 19
-# Columns per part of a prompt's chunk: a matrix with longer rows is multiplied a part of its
-# columns at a time, so that a chunk still holds hundreds of rows (each sgemm call packs x's part
-# anew, which a narrow chunk does not repay). TinyLlama-1.1B's w2 (2048 x 5632, Q4_0-like blocks
-# of 32, 128 tokens, one thread): 4.3 ns a weight in chunks of 93 whole rows, 3.5 in chunks of 512
-# rows by 960 columns; its w1|w3 (11264 x 2048) 3.2-3.5 in chunks of 256 whole rows.
+# Columns per part of a prompt's chunk: longer rows are multiplied a part at a time, so that a
+# chunk still holds hundreds of rows (each sgemm packs x's part anew; docs/benchmarks.md).
 PROMPT_PART_COLS = 1024
 
 
@@ -104,9 +85,8 @@ _BUFFERS = threading.local()
 
 
 def _buffer(name, n_elements):
-    """A float32 array of n_elements, this thread's own, reused from call to call. A fresh 2 MiB
-    array per product made the kernel map new pages every call: ~1000 page faults, which doubled
-    the time of the seed classifier's product (1.45 ms -> 3.3 ms, one thread)."""
+    """A float32 array of n_elements, this thread's own, reused from call to call: a fresh one
+    per product cost ~1000 page faults a call (docs/benchmarks.md)."""
     array = getattr(_BUFFERS, name, None)
     if array is None or array.size < n_elements:
         array = np.empty(n_elements, dtype=np.float32)
@@ -181,21 +161,12 @@ class BlockMatrix:
 class Int8BlockMatrix(BlockMatrix):
     """W[o, b * block + j] = scales[b, o] * codes[b, j, o] (+ or - mins[b, o]): int8 codes and a
     float32 scale per block of `block` elements of a row, and for some types a float32 min per
-    block, added (Q4_1, Q5_1) or subtracted (Q2_K, Q4_K, Q5_K) as `subtract` says. Every
-    quantized ggml type is this (formats/quants/codes.py: its `Codes`, the block being the group
-    sharing a scale: 16, 32 or 256 elements), and so are llama2.c v2 int8 groups (any group size
-    that divides a row, float32 scales).
+    block, added or subtracted as `subtract` says. Every quantized ggml type is this
+    (formats/quants/codes.py's `Codes`), and so are llama2.c v2 int8 groups.
 
-    Stored block-major and transposed: codes (n_blocks, block, rows), so that element j of block b
-    lies in one run over the rows, and scales and mins (n_blocks, rows). A one-token product is
-    then, per block, `block` long multiply-adds over the rows (BLAS sgemv on a (block, rows)
-    matrix): with the codes stored row-major (rows, n_blocks, block) it was n_blocks short dot
-    products per row, one BLAS call per block per chunk, and measured 1.3-1.8x slower, 1.2-1.8x
-    more so for blocks of 16 than of 32 (matrices of 288 to 5632 columns, one thread).
-
-    One token with mins: sum_j (d q_j + m) x_j = d sum_j q_j x_j + m sum_j x_j, so the mins cost
-    one (n_blocks,) @ (n_blocks, rows) product per call on the block sums of x, not a pass over
-    the weights.
+    Stored block-major: codes (n_blocks, block, rows), scales and mins (n_blocks, rows), so that a
+    one-token product is per block one long sgemv over the rows. Mins cost one product per call
+    on x's block sums: sum_j (d q_j + m) x_j = d sum_j q_j x_j + m sum_j x_j.
     """
 
     def __init__(self, codes, scales, mins=None, subtract=False):
@@ -233,8 +204,7 @@ class Int8BlockMatrix(BlockMatrix):
         """The matrices stacked along their rows when their codes lie side by side in one array
         (as load.read_codes stores wq, wk, wv) and their blocks and mins are alike: the codes
         stay a view, and so do the scales and mins where they lie side by side too (read_codes
-        stores them so), else those are copied. Else None. Copied, they held ~155 MB of a
-        TinyLlama-1.1B-shape Q4_K_M model twice (the scales and mins of its fused matrices)."""
+        stores them so), else those are copied. Else None."""
         first = matrices[0]
         if not all(isinstance(m, cls) and (m.block, m.mins is None, m.subtract)
                    == (first.block, first.mins is None, first.subtract) for m in matrices):
@@ -278,9 +248,7 @@ class Int8BlockMatrix(BlockMatrix):
     @staticmethod
     def _scaled(scales, codes, out):
         """out = scales * codes: (B, n) and (B, bs, n) -> (B, bs, n). The int8 cast, then the scale
-        in place: one mixed-type ufunc (int8 times float32, cast in buffers) took 1.1-1.35x as
-        long (a 2 MiB chunk of a 1.1B-shape matrix: 0.31-0.38 against 0.28 ns a weight), and
-        TinyLlama-1.1B-shape Q4_K_M prefill ran 62.3 -> 65.5 tok/s, one process, 5 rounds each."""
+        in place: faster than one mixed-type multiply (docs/benchmarks.md)."""
         np.copyto(out, codes)
         with np.errstate(invalid="ignore", over="ignore"):
             return np.multiply(out, scales[:, None, :], out=out)
@@ -293,9 +261,8 @@ class Int8BlockMatrix(BlockMatrix):
         self._min_op(out[:, start:stop], sums @ self.mins[:, start:stop], out=out[:, start:stop])
 
     def _block_sums(self, x, out):
-        """out[t, b] = sum_j x[t, b * block + j]: (T, cols) -> (T, B). One einsum: np.add.reduce
-        over the short last axis took 4-5x as long for a prompt (51 against 12 us at T 255, cols
-        288; 488 against 96 at T 128, cols 5632), though less for one token (1.4 against 2.0 us)."""
+        """out[t, b] = sum_j x[t, b * block + j]: (T, cols) -> (T, B). One einsum, 4-5x faster for a
+        prompt than np.add.reduce over the short last axis (docs/benchmarks.md)."""
         n_blocks, block = self.codes.shape[:2]
         return np.einsum("tbj->tb", x.reshape(len(x), n_blocks, block), out=out)
 
@@ -329,9 +296,8 @@ class Int8BlockMatrix(BlockMatrix):
         """T > 1: per chunk of rows and part of the columns (`parts`), the scaled codes d * q in the
         scratch and one sgemm, the parts after the first added up through a (T, n) buffer.
         Mins ride in the last part's sgemm, as B more rows of the chunk against B more columns of
-        x, its block sums: out = [x | +-S] @ [d * q; m], S[t, b] = sum_j x[t, b, j]. As a product
-        of their own after the chunks (S @ M, then a pass adding it to out), mins cost seed-config
-        Q4_1 prefill ~12% against Q4_0's (255 tokens, one process, the models alternating)."""
+        x, its block sums: out = [x | +-S] @ [d * q; m], S[t, b] = sum_j x[t, b, j], cheaper than a
+        product of their own (docs/benchmarks.md)."""
         n_blocks, block = self.codes.shape[:2]
         n_cols, n_mins = self.shape[1], 0 if self.mins is None else n_blocks
         if n_mins:

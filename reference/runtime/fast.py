@@ -1,42 +1,21 @@
 """The Llama 2 forward pass arranged for speed: reference/model.py's maths, float32 only.
 
-reference/model.py says what is computed and stays the reference; `FastLlama` computes the same
-thing with the same interface (`forward(tokens, start_pos, all_logits)`, `args`, `n_cached`), and
-tests/test_fast_path.py holds the two together (logits within a named tolerance, greedy ids
-identical, F32 and Q8_0). What is different, and why (measured with bench/run.py, see README):
+`FastLlama` computes what model.Llama computes, with the same interface (`forward(tokens,
+start_pos, all_logits)`, `args`, `n_cached`); tests/test_fast_path.py holds the two together.
+What differs is arranged for speed (the figures: docs/benchmarks.md, "The fast path's design
+choices"):
 
-- Logits only where asked: at decode the classifier (V, D) is the largest matmul of a small
-  model (9.2M of the seed model's 15M weights), so it runs for the last position only.
-- A one-token step is memory-bound: every weight is read once per token (61 MB at the seed
-  config in float32) and used for one multiply-add. Its products are np.vecdot (a SIMD dot per
-  row), which streams weights at ~30 GB/s on one core here where OpenBLAS's sgemv reached 13
-  (blockwise.product); prompts (T > 1) go to BLAS sgemm.
-- Weights are read once into memory backed by huge pages (reference/runtime/memory.py): streamed through
-  the file's memory map in 4 KiB pages, decode ran 6-17% slower (dim 288 to 768; a file the page
-  cache holds in 2 MiB folios maps as fast, see there). The copy keeps file order, so wq, wk and
-  wv become one (D + 2*kv_dim, D) matrix, and one product makes q, k and v, for free: GGUF
-  writers store the three back to back (ours, llama.cpp's convert), and the fused matrix is then
-  a view spanning them (`fused_rows`). w1 and w3 are not adjacent (w2 lies between them);
-  fusing them made prefill's two products 3% faster and decode not at all, so float32 keeps them
-  apart. Quantized matrices are gathered at load anyway (load.read_codes), w1 and w3 into one
-  array when they share a type, so there they are fused too.
-- Quantized matrices stay quantized (reference/runtime/blockwise.py): every type becomes int8
-  codes and block scales (+ block mins) at load, the form Q8_0 has in the file, and each product
-  casts an L2-sized chunk of rows to float32 at a time.
-- A decode step runs in buffers allocated once, every op writing with `out=`; the Python work
-  per layer is a fixed ~25 NumPy calls, none of them per head.
+- Logits only where asked: at decode the classifier (V, D) is the largest product.
+- Every product goes through an Executor (executor.py), which splits large ones between threads,
+  to the kernel for the weight's kind (blockwise.py): np.vecdot for one float32 token, BLAS sgemm
+  for a prompt, int8 codes times block scales for quantized matrices.
+- wq, wk and wv make one product where they lie back to back (GGUF writers store them so; load.py
+  packs quantized ones so), and so do w1 and w3 where load.py packed them.
+- A decode step runs in buffers allocated once, every op writing with `out=`, none per head.
 - RoPE is one complex multiply for q and k together: pair (x[2j], x[2j+1]) read as the complex
   number x[2j] + i x[2j+1], times cos + i sin, is exactly rope.apply_rope's formula.
-- Attention is one batched matmul over the heads (kv heads as the batch, their G query heads as
-  rows); a decode step needs no causal mask, since its one query may see every cached key. A
-  prompt's queries go in blocks of QUERY_BLOCK, each scoring only the keys it may see: prefill of
-  255 tokens ran 1.02-1.11x faster at dim 288 and 1.04x at 768 (bench/bench_fast_variants.py).
-- Threads: a one-token step can share its largest products between `threads` Python threads
-  (Linear), which pays only when the other core is idle, and runs BLAS on one thread meanwhile
-  (reference/runtime/blas.py); so do a prompt's products where the matrices are compressed,
-  and then its attention (by kv heads) and SwiGLU (by columns) are shared out too. Meanwhile
-  each thread is held to a CPU of its own (reference/runtime/affinity.py): after an idle spell
-  Linux woke both onto one core. A float32 model's prompts use BLAS's own threads.
+- Attention is one batched matmul over the kv heads (their G query heads as rows); a prompt's
+  queries go in blocks of QUERY_BLOCK, each scoring only the keys it may see.
 
 Shapes as in model.py: T new tokens, S = start_pos + T cached positions, D, H, Hkv, G = H / Hkv,
 hd, F, V.
@@ -46,127 +25,19 @@ Runtime (reference/runtime/__init__.py): read reference/model.py first.
 
 import dataclasses
 import math
-import threading
 
 import numpy as np
 
-from reference.runtime import affinity, blas
-from reference.runtime.blockwise import BlockMatrix, Int8BlockMatrix, fused_rows, product
+from reference.runtime.blockwise import BlockMatrix, Int8BlockMatrix, fused_rows
+from reference.runtime.executor import Executor
 from formats.spec import ModelArgs
 from reference.runtime.memory import zeros_on_touch
 from reference.model import LAYER_TENSORS, check_positions, matching_weights
 from reference.rope import RopeTable
 
 
-# Queries per block in a prompt's attention (see FastLlama._attention). At a 255-token prompt,
-# blocks of 64 score 63% of the (T, S) pairs that one block would.
+# Queries per block in a prompt's attention (FastLlama._attend).
 QUERY_BLOCK = 64
-
-
-class Linear:
-    """x @ w.T for the model's weights, a large product split across threads.
-
-    With threads > 1 the rows of a large product are shared out, each thread taking a contiguous
-    block (NumPy releases the GIL inside its loops); BLAS runs on one thread meanwhile
-    (reference/runtime/blas.py: OpenBLAS's own threads spin after each call and took the cores
-    ours needed). Each hand-off to the other thread costs ~20-45 us here (waking a thread on this
-    VM), so only products that take much longer than that are split:
-    - one token, float32, memory-bound (one core's loads do not use all of the memory
-      bandwidth): matrices of at least SPLIT_ELEMENTS weights, which here is only the classifier
-      (V x D: 9.2M weights at the seed config). Splitting it made seed-config decode 1.16x faster;
-      splitting the layers' matrices too (up to 3.1M weights at dim 768) measured slower.
-    - one token, compressed (BlockMatrix), compute-bound (the int8 -> float32 cast and the block
-      products): matrices of at least SPLIT_QUANTIZED weights. Q8_0 decode went from 33 to 46
-      tok/s at dim 768 and from 214 to 295 at dim 288 (2^18 and 2^20 measured lower).
-    - a prompt (T > 1) in a model with compressed matrices (`split_prompts`): products of at
-      least SPLIT_PROMPT multiply-adds, each thread dequantizing its own rows a chunk at a time
-      and calling a one-thread sgemm. At TinyLlama-1.1B's shape (Q8_0, 128-token prompt, 2
-      threads) prefill went from 40-50 to 57-61 tok/s: the dequantizing had run on one core while
-      BLAS's second thread waited. Float32 models leave prompts to BLAS's threads, which measured
-      faster there (seed config f32, 255 tokens: 5299 tok/s against 4260 split by us).
-    """
-    SPLIT_ELEMENTS = 1 << 22
-    SPLIT_QUANTIZED = 1 << 19
-    SPLIT_PROMPT = 1 << 22
-
-    def __init__(self, threads=1, split_prompts=False):
-        self.threads = max(1, int(threads))
-        self.split_prompts = bool(split_prompts)
-        # [calling thread's CPU, each helper's], or None: see pinned().
-        self._cpus = affinity.plan(self.threads)
-        self._helpers = [_Helper(None if self._cpus is None else self._cpus[i + 1])
-                         for i in range(self.threads - 1)]
-
-    def pinned(self):
-        """A context in which the calling thread keeps to a CPU of its own, apart from the helpers'
-        (reference/runtime/affinity.py): the products it splits then run side by side even when
-        the threads wake from a long sleep."""
-        return affinity.pinned(None if self._cpus is None else self._cpus[0])
-
-    def __call__(self, x, w, out=None):
-        """(T, in) @ (out, in).T -> (T, out), written into `out` when given."""
-        n_rows, n_cols = w.shape
-        if out is None:
-            out = np.empty((x.shape[0], n_rows), dtype=np.float32)
-        if not self._helpers or not self._worth_splitting(x.shape[0], w):
-            return product(x, w, out)
-        bounds = [n_rows * i // self.threads for i in range(self.threads + 1)]
-        self.share(product, [(x, w, out, start, stop) for start, stop in zip(bounds, bounds[1:])])
-        return out
-
-    def share(self, function, calls):
-        """function(*args) for each args in `calls` (at most `threads` of them), the first on the
-        calling thread and the others on the helpers, all done when this returns."""
-        for helper, args in zip(self._helpers, calls[1:]):
-            helper.submit(function, *args)
-        try:
-            function(*calls[0])
-        finally:
-            for helper in self._helpers[:len(calls) - 1]:
-                helper.wait()
-
-    def _worth_splitting(self, n_tokens, w):
-        n_weights = w.shape[0] * w.shape[1]
-        if n_tokens > 1:
-            return self.split_prompts and n_tokens * n_weights >= self.SPLIT_PROMPT
-        return n_weights >= (self.SPLIT_QUANTIZED if isinstance(w, BlockMatrix) else self.SPLIT_ELEMENTS)
-
-
-class _Helper:
-    """A daemon thread that runs one call at a time: `submit` hands it over, `wait` returns when it
-    is done and re-raises what it raised. Two locks and no queue: against a ThreadPoolExecutor
-    (a Future, a queue and a condition per call) decode measured 1.03x (dim 288 Q8_0), 1.06x
-    (768 Q8_0) and 1.02x (288 f32), the two alternating in one process, 7 runs each."""
-
-    def __init__(self, cpu=None):
-        self._cpu = cpu
-        self._go, self._done = threading.Lock(), threading.Lock()
-        self._go.acquire()
-        self._done.acquire()
-        self._call, self._error = None, None
-        threading.Thread(target=self._serve, daemon=True, name="llama2-scratch-linear").start()
-
-    def _serve(self):
-        if self._cpu is not None:
-            affinity.pin(self._cpu)
-        while True:
-            self._go.acquire()
-            function, args = self._call
-            try:
-                function(*args)
-            except BaseException as exc:      # handed to the caller by wait()
-                self._error = exc
-            self._done.release()
-
-    def submit(self, function, *args):
-        self._call = (function, args)
-        self._go.release()
-
-    def wait(self):
-        self._done.acquire()
-        error, self._error = self._error, None
-        if error is not None:
-            raise error
 
 
 @dataclasses.dataclass(frozen=True)
@@ -213,14 +84,14 @@ class FastLlama:
 
     weights: llama2.c names -> float32 arrays (views are kept, never copied) or, for matrices,
     BlockMatrix objects (quantized weights that stay quantized; reference/runtime/load.py makes them).
-    threads: how many threads share a large one-token product (see Linear).
+    threads: how many threads share the large products (executor.Executor).
     """
 
     def __init__(self, args: ModelArgs, weights, threads=1):
         self.args = args
         w = _checked(args, weights)
-        # Compressed matrices: prompts' products split between our threads too (see Linear).
-        self.linear = Linear(threads, split_prompts=any(isinstance(m, BlockMatrix) for m in w.values()))
+        # Compressed matrices: prompts' products split between our threads too (executor.py).
+        self.executor = Executor(threads, split_prompts=any(isinstance(m, BlockMatrix) for m in w.values()))
         self.dtype = np.dtype(np.float32)
         self.tok_embeddings = w["tok_embeddings.weight"]                    # (V, D)
         self.norm = w["norm.weight"]                                          # (D,)
@@ -243,9 +114,7 @@ class FastLlama:
     def forward(self, tokens, start_pos=0, all_logits=False):
         """As model.Llama.forward: logits of the last position (V,), or of all (T, V)."""
         tokens = check_positions(self.args, tokens, start_pos, self.n_cached)
-        if len(tokens) > 1 and not self.linear.split_prompts:
-            return self._forward(tokens, start_pos, all_logits)             # BLAS's own threads
-        with blas.single_threaded(), self.linear.pinned():
+        with self.executor.running(len(tokens)):
             return self._forward(tokens, start_pos, all_logits)
 
     def _forward(self, tokens, start_pos, all_logits):
@@ -265,7 +134,7 @@ class FastLlama:
         # Only the logits that are asked for: (T, D) @ (D, V) is the biggest matmul here.
         h = b.x if all_logits else b.x[-1:]                                   # (T or 1, D)
         hn = _rmsnorm(h, self.norm, self.args.norm_eps, b.xn[:len(h)], b.mean_square[:len(h)])
-        logits = self.linear(hn, self.output)                                 # -> (T or 1, V)
+        logits = self.executor(hn, self.output)                                 # -> (T or 1, V)
         return logits if all_logits else logits[0]
 
     def _attention(self, i, layer, b, rope, start_pos, end_pos):
@@ -275,14 +144,14 @@ class FastLlama:
         Hkv, G = args.n_kv_heads, args.n_heads // args.n_kv_heads
         xn = _rmsnorm(b.x, layer.attention_norm, args.norm_eps, b.xn, b.mean_square)
         if layer.wqkv is not None:
-            self.linear(xn, layer.wqkv, out=b.qkv)                            # (T, D) -> (T, D+2kv)
+            self.executor(xn, layer.wqkv, out=b.qkv)                            # (T, D) -> (T, D+2kv)
         elif layer.wqk is not None:
-            self.linear(xn, layer.wqk, out=b.qkv[:, :D + kv])
-            self.linear(xn, layer.wv, out=b.qkv[:, D + kv:])
+            self.executor(xn, layer.wqk, out=b.qkv[:, :D + kv])
+            self.executor(xn, layer.wv, out=b.qkv[:, D + kv:])
         else:
             for w, part in ((layer.wq, b.qkv[:, :D]), (layer.wk, b.qkv[:, D:D + kv]),
                             (layer.wv, b.qkv[:, D + kv:])):
-                self.linear(xn, w, out=part)
+                self.executor(xn, w, out=part)
         # RoPE on q and k at once: their (T, H + Hkv, hd/2) complex pairs times (T, 1, hd/2).
         qk = b.qkv[:, :D + kv].view(np.complex64).reshape(T, args.n_heads + Hkv, hd // 2)
         np.multiply(qk, rope, out=qk)
@@ -292,13 +161,12 @@ class FastLlama:
         self.key_cache[i, :, start_pos:end_pos] = k
         self.value_cache[i, :, start_pos:end_pos] = v
         out = b.attn.reshape(T, Hkv, G, hd).transpose(1, 2, 0, 3)           # (Hkv, G, T, hd) view
-        if self._shares_prompt(T) and Hkv >= self.linear.threads:
-            bounds = [Hkv * j // self.linear.threads for j in range(self.linear.threads + 1)]
-            self.linear.share(self._attend, [(i, q, out, b.scores, start_pos, slice(h0, h1))
-                                             for h0, h1 in zip(bounds, bounds[1:])])
+        if self.executor.shares_prompt(T) and Hkv >= self.executor.threads:
+            self.executor.share(self._attend, [(i, q, out, b.scores, start_pos, slice(h0, h1))
+                                               for h0, h1 in self.executor.ranges(Hkv)])
         else:
             self._attend(i, q, out, b.scores, start_pos, slice(None))
-        b.x += self.linear(b.attn, layer.wo, out=b.proj)
+        b.x += self.executor(b.attn, layer.wo, out=b.proj)
 
     def _attend(self, i, q, out, scores, start_pos, heads):
         """out = softmax(q k^T / sqrt(hd)) v for the kv heads `heads` (a slice) of layer i's cache,
@@ -325,28 +193,17 @@ class FastLlama:
         """x += w2 (silu(w1 x) * w3 x) on rmsnorm(x). (T, D) -> (T, D)."""
         xn = _rmsnorm(b.x, layer.ffn_norm, self.args.norm_eps, b.xn, b.mean_square)
         if layer.w13 is not None:
-            self.linear(xn, layer.w13, out=b.gate_up)                           # (T, D) -> (T, 2F)
+            self.executor(xn, layer.w13, out=b.gate_up)                           # (T, D) -> (T, 2F)
         else:
-            self.linear(xn, layer.w1, out=b.gate)
-            self.linear(xn, layer.w3, out=b.up)
+            self.executor(xn, layer.w1, out=b.gate)
+            self.executor(xn, layer.w3, out=b.up)
         T, F = b.gate.shape
-        if self._shares_prompt(T):              # each thread its own columns of the (T, F) arrays
-            bounds = [F * j // self.linear.threads for j in range(self.linear.threads + 1)]
-            self.linear.share(_swiglu_, [(b.gate[:, f0:f1], b.up[:, f0:f1], b.tmp[:, f0:f1])
-                                         for f0, f1 in zip(bounds, bounds[1:])])
+        if self.executor.shares_prompt(T):      # each thread its own columns of the (T, F) arrays
+            self.executor.share(_swiglu_, [(b.gate[:, f0:f1], b.up[:, f0:f1], b.tmp[:, f0:f1])
+                                           for f0, f1 in self.executor.ranges(F)])
         else:
             _swiglu_(b.gate, b.up, b.tmp)
-        b.x += self.linear(b.gate, layer.w2, out=b.proj)                      # (T, F) -> (T, D)
-
-    def _shares_prompt(self, n_tokens):
-        """Whether a prompt's attention and SwiGLU are shared between the threads too: where its
-        products are (compressed matrices), else the helpers would wake for these alone. 2
-        threads, each variant in its own process, runs alternating (medians of 15 at the seed
-        config, Q4_0, 255 tokens; of 7 at the 1.1B shape, Q8_0, 128 tokens), against sharing
-        neither: attention by kv heads, seed 5743 -> 6128 tok/s, 1.1B 65.9 -> 67.2; with SwiGLU
-        by columns too, seed 5423 -> 6158, 1.1B 63.4 -> 64.3. The machine's drift between such
-        runs is ~5%, so the 1.1B gains are within it."""
-        return n_tokens > 1 and self.linear.split_prompts and self.linear.threads > 1
+        b.x += self.executor(b.gate, layer.w2, out=b.proj)                      # (T, F) -> (T, D)
 
 
 def _fused(matrices):

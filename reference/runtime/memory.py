@@ -1,27 +1,14 @@
-"""Weights in memory backed by huge pages: why the fast path copies float32 weights out of the file.
+"""Where the fast path's weights and KV cache live in memory.
 
-A one-token step reads every weight once, front to back; the speed of that stream is the speed of
-decode. Read through the file's memory map, the weights sit in the page cache in whatever pages
-it happens to hold (4 KiB ones on most kernels), and the stream takes a TLB miss every 4 KiB.
-Read once into an anonymous buffer that starts on a 2 MiB boundary and asks the kernel for
-transparent huge pages (madvise MADV_HUGEPAGE, the mode Linux ships by default), one TLB entry
-covers 2 MiB. Measured with bench/bench_inference.py's models, decode over the copy ran 1.06x
-(dim 288), 1.10x (512) and 1.17x (768) the speed of the same weights through the map of files
-whose pages sat in the cache partly as 4 KiB pages (FilePmdMapped: 245 of the 768 model's 439 MB).
-A kernel that keeps a file in large folios maps it in 2 MiB pages too (Linux 6.16+ does so for
-ext4 files written in large pieces): on GGUFs just written by bench/bench_fast_variants.py the
-copy measured 1.02x (288) and 1.00x (768). The copy makes the fast case the only case.
+A one-token step reads every weight once, front to back, so decode runs at the speed of that
+stream. Through the file's memory map the weights sit in whatever pages the page cache holds
+(often 4 KiB: a TLB miss every 4 KiB). `resident` reads them once into an anonymous buffer on a
+2 MiB boundary, advised to use transparent huge pages, so one TLB entry covers 2 MiB. The copy
+costs a read at load, and the weights are no longer shared with other processes; resident memory
+is unchanged (every weight is touched by the first token, and readinto never maps the file).
+Without huge pages the buffer is an ordinary one. Figures: docs/benchmarks.md.
 
-What it costs: the read at load (the file's bytes once, from the page cache: 0.1-1 s for 440 MB
-here, most of it the kernel finding and zeroing huge pages), and the weights are no longer shared
-with other processes mapping the same file. Resident memory is unchanged: a mapped file's pages
-count once touched, and every weight is touched by the first token; the copy is read with
-readinto, so the file's pages are never mapped.
-Where the OS has no huge pages (no MADV_HUGEPAGE, or THP set to "never") the buffer is an ordinary
-one and only the copy's cost remains.
-
-Runtime (reference/runtime/__init__.py): how fast.py's weights and KV cache sit in memory;
-no maths here.
+Runtime (reference/runtime/__init__.py): no maths here.
 """
 
 import mmap
@@ -62,12 +49,9 @@ def huge_page_array(shape, dtype):
     """An uninitialised array of `shape` starting on a 2 MiB boundary in huge pages
     (huge_page_buffer) when it takes at least HUGE_PAGE_MIN_BYTES, else np.empty's.
 
-    For arrays read in runs far apart: Int8BlockMatrix's codes (n_blocks, block, rows) are read a
-    chunk of rows at a time, one run per (block, element) n_rows bytes from the next, so in 4 KiB
-    pages every run is a TLB miss. NumPy advises huge pages for its own allocations of 4 MiB or
-    more, but does not align them, and the kernel gave them only in part: 0.91 of 1.52 GB of a
-    TinyLlama-shaped Q4_K_M model, 1.16 with the codes here. Prefill of that shape's Q8_0 file
-    (128 tokens, one thread) went from 3.8-4.0 s to 3.4-3.6 s."""
+    For arrays read in runs far apart, such as Int8BlockMatrix's codes (one run per block element,
+    n_rows bytes from the next): NumPy's own large allocations are not aligned and got huge pages
+    only in part (docs/benchmarks.md)."""
     dtype = np.dtype(dtype)
     n_bytes = int(np.prod(shape)) * dtype.itemsize
     if n_bytes < HUGE_PAGE_MIN_BYTES:
@@ -78,11 +62,9 @@ def huge_page_array(shape, dtype):
 def zeros_on_touch(shape, dtype=np.float32):
     """A zero-filled array whose memory becomes resident page by page as it is written.
 
-    For the KV cache, written one position at a time: NumPy asks for transparent huge pages on
-    every allocation of 4 MiB or more, and then writing position 0 of each layer and head makes
-    the whole cache resident at once (38 MB at dim 768 with a 512-token context, before the
-    first token is out). Advised MADV_NOHUGEPAGE, the cache grows with the positions used, as a
-    KV cache should."""
+    For the KV cache, written one position at a time: in NumPy's huge pages, writing position 0
+    of each layer and head made the whole cache resident at once. Advised MADV_NOHUGEPAGE, it
+    grows with the positions used."""
     nbytes = max(1, int(np.prod(shape)) * np.dtype(dtype).itemsize)
     if not hasattr(mmap, "MADV_NOHUGEPAGE"):
         return np.zeros(shape, dtype)

@@ -1,0 +1,127 @@
+"""Who runs the fast path's work: threads, pinning, BLAS threading and the row split.
+
+FastLlama hands every product (`executor(x, w, out)`) and a prompt's attention and SwiGLU
+(`executor.share`) to one `Executor`. With threads > 1 it splits large work into contiguous row
+ranges (`ranges`), one per thread: the calling thread takes the first and `Worker` threads the
+rest (NumPy releases the GIL inside its loops). During a pass each thread keeps to a CPU of its
+own (affinity.py) and BLAS runs on one thread (blas.py), since OpenBLAS's spinning threads took
+the cores ours needed. A hand-off costs ~20-45 us on this VM, so only large products are split;
+the thresholds' figures are in docs/benchmarks.md.
+
+Runtime (reference/runtime/__init__.py): no maths here; the kernels are in blockwise.py.
+"""
+
+import contextlib
+import threading
+
+import numpy as np
+
+from reference.runtime import affinity, blas
+from reference.runtime.blockwise import BlockMatrix, product
+
+
+class Executor:
+    """Runs products x @ w.T and shared work on `threads` threads.
+
+    split_prompts: whether a prompt's products (and its attention and SwiGLU, see
+    `shares_prompt`) are split by us. Only compressed models do this; float32 prompts are left
+    to BLAS's own threads, which were faster there.
+    """
+    SPLIT_ELEMENTS = 1 << 22        # one float32 token (memory-bound): the seed classifier and up
+    SPLIT_QUANTIZED = 1 << 19       # one compressed token (compute-bound: the int8 cast)
+    SPLIT_PROMPT = 1 << 22          # a prompt's multiply-adds, compressed models only
+
+    def __init__(self, threads=1, split_prompts=False):
+        self.threads = max(1, int(threads))
+        self.split_prompts = bool(split_prompts)
+        # [calling thread's CPU, each worker's], or None when nothing is pinned (affinity.plan).
+        self._cpus = affinity.plan(self.threads)
+        self._workers = [Worker(None if self._cpus is None else self._cpus[i + 1])
+                         for i in range(self.threads - 1)]
+
+    def running(self, n_tokens):
+        """The context for a pass over `n_tokens`: BLAS on one thread and the caller pinned where
+        we split the work, else (a float32 prompt) nothing changed, for BLAS's own threads."""
+        if n_tokens > 1 and not self.split_prompts:
+            return contextlib.nullcontext()
+        stack = contextlib.ExitStack()
+        stack.enter_context(blas.single_threaded())
+        stack.enter_context(self.pinned())
+        return stack
+
+    def pinned(self):
+        """The calling thread held to a CPU apart from the workers' for the block: after an idle
+        spell Linux woke both onto one core."""
+        return affinity.pinned(None if self._cpus is None else self._cpus[0])
+
+    def ranges(self, n):
+        """0..n in `threads` contiguous (start, stop) ranges, the first for the calling thread."""
+        bounds = [n * i // self.threads for i in range(self.threads + 1)]
+        return list(zip(bounds, bounds[1:]))
+
+    def __call__(self, x, w, out=None):
+        """(T, in) @ (out, in).T -> (T, out), written into `out` when given."""
+        if out is None:
+            out = np.empty((x.shape[0], w.shape[0]), dtype=np.float32)
+        if not self._workers or not self._worth_splitting(x.shape[0], w):
+            return product(x, w, out)
+        self.share(product, [(x, w, out, start, stop) for start, stop in self.ranges(w.shape[0])])
+        return out
+
+    def share(self, function, calls):
+        """function(*args) for each args in `calls` (at most `threads` of them), the first on the
+        calling thread and the others on the workers, all done when this returns."""
+        for worker, args in zip(self._workers, calls[1:]):
+            worker.submit(function, *args)
+        try:
+            function(*calls[0])
+        finally:
+            for worker in self._workers[:len(calls) - 1]:
+                worker.wait()
+
+    def shares_prompt(self, n_tokens):
+        """Whether a prompt's attention and SwiGLU are shared out too: only where its products
+        are, else the workers would wake for these alone."""
+        return n_tokens > 1 and self.split_prompts and self.threads > 1
+
+    def _worth_splitting(self, n_tokens, w):
+        n_weights = w.shape[0] * w.shape[1]
+        if n_tokens > 1:
+            return self.split_prompts and n_tokens * n_weights >= self.SPLIT_PROMPT
+        return n_weights >= (self.SPLIT_QUANTIZED if isinstance(w, BlockMatrix) else self.SPLIT_ELEMENTS)
+
+
+class Worker:
+    """A daemon thread, pinned to `cpu` when given, that runs one call at a time: `submit` hands
+    it over, `wait` returns when it is done and re-raises what it raised. Two locks and no queue:
+    a ThreadPoolExecutor's per-call Future measured slower (docs/benchmarks.md)."""
+
+    def __init__(self, cpu=None):
+        self._cpu = cpu
+        self._go, self._done = threading.Lock(), threading.Lock()
+        self._go.acquire()
+        self._done.acquire()
+        self._call, self._error = None, None
+        threading.Thread(target=self._serve, daemon=True, name="llama2-scratch-worker").start()
+
+    def _serve(self):
+        if self._cpu is not None:
+            affinity.pin(self._cpu)
+        while True:
+            self._go.acquire()
+            function, args = self._call
+            try:
+                function(*args)
+            except BaseException as exc:      # handed to the caller by wait()
+                self._error = exc
+            self._done.release()
+
+    def submit(self, function, *args):
+        self._call = (function, args)
+        self._go.release()
+
+    def wait(self):
+        self._done.acquire()
+        error, self._error = self._error, None
+        if error is not None:
+            raise error

@@ -105,7 +105,7 @@ class ModelFile:
         """The NumPy model: reference.model.Llama computing in `dtype`, or with fast=True a
         reference.runtime.fast.FastLlama (float32; quantized matrices kept quantized; `threads` share
         one-token products; float32 matrices read into huge-page memory unless `mmap`)."""
-        args, weights = self.spec, self.weights(keep_quantized=fast)
+        args, weights = self.spec, self.weights(fast=fast)
         load.check_finite(weights, self.path, self.stored_name)
         try:
             return load.build_model(args, weights, dtype, fast, threads, mmap)
@@ -120,9 +120,9 @@ class ModelFile:
         """What the file calls the weight of llama2.c name `name` (messages name it so)."""
         return name
 
-    def weights(self, keep_quantized=False):
+    def weights(self, fast=False):
         """llama2.c name -> float32 array (F16/BF16 upcast, quantized types dequantized), read when
-        called; keep_quantized: 2-D quantized matrices as reference.runtime.blockwise objects instead."""
+        called; fast: 2-D quantized matrices as reference.runtime.blockwise objects instead."""
         raise NotImplementedError
 
     def stored_hparams(self):
@@ -167,8 +167,8 @@ class GGUFModel(ModelFile):
     def stored_name(self, name):
         return mapping.gguf_name(name)
 
-    def weights(self, keep_quantized=False):
-        return load.weights_from_gguf(self.source, keep_quantized)[1]
+    def weights(self, fast=False):
+        return load.weights_from_gguf(self.source, fast)[1]
 
     def stored_hparams(self):
         metadata, tensors = self.source.metadata, self.source.tensors
@@ -199,8 +199,8 @@ class Llama2cModel(ModelFile):
     def context(self):
         return self.source.args.max_seq_len
 
-    def weights(self, keep_quantized=False):
-        return load.weights_from_llama2c(self.source, keep_quantized)[1]
+    def weights(self, fast=False):
+        return load.weights_from_llama2c(self.source, fast)[1]
 
     def stored_hparams(self):
         args = self.source.args
@@ -266,7 +266,7 @@ class CkptModel(ModelFile):
     def context(self):
         return self.spec.max_seq_len
 
-    def weights(self, keep_quantized=False):
+    def weights(self, fast=False):
         return self._resolved.weights
 
     def stored_hparams(self):
@@ -317,7 +317,7 @@ class HFModel(ModelFile):
     def stored_name(self, name):
         return hf.hf_name(name)
 
-    def weights(self, keep_quantized=False):
+    def weights(self, fast=False):
         return hf.weights_from_hf(self.source.tensors, self.spec, self.path)
 
     def stored_hparams(self):
@@ -357,7 +357,7 @@ def load_model_and_tokenizer(model_path, tokenizer_path=None, threads=1, mmap=Fa
     The tokenizer is `tokenizer_path`'s, else the one the model file carries. The fast path
     (reference/runtime/fast.py): float32 weights are read once into huge-page memory and quantized
     ones stay quantized, so memory stays near the file's size; `threads` share large one-token
-    products (reference.runtime.fast.Linear)."""
+    products (reference.runtime.executor.Executor)."""
     source = open_model(model_path)
     model = source.model(fast=True, threads=threads, mmap=mmap)
     return model, model_tokenizer(source, tokenizer_path, model.args.vocab_size)

@@ -5,18 +5,12 @@ picks the reader from the file's first bytes and returns a ready `Llama`. A torc
 torch to read, so it is read in trainer/ (trainer.export.load_exportable) and the model built
 from its weights with `build_model`; llama2_scratch.model_files.load_model does both.
 
-How stored types become float32 (the dtype the model computes in):
-- F32: used as is; the arrays stay read-only views into the memory-mapped file (no copy).
-- F16, BF16: upcast, which is exact (every half and bfloat16 value is a float32 value).
-- GGUF Q8_0, Q4_0, ... and llama2.c v2 int8 groups: dequantized once at load by formats/, so
-  the model multiplies by exactly the values the file encodes.
-With `fast=True` (what `generate` uses) the model is reference.runtime.fast.FastLlama: float32 matrices
-are read out of the file into one huge-page buffer (reference/runtime/memory.py), and quantized
-matrices are not expanded: every quantized GGUF type is transcoded at load into int8 codes and a
-float32 scale per group (+ a min per group for the types with one), v2 int8 groups are that
-already, and each matmul works through a cache-sized chunk of rows at a time
-(reference/runtime/blockwise.py); the values multiplied are the same.
-Nothing here imports torch.
+How stored types become float32 (the dtype the model computes in): F32 is used as is (read-only
+views into the memory-mapped file), F16 and BF16 are upcast (exact), and quantized types are
+dequantized once at load by formats/. With `fast=True` (what `generate` uses) the model is
+reference.runtime.fast.FastLlama: float32 matrices are read into huge-page memory (memory.py),
+and quantized ones stay quantized, transcoded at load into int8 codes and block scales (+ mins)
+for blockwise.Int8BlockMatrix; the values multiplied are the same. Nothing here imports torch.
 
 Runtime (reference/runtime/__init__.py): files -> models; the maths is in reference/model.py.
 """
@@ -34,29 +28,25 @@ from reference.runtime.memory import huge_page_array, read_exactly, resident
 from reference.model import LAYER_TENSORS, Llama
 
 
-def weights_from_gguf(gguf_file, keep_quantized=False):
+def weights_from_gguf(gguf_file, fast=False):
     """(ModelArgs, weights) from a parsed llama GGUF (formats.gguf.read); hyperparameters come
     from its `llama.*` keys.
 
-    keep_quantized: matrices of a quantized type (every one formats.quant.CODES lists) become
-    Int8BlockMatrix objects (for FastLlama), read by `read_codes`, instead of float32 arrays.
-    F16 and BF16 matrices are upcast either way: NumPy's float16 cast ran at ~0.3G weights/s
-    here, against ~4G for int8, so kept as they are they would decode 10x slower than Q8_0.
+    fast: weights for FastLlama, where matrices of a quantized type (formats.quant.CODES) become
+    Int8BlockMatrix objects (`read_codes`) instead of float32 arrays. F16 and BF16 are upcast
+    either way: NumPy's float16 cast is too slow to run at every token (docs/benchmarks.md).
     """
     tensors, args, _vocab = mapping.from_gguf(gguf_file, path=gguf_file.path)
     weights, quantized = {}, {}
     for name, tensor in tensors.items():
         if tensor.type == GGMLType.F32:
             weights[name] = tensor.data             # a read-only view of the mapped file
-        elif keep_quantized and len(tensor.shape) == 2 and tensor.type in quant.CODES:
+        elif fast and len(tensor.shape) == 2 and tensor.type in quant.CODES:
             quantized[name] = tensor                # read below
         else:
             weights[name] = tensor.to_float32()
     # Matrices used side by side share one codes array where their codes have one form (group,
-    # mins), whatever their types, so FastLlama fuses them for free (wq|wk|wv, else wq|wk; w1|w3):
-    # two of a seed-config Q4_K_M file's layers hold wq and wk in Q5_0 and wv in Q8_0 (llama.cpp's
-    # fallbacks), one product instead of three; TinyLlama-1.1B's Q4_K_M has wv in Q6_K in some
-    # layers (groups of 16) and wq, wk in Q4_K (32, mins), two products there.
+    # mins), whatever their types (llama.cpp mixes types), so FastLlama fuses them for free.
     fusable = (("wq", "wk", "wv"), ("wq", "wk"), ("w1", "w3"))        # LayerWeights fields
     groups, grouped = [], set()
     for i in range(args.n_layers):
@@ -90,11 +80,9 @@ def read_codes(f, gguf_file, tensors):
     so their scales and mins).
 
     Each type's blocks become int8 codes and float32 scales (+ mins) per group
-    (formats.quant.codes_rows), stored in Int8BlockMatrix's block-major layout; the weights
-    those stand for are exactly the dequantized ones. The file (`f`, open for binary reading)
-    is read in READ_CHUNK_BYTES pieces rather than through the memory map: its pages are then
-    never mapped, and resident memory holds the codes once, 1 byte a weight, plus 4 bytes a
-    group for the scales and 4 more for the mins (per type: docs/formats.md's type table).
+    (formats.quant.codes_rows), in Int8BlockMatrix's layout: exactly the dequantized weights. The
+    file (`f`, open for binary reading) is read in READ_CHUNK_BYTES pieces, never mapped, so
+    memory holds the codes once (per type: docs/formats.md's type table).
     """
     form, n_cols = codes_form(tensors[0].type), tensors[0].shape[1]
     if any(codes_form(t.type) != form or len(t.shape) != 2 or t.shape[1] != n_cols for t in tensors):
@@ -139,27 +127,27 @@ def _int8_groups_matrix(w):
                                      w.scales.reshape(n_rows, n_blocks))
 
 
-def weights_from_llama2c(checkpoint, keep_quantized=False):
+def weights_from_llama2c(checkpoint, fast=False):
     """(ModelArgs, weights) from a parsed llama2.c checkpoint of any version (formats.llama2c.read;
-    keep_quantized: v2's int8 matrices become Int8BlockMatrix objects, for FastLlama)."""
-    weights = {name: (_int8_groups_matrix(w) if keep_quantized and len(w.shape) == 2 else w.to_float32())
+    fast: v2's int8 matrices become Int8BlockMatrix objects, for FastLlama)."""
+    weights = {name: (_int8_groups_matrix(w) if fast and len(w.shape) == 2 else w.to_float32())
                if isinstance(w, Int8Groups) else w
                for name, w in checkpoint.weights.items()}
     return checkpoint.args, weights
 
 
-def read_weights(path, keep_quantized=False):
+def read_weights(path, fast=False):
     """(ModelArgs, weights) from a GGUF or a llama2.c file, told apart by their first bytes.
 
     A torch ckpt.pt is refused with a pointer: reading one needs torch, and reference/ runs
     without it (llama2_scratch.model_files.load_model reads ckpt.pt through trainer/)."""
     if detect.is_gguf(path):
-        return weights_from_gguf(gguf.read(path), keep_quantized=keep_quantized)
+        return weights_from_gguf(gguf.read(path), fast=fast)
     if detect.is_torch_checkpoint(path):
         raise ValueError(f"{path}: a torch checkpoint; reference/ reads GGUF and llama2.c files "
                          "(export it, or load it with llama2_scratch.model_files.load_model, which needs torch)")
     # v1/v2 start with the magic (bytes "24ka"), v0 with none: llama2c.read tells them apart.
-    return weights_from_llama2c(llama2c.read(path), keep_quantized=keep_quantized)
+    return weights_from_llama2c(llama2c.read(path), fast=fast)
 
 
 def check_finite(weights, path, stored_name=str):
@@ -192,5 +180,5 @@ def build_model(args, weights, dtype=np.float32, fast=False, threads=1, mmap=Fal
 
 def load_model(path, dtype=np.float32, fast=False, threads=1, mmap=False):
     """The model in a GGUF or llama2.c file (see read_weights and build_model)."""
-    args, weights = read_weights(path, keep_quantized=fast)
+    args, weights = read_weights(path, fast=fast)
     return build_model(args, weights, dtype, fast, threads, mmap)

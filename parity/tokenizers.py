@@ -10,6 +10,7 @@ sentencepiece needs no torch (a .model passed as --tokenizer).
 """
 
 from formats import detect, spm
+from formats.files import read_capped
 from llama2_scratch.model_files import open_tokenizer
 from parity import LLAMA_CPP, NUMPY, SENTENCEPIECE
 
@@ -18,8 +19,7 @@ def sentencepiece_model(tokenizer_path, ckpt_file, model_file):
     """The bytes of the trained SentencePiece .model: --tokenizer when it is one, else the
     ckpt's stored copy, else MODEL's (a Hugging Face folder's tokenizer.model), else None."""
     if tokenizer_path is not None and detect.is_sentencepiece_model(tokenizer_path):
-        with open(tokenizer_path, "rb") as f:
-            return f.read()
+        return read_capped(tokenizer_path, spm.MAX_MODEL_BYTES)
     if ckpt_file is not None and ckpt_file.spm_model:
         return ckpt_file.spm_model
     return model_file.spm_model

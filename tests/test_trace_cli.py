@@ -19,7 +19,7 @@ from tests.helpers import NO_TORCH
 from llama2_scratch import trace_cmd, trace_experiments
 from reference import study, training
 from reference.cache import points
-from tests.llama_helpers import random_weights, torch_model
+from tests.llama_helpers import random_weights
 from trainer import checkpoint
 
 ARGS = ModelArgs(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=32000, max_seq_len=24)
@@ -149,10 +149,20 @@ def test_json_vs_torch_agreement(traced, files):
     assert points[worst]["max_abs_diff"] <= VS_TORCH_MAX_ABS_DIFF, worst
     # The bit-identical share counts the causal triangle only: the mask's -inf (scores) and 0
     # (pattern) above it are the same in every implementation and would count as agreement.
-    _, torch_cache = torch_model(ARGS, files["weights"]).run_with_cache(ids)
+    # torch's values as the CLI's own process computed them: its bits depend on the thread count,
+    # which other tests in this process may have changed.
+    names = ("blocks.1.attn.scores", "blocks.1.attn.pattern")
+    saved = files["f32"].with_suffix(".torch.npz")
+    script = ("import sys, numpy as np; from llama2_scratch.model_files import open_model; "
+              "from llama2_scratch.trace_cmd import _torch_cache; "
+              "c = _torch_cache(sys.argv[2], open_model(sys.argv[1]).model(), [int(i) for i in sys.argv[5:]]); "
+              "np.savez(sys.argv[3], *(c[n] for n in sys.argv[4].split(',')))")
+    result = helpers.run_python("-c", script, files["f32"], files["ckpt"], saved, ",".join(names), *ids)
+    assert result.returncode == 0, result.stderr
+    torch_values = np.load(saved)
     below = np.tril_indices(len(ids))
-    for name in ("blocks.1.attn.scores", "blocks.1.attn.pattern"):
-        ours, theirs = cache[name][:, *below], torch_cache[name].numpy()[:, *below]
+    for i, name in enumerate(names):
+        ours, theirs = cache[name][:, *below], torch_values[f"arr_{i}"][:, *below]
         assert points[name]["bit_identical"] == np.mean(ours.view(np.uint32) == theirs.view(np.uint32)), name
 
 

@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 import reference.runtime.fast
 from formats import gguf, llama2c, mapping, quant
 from formats.ggml import GGMLType
-from reference.runtime.blockwise import BlockMatrix, Int8BlockMatrix, fused_rows
+from reference.runtime.blockwise import (BlockMatrix, Int8BlockMatrix, RowStack, fused_rows, product, row_range,
+                                         stack_rows)
 from formats.spec import ModelArgs
 from reference.runtime.fast import FastLlama
 from reference.generate import generate
@@ -159,12 +160,42 @@ def test_with_mmap_f32_weights_stay_views_of_the_file(tmp_path):
 
 
 def _root(array):
-    while isinstance(array.base, np.ndarray):
-        array = array.base
-    return array
+    """The last array in `array`'s chain of bases, through the wrapper as_strided puts around a
+    fused view's base (FastLayer.wq is a row range of one)."""
+    while True:
+        base = array.base if isinstance(array.base, np.ndarray) else getattr(array.base, "base", None)
+        if not isinstance(base, np.ndarray):
+            return array
+        array = base
 
 
 # --- quantized weights kept quantized ------------------------------------------------------------
+
+def test_a_row_stack_multiplies_as_its_matrices_stacked_over_any_row_range():
+    """float32, Q4_1 (mins) and float32 rows that cannot fuse: stack_rows makes them one RowStack,
+    whose product over any range of rows (what the executor hands each thread) and whose
+    slice_rows are those of the dense stack. Tolerance: float32 sums in another order (1e-5)."""
+    rng = np.random.default_rng(20)
+    first, last = rng.standard_normal((5, 64), dtype=np.float32), rng.standard_normal((4, 64), dtype=np.float32)
+    raw = quant.quantize(rng.standard_normal((3, 64), dtype=np.float32), GGMLType.Q4_1)
+    middle = Int8BlockMatrix.from_codes(quant.codes_rows(raw, GGMLType.Q4_1, 64))
+    stack = stack_rows([first, middle, last])
+    assert isinstance(stack, RowStack) and stack.shape == (12, 64) and stack.compressed
+    dense = np.concatenate([first, quant.dequantize(raw, GGMLType.Q4_1, (3, 64)), last])
+    for x in (rng.standard_normal((1, 64), dtype=np.float32), rng.standard_normal((4, 64), dtype=np.float32)):
+        for start, stop in [(0, 12), (2, 7), (5, 8), (6, 12), (4, 5)]:
+            out = np.full((len(x), 12), np.nan, np.float32)
+            product(x, stack, out, start, stop)
+            np.testing.assert_allclose(out[:, start:stop], x @ dense[start:stop].T, rtol=1e-5, atol=1e-5)
+            assert np.isnan(out[:, :start]).all() and np.isnan(out[:, stop:]).all()    # other rows untouched
+            np.testing.assert_allclose(product(x, row_range(stack, start, stop), np.empty((len(x), stop - start),
+                                                                                           np.float32)),
+                                       x @ dense[start:stop].T, rtol=1e-5, atol=1e-5)
+    assert row_range(stack, 5, 8) is not stack and isinstance(row_range(stack, 5, 8), Int8BlockMatrix)
+    assert np.shares_memory(row_range(stack, 0, 3), first)
+    assert not RowStack([first, last]).compressed and stack_rows([first]) is first
+
+
 
 def test_int8_block_rows_are_exactly_the_dequantized_weights():
     x = np.random.default_rng(0).standard_normal((70, 96), dtype=np.float32)
@@ -301,10 +332,12 @@ def test_matrices_of_several_types_with_one_codes_form_are_fused(tmp_path):
         path = tmp_path / f"{wv_type.name}.gguf"
         gguf.write(model_file, path)
         model, plain = load_model(path, fast=True), load_model(path)
-        assert all((layer.wqkv is not None) == fused and (layer.wqk is None) == fused for layer in model.layers)
-        together = model.layers[0].wqkv if fused else model.layers[0].wqk
+        # One product where fused; else a RowStack of wq|wk's product and wv's.
+        assert all(isinstance(layer.wqkv, RowStack) != fused for layer in model.layers)
+        together = model.layers[0].wqkv if fused else model.layers[0].wqkv.matrices[0]
         assert np.shares_memory(together.codes, model.layers[0].wk.codes)
         assert np.shares_memory(together.codes, model.layers[0].wv.codes) == fused
+        assert fused or [m.shape[0] for m in model.layers[0].wqkv.matrices] == [args.dim + args.kv_dim, args.kv_dim]
         np.testing.assert_allclose(model.forward(tokens, all_logits=True), plain.forward(tokens, all_logits=True),
                                    rtol=0, atol=FAST_LOGITS_ATOL)
 

@@ -23,7 +23,7 @@ from parity.backends import LlamaCppBackend
 from parity.metrics import logit_metrics
 from parity.run import run_verify
 from parity.thresholds import SAME_FILE, VS_TORCH, file_dtype, for_pair
-from reference.runtime.blockwise import Int8BlockMatrix
+from reference.runtime.blockwise import Int8BlockMatrix, RowStack
 from reference.runtime.load import load_model
 from tests import verify_helpers as vh
 from tests.ggml_c import quantize_model
@@ -69,11 +69,11 @@ def test_fast_models_hold_every_quantized_matrix_as_int8_codes(quantized):
         assert all(isinstance(w, Int8BlockMatrix) for w in (layer.wq, layer.wk, layer.wv, layer.w1, layer.w2,
                                                             layer.w3, model.output)), label
     # Q4_K_M: layer 0 is q4_k throughout, so one product makes q, k and v; llama.cpp gives layer
-    # 1's wv q6_k (no mins, blocks of 16), so there wq | wk | wv are three products.
+    # 1's wv q6_k (no mins, blocks of 16), so there wq | wk and wv are two products (a RowStack).
     first, second = load_model(quantized["Q4_K_M"], fast=True).layers
     assert first.wqkv is not None and np.shares_memory(first.wqkv.codes, first.wv.codes)
     assert second.w13 is not None and np.shares_memory(second.w13.codes, second.w3.codes)
-    assert second.wqkv is None and second.wv.mins is None and second.wq.mins is not None
+    assert isinstance(second.wqkv, RowStack) and second.wv.mins is None and second.wq.mins is not None
 
 
 @pytest.mark.parametrize("label", sorted(MIXES))

@@ -2,7 +2,8 @@
 times block scales, multiplied a chunk of rows at a time.
 
 `product(x, w, out, start, stop)` is out[:, start:stop] = x @ w[start:stop].T for every kind of
-weight; executor.py splits a large product's rows between threads with it.
+weight; executor.py splits a large product's rows between threads with it. `stack_rows` makes
+several matrices one, for one product where they lie back to back.
 
 Float32, one token: np.vecdot, a SIMD dot per row, streams the weights faster than OpenBLAS's
 sgemv; a prompt (T > 1) goes to BLAS sgemm.
@@ -40,6 +41,34 @@ CHUNK_ELEMENTS = 1 << 19
 # Columns per part of a prompt's chunk: longer rows are multiplied a part at a time, so that a
 # chunk still holds hundreds of rows (each sgemm packs x's part anew; docs/benchmarks.md).
 PROMPT_PART_COLS = 1024
+
+
+def stack_rows(matrices):
+    """The (rows, cols) matrices stacked along their rows, to be multiplied as one: a view where
+    they lie back to back, else a RowStack of the runs that do (wq | wk as Q4_K codes, then wv as
+    Q6_K's), never a copy. A copy would cost memory, and a float32 sgemm over stacked rows may
+    round differently from one per matrix, for no gain at decode (docs/benchmarks.md)."""
+    runs = [[matrices[0]]]
+    for m in matrices[1:]:
+        if _fused(runs[-1] + [m]) is None:
+            runs.append([m])
+        else:
+            runs[-1].append(m)
+    stacked = [_fused(run) for run in runs]
+    return stacked[0] if len(stacked) == 1 else RowStack(stacked)
+
+
+def _fused(matrices):
+    """The matrices as one matrix without copying their codes or weights, or None."""
+    if len(matrices) == 1:
+        return matrices[0]
+    fused = fused_rows(matrices)
+    return Int8BlockMatrix.fused(matrices) if fused is None else fused
+
+
+def row_range(w, start, stop):
+    """Rows start..stop-1 of a float32 array or a BlockMatrix, sharing its memory."""
+    return w.slice_rows(start, stop) if isinstance(w, BlockMatrix) else w[start:stop]
 
 
 def fused_rows(matrices):
@@ -129,6 +158,7 @@ class BlockMatrix:
     `product(x, out, start, stop)` is out[:, start:stop] = x @ W[start:stop].T and `take(ids)` is
     W[ids]; neither holds more than CHUNK_ELEMENTS float32 weights at once.
     """
+    compressed = True           # its products cast codes (compute-bound), unlike float32's
 
     def __init__(self, shape):
         self.shape = tuple(int(n) for n in shape)
@@ -143,6 +173,10 @@ class BlockMatrix:
 
     def product(self, x, out, start, stop):
         """out[:, start:stop] = x @ W[start:stop].T, one chunk of rows at a time."""
+        raise NotImplementedError
+
+    def slice_rows(self, start, stop):
+        """Rows start..stop-1, sharing this matrix's memory."""
         raise NotImplementedError
 
     def matmul(self, x):
@@ -219,6 +253,11 @@ class Int8BlockMatrix(BlockMatrix):
 
         mins = None if first.mins is None else stacked([m.mins for m in matrices])
         return cls(codes, stacked([m.scales for m in matrices]), mins, first.subtract)
+
+    def slice_rows(self, start, stop):
+        """Rows start..stop-1 as an Int8BlockMatrix of views into this one's arrays."""
+        return Int8BlockMatrix(self.codes[:, :, start:stop], self.scales[:, start:stop],
+                               None if self.mins is None else self.mins[:, start:stop], self.subtract)
 
     def rows(self, start, stop, scratch):
         """Rows start..stop-1 as float32 (stop-start, cols), exactly formats.quant's values: the
@@ -334,3 +373,28 @@ def _column_parts(n_blocks, block):
     n_parts = -(-n_blocks * block // max(PROMPT_PART_COLS, block))
     per_part = -(-n_blocks // n_parts)
     return [(b0, min(b0 + per_part, n_blocks)) for b0 in range(0, n_blocks, per_part)]
+
+
+class RowStack(BlockMatrix):
+    """Matrices of one row length stacked along their rows and multiplied as one, each product
+    running on the matrices its rows fall in: wq | wk as Q4_K codes over wv as Q6_K's, say."""
+
+    def __init__(self, matrices):
+        super().__init__((sum(m.shape[0] for m in matrices), matrices[0].shape[1]))
+        self.matrices = list(matrices)
+        self.compressed = any(isinstance(m, BlockMatrix) for m in matrices)
+        self.starts = np.cumsum([0] + [m.shape[0] for m in matrices]).tolist()    # each one's first row
+
+    def product(self, x, out, start, stop):
+        for m, first, end in zip(self.matrices, self.starts, self.starts[1:]):
+            if max(start, first) < min(stop, end):
+                product(x, m, out[:, first:end], max(start, first) - first, min(stop, end) - first)
+
+    def slice_rows(self, start, stop):
+        parts = [row_range(m, max(start, first) - first, min(stop, end) - first)
+                 for m, first, end in zip(self.matrices, self.starts, self.starts[1:])
+                 if max(start, first) < min(stop, end)]
+        return parts[0] if len(parts) == 1 else RowStack(parts)
+
+    def _arrays(self):
+        return tuple(a for m in self.matrices for a in (m._arrays() if isinstance(m, BlockMatrix) else (m,)))

@@ -17,7 +17,7 @@ import threading
 import numpy as np
 
 from reference.runtime import affinity, blas
-from reference.runtime.blockwise import BlockMatrix, product
+from reference.runtime.blockwise import product
 
 
 class Executor:
@@ -88,7 +88,7 @@ class Executor:
         n_weights = w.shape[0] * w.shape[1]
         if n_tokens > 1:
             return self.split_prompts and n_tokens * n_weights >= self.SPLIT_PROMPT
-        return n_weights >= (self.SPLIT_QUANTIZED if isinstance(w, BlockMatrix) else self.SPLIT_ELEMENTS)
+        return n_weights >= (self.SPLIT_QUANTIZED if getattr(w, "compressed", False) else self.SPLIT_ELEMENTS)
 
 
 class Worker:

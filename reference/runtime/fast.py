@@ -9,8 +9,9 @@ choices"):
 - Every product goes through an Executor (executor.py), which splits large ones between threads,
   to the kernel for the weight's kind (blockwise.py): np.vecdot for one float32 token, BLAS sgemm
   for a prompt, int8 codes times block scales for quantized matrices.
-- wq, wk and wv make one product where they lie back to back (GGUF writers store them so; load.py
-  packs quantized ones so), and so do w1 and w3 where load.py packed them.
+- wq, wk, wv are one matrix (wqkv) and w1, w3 another (w13), stacked once at load
+  (blockwise.stack_rows): one product each where they lie back to back (GGUF writers store wq,
+  wk, wv so; load.py packs quantized matrices so), else a RowStack multiplying the runs in turn.
 - A decode step runs in buffers allocated once, every op writing with `out=`, none per head.
 - RoPE is one complex multiply for q and k together: pair (x[2j], x[2j+1]) read as the complex
   number x[2j] + i x[2j+1], times cos + i sin, is exactly rope.apply_rope's formula.
@@ -28,9 +29,9 @@ import math
 
 import numpy as np
 
-from reference.runtime.blockwise import BlockMatrix, Int8BlockMatrix, fused_rows
+from reference.runtime.blockwise import BlockMatrix, row_range, stack_rows
 from reference.runtime.executor import Executor
-from formats.spec import ModelArgs
+from formats.spec import ModelArgs, layer_weight
 from reference.runtime.memory import zeros_on_touch
 from reference.model import LAYER_TENSORS, check_positions, matching_weights
 from reference.rope import RopeTable
@@ -42,21 +43,26 @@ QUERY_BLOCK = 64
 
 @dataclasses.dataclass(frozen=True)
 class FastLayer:
-    """One block's weights as the fast path uses them; wqkv (wq, wk, wv stacked), wqk (wq, wk
-    stacked, where wqkv is None) and w13 (w1, w3 stacked) are views spanning the separate
-    matrices when those lie back to back, else None."""
+    """One block's weights as the fast path multiplies them: wq, wk, wv stacked into one matrix
+    and w1, w3 into another (blockwise.stack_rows). wq .. w3 are row ranges of those."""
     attention_norm: np.ndarray      # (D,)
-    wqkv: object                    # (D + 2*kv_dim, D), or None when wq, wk, wv are used apart
-    wq: object                      # (D, D)
-    wk: object                      # (kv_dim, D)
-    wv: object                      # (kv_dim, D)
+    wqkv: object                    # (D + 2*kv_dim, D): wq | wk | wv
     wo: object                      # (D, D)
     ffn_norm: np.ndarray            # (D,)
-    w1: object                      # (F, D)
+    w13: object                     # (2F, D): w1 | w3
     w2: object                      # (D, F)
-    w3: object                      # (F, D)
-    w13: object = None              # (2F, D): w1 and w3 stacked, or None
-    wqk: object = None              # (D + kv_dim, D): wq and wk stacked, or None
+
+    wq = property(lambda self: row_range(self.wqkv, 0, self._dim))
+    wk = property(lambda self: row_range(self.wqkv, self._dim, self._dim + self._kv_dim))
+    wv = property(lambda self: row_range(self.wqkv, self._dim + self._kv_dim, self.wqkv.shape[0]))
+    w1 = property(lambda self: row_range(self.w13, 0, self.w13.shape[0] // 2))
+    w3 = property(lambda self: row_range(self.w13, self.w13.shape[0] // 2, self.w13.shape[0]))
+    _dim = property(lambda self: self.wqkv.shape[1])
+    _kv_dim = property(lambda self: (self.wqkv.shape[0] - self.wqkv.shape[1]) // 2)
+
+
+# The fields of model.LayerWeights that FastLayer stacks for one product each.
+STACKED = {"wqkv": ("wq", "wk", "wv"), "w13": ("w1", "w3")}
 
 
 class Buffers:
@@ -98,10 +104,9 @@ class FastLlama:
         self.output = w.get("output.weight", self.tok_embeddings)            # (V, D)
         self.layers = []
         for i in range(args.n_layers):
-            layer = {field: w[f"layers.{i}.{name}.weight"] for field, name in LAYER_TENSORS.items()}
-            wqkv = _fused([layer["wq"], layer["wk"], layer["wv"]])
-            wqk = None if wqkv is not None else _fused([layer["wq"], layer["wk"]])
-            self.layers.append(FastLayer(wqkv=wqkv, wqk=wqk, w13=_fused([layer["w1"], layer["w3"]]), **layer))
+            layer = {field: w[layer_weight(i, name)] for field, name in LAYER_TENSORS.items()}
+            stacked = {name: stack_rows([layer.pop(field) for field in fields]) for name, fields in STACKED.items()}
+            self.layers.append(FastLayer(**layer, **stacked))
         # (S_max, hd/2) complex64 with real part cos and imaginary part sin, the same float32s,
         # computed as positions are reached (a header's context may be 2^31).
         self.rope = RopeTable(args.head_dim, args.max_seq_len, args.rope_theta, np.complex64, "complex")
@@ -143,15 +148,7 @@ class FastLlama:
         T, D, kv, hd = b.x.shape[0], args.dim, args.kv_dim, args.head_dim
         Hkv, G = args.n_kv_heads, args.n_heads // args.n_kv_heads
         xn = _rmsnorm(b.x, layer.attention_norm, args.norm_eps, b.xn, b.mean_square)
-        if layer.wqkv is not None:
-            self.executor(xn, layer.wqkv, out=b.qkv)                            # (T, D) -> (T, D+2kv)
-        elif layer.wqk is not None:
-            self.executor(xn, layer.wqk, out=b.qkv[:, :D + kv])
-            self.executor(xn, layer.wv, out=b.qkv[:, D + kv:])
-        else:
-            for w, part in ((layer.wq, b.qkv[:, :D]), (layer.wk, b.qkv[:, D:D + kv]),
-                            (layer.wv, b.qkv[:, D + kv:])):
-                self.executor(xn, w, out=part)
+        self.executor(xn, layer.wqkv, out=b.qkv)                                # (T, D) -> (T, D+2kv)
         # RoPE on q and k at once: their (T, H + Hkv, hd/2) complex pairs times (T, 1, hd/2).
         qk = b.qkv[:, :D + kv].view(np.complex64).reshape(T, args.n_heads + Hkv, hd // 2)
         np.multiply(qk, rope, out=qk)
@@ -192,11 +189,7 @@ class FastLlama:
     def _feed_forward(self, layer, b):
         """x += w2 (silu(w1 x) * w3 x) on rmsnorm(x). (T, D) -> (T, D)."""
         xn = _rmsnorm(b.x, layer.ffn_norm, self.args.norm_eps, b.xn, b.mean_square)
-        if layer.w13 is not None:
-            self.executor(xn, layer.w13, out=b.gate_up)                           # (T, D) -> (T, 2F)
-        else:
-            self.executor(xn, layer.w1, out=b.gate)
-            self.executor(xn, layer.w3, out=b.up)
+        self.executor(xn, layer.w13, out=b.gate_up)                             # (T, D) -> (T, 2F)
         T, F = b.gate.shape
         if self.executor.shares_prompt(T):      # each thread its own columns of the (T, F) arrays
             self.executor.share(_swiglu_, [(b.gate[:, f0:f1], b.up[:, f0:f1], b.tmp[:, f0:f1])
@@ -204,13 +197,6 @@ class FastLlama:
         else:
             _swiglu_(b.gate, b.up, b.tmp)
         b.x += self.executor(b.gate, layer.w2, out=b.proj)                      # (T, F) -> (T, D)
-
-
-def _fused(matrices):
-    """The matrices stacked along their rows without a copy, or None (see blockwise.fused_rows)."""
-    if all(isinstance(m, Int8BlockMatrix) for m in matrices):
-        return Int8BlockMatrix.fused(matrices)
-    return fused_rows(matrices)
 
 
 def _swiglu_(gate, up, tmp):

@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 import reference.runtime.fast
 from formats import gguf, llama2c, mapping, quant
 from formats.ggml import GGMLType
-from reference.runtime.blockwise import (BlockMatrix, Int8BlockMatrix, RowStack, fused_rows, product, row_range,
-                                         stack_rows)
+from reference.runtime.blockwise import BlockMatrix, Int8BlockMatrix, product
+from reference.runtime.packing import RowStack, fused_rows, row_range, stack_rows
 from formats.spec import ModelArgs
 from reference.runtime.fast import FastLlama
 from reference.generate import generate
@@ -371,8 +371,8 @@ def test_products_shared_between_threads_give_the_same_logits(tmp_path, monkeypa
 def test_docstring_examples():
     import doctest
 
-    import reference.runtime.blockwise
-    result = doctest.testmod(reference.runtime.blockwise)
+    import reference.runtime.packing
+    result = doctest.testmod(reference.runtime.packing)
     assert result.attempted > 0 and result.failed == 0
 
 

@@ -25,6 +25,7 @@ from formats.quants.record import Mins
 from formats.spec import ModelArgs
 from reference.runtime.blockwise import Int8BlockMatrix
 from reference.runtime.load import load_model
+from reference.runtime.packing import fused_codes
 from tests.llama_helpers import random_weights
 from tests.quant_helpers import map_scales, random_blocks
 from tests.test_fast_path import FAST_LOGITS_ATOL
@@ -137,13 +138,13 @@ def test_mins_fuse_only_with_mins_of_the_same_sign():
         return Int8BlockMatrix(codes[:, :, rows], scales[:, rows], mins, subtract)
 
     half = np.ones((2, 3), np.float32)
-    assert Int8BlockMatrix.fused([part(slice(0, 3), None), part(slice(3, 6), None)]) is not None
-    assert Int8BlockMatrix.fused([part(slice(0, 2), None), part(slice(3, 6), None)]) is None
-    fused = Int8BlockMatrix.fused([part(slice(0, 3), half, True), part(slice(3, 6), 2 * half, True)])
+    assert fused_codes([part(slice(0, 3), None), part(slice(3, 6), None)]) is not None
+    assert fused_codes([part(slice(0, 2), None), part(slice(3, 6), None)]) is None
+    fused = fused_codes([part(slice(0, 3), half, True), part(slice(3, 6), 2 * half, True)])
     np.testing.assert_array_equal(fused.mins[0], [1, 1, 1, 2, 2, 2])
     assert fused.shape == (6, 64) and fused.subtract and np.shares_memory(fused.codes, codes)
-    assert Int8BlockMatrix.fused([part(slice(0, 3), half, True), part(slice(3, 6), half)]) is None
-    assert Int8BlockMatrix.fused([part(slice(0, 3), half), part(slice(3, 6), None)]) is None
+    assert fused_codes([part(slice(0, 3), half, True), part(slice(3, 6), half)]) is None
+    assert fused_codes([part(slice(0, 3), half), part(slice(3, 6), None)]) is None
 
 
 @pytest.mark.parametrize("dtype", ["f16", "bf16"])

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from formats.errors import FormatError
-from reference.runtime.blockwise import fused_rows
+from reference.runtime.packing import fused_rows
 from reference.runtime.memory import (HUGE_PAGE_BYTES, HUGE_PAGE_MIN_BYTES, huge_page_array, huge_page_buffer,
                                       resident, zeros_on_touch)
 

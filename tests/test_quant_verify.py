@@ -23,7 +23,8 @@ from parity.backends import LlamaCppBackend
 from parity.metrics import logit_metrics
 from parity.run import run_verify
 from parity.thresholds import SAME_FILE, VS_TORCH, file_dtype, for_pair
-from reference.runtime.blockwise import Int8BlockMatrix, RowStack
+from reference.runtime.blockwise import Int8BlockMatrix
+from reference.runtime.packing import RowStack
 from reference.runtime.load import load_model
 from tests import verify_helpers as vh
 from tests.ggml_c import quantize_model

@@ -8,6 +8,7 @@ building on those above it:
                        cache's memory, resident as positions are written
     blockwise.py       the kernels: float32 products, and int8 codes times block scales (every
                        quantized type) multiplied a chunk of rows at a time
+    packing.py         several matrices made one for one product (wq | wk | wv, w1 | w3)
     blas.py            BLAS on one thread for a while (its own threads spin on our cores)
     affinity.py        the executor's threads each held to a CPU of its own during a pass
     executor.py        Executor: threads, pinning, BLAS threading and the row split

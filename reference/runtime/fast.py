@@ -10,7 +10,7 @@ choices"):
   to the kernel for the weight's kind (blockwise.py): np.vecdot for one float32 token, BLAS sgemm
   for a prompt, int8 codes times block scales for quantized matrices.
 - wq, wk, wv are one matrix (wqkv) and w1, w3 another (w13), stacked once at load
-  (blockwise.stack_rows): one product each where they lie back to back (GGUF writers store wq,
+  (packing.stack_rows): one product each where they lie back to back (GGUF writers store wq,
   wk, wv so; load.py packs quantized matrices so), else a RowStack multiplying the runs in turn.
 - A decode step runs in buffers allocated once, every op writing with `out=`, none per head.
 - RoPE is one complex multiply for q and k together: pair (x[2j], x[2j+1]) read as the complex
@@ -29,10 +29,11 @@ import math
 
 import numpy as np
 
-from reference.runtime.blockwise import BlockMatrix, row_range, stack_rows
+from reference.runtime.blockwise import BlockMatrix
 from reference.runtime.executor import Executor
 from formats.spec import ModelArgs, layer_weight
 from reference.runtime.memory import zeros_on_touch
+from reference.runtime.packing import row_range, stack_rows
 from reference.model import LAYER_TENSORS, check_positions, matching_weights
 from reference.rope import RopeTable
 
@@ -44,7 +45,7 @@ QUERY_BLOCK = 64
 @dataclasses.dataclass(frozen=True)
 class FastLayer:
     """One block's weights as the fast path multiplies them: wq, wk, wv stacked into one matrix
-    and w1, w3 into another (blockwise.stack_rows). wq .. w3 are row ranges of those."""
+    and w1, w3 into another (packing.stack_rows). wq .. w3 are row ranges of those."""
     attention_norm: np.ndarray      # (D,)
     wqkv: object                    # (D + 2*kv_dim, D): wq | wk | wv
     wo: object                      # (D, D)

@@ -26,7 +26,7 @@ def add_arguments(parser):
     parser.add_argument("model", help="a GGUF, a llama2.c .bin (v0/v1/v2), a ckpt.pt or a Hugging Face folder")
     parser.add_argument("--tokenizer", help="tokenizer.bin or SentencePiece .model (needed unless MODEL carries "
                                             "one: a GGUF, a ckpt.pt holding its .model, a folder with "
-                                            "tokenizer.model)")
+                                            "tokenizer.model or tokenizer.json)")
     prompt = parser.add_mutually_exclusive_group()
     prompt.add_argument("--prompt", default="", help="the prompt text (default: empty)")
     prompt.add_argument("--prompt-file", help="read the prompt from this UTF-8 file")
@@ -77,7 +77,9 @@ def run(args):
     else:
         prompt = args.prompt
     threads = args.threads or usable_cpus()
-    model, tokenizer = load_model_and_tokenizer(args.model, args.tokenizer, threads=threads, mmap=args.mmap)
+    model, tokenizer, warning = load_model_and_tokenizer(args.model, args.tokenizer, threads=threads, mmap=args.mmap)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
     vocab = tokenizer.vocab
     prompt_ids = tokenizer.encode(prompt)
     if not prompt_ids:

@@ -4,7 +4,7 @@
     gguf      llama.cpp's GGUF            formats.gguf.read (mapped)     tokenizer.ggml.* when present
     llama2c   llama2.c .bin, v0/v1/v2     formats.llama2c.read (mapped)  never (tokenizer.bin is apart)
     ckpt      torch.save ckpt.pt          trainer.checkpoint.load        the SentencePiece .model bytes
-    hf        Hugging Face Llama folder   formats.hf.read_folder         tokenizer.model when present
+    hf        Hugging Face Llama folder   formats.hf.read_folder         tokenizer.model, else tokenizer.json
 
 A folder is a Hugging Face model (config.json + model.safetensors or a sharded index); a file's
 kind comes from its first bytes (formats.detect), never its name. GGUF and llama2.c files and
@@ -85,7 +85,7 @@ class ModelFile:
                together or with the tensors (worked out on first use, so a broken file still opens)
     vocab      formats.vocab.Vocab, or None when the file carries no tokenizer
     spm_model  the SentencePiece .model bytes the file carries (a ckpt.pt, a Hugging Face
-               folder's tokenizer.model), or None
+               folder's tokenizer.model or those rebuilt from its tokenizer.json), or None
     context    the declared context length (max_seq_len), known even when `spec` fails
     """
     kind = None
@@ -293,19 +293,28 @@ class HFModel(ModelFile):
     def spm_model(self):
         return self.source.tokenizer_model
 
+    @property
+    def _tokenizer_name(self):
+        """The file the SentencePiece bytes came from: tokenizer.model, else tokenizer.json (which
+        formats/hf.py rebuilt them from)."""
+        name = hf.TOKENIZER if os.path.exists(os.path.join(self.path, hf.TOKENIZER)) else hf.TOKENIZER_JSON
+        return os.path.join(self.path, name)
+
     @functools.cached_property
     def vocab(self):
-        """tokenizer.model's vocabulary (tokenizer.json alone is not read: None)."""
+        """The folder's vocabulary: tokenizer.model's, else the one rebuilt from tokenizer.json; None
+        when it has neither."""
         if self.spm_model is None:
             return None
-        return spm.from_bytes(self.spm_model, os.path.join(self.path, hf.TOKENIZER)).vocab
+        return spm.from_bytes(self.spm_model, self._tokenizer_name).vocab
 
     def tokenizer(self):
-        """tokenizer.model with its normalizer options too (remove_extra_whitespaces, ...), as
-        `tokenize X.model` reads it: the folder keeps the SentencePiece model itself."""
+        """The SentencePiece model with its normalizer options too (remove_extra_whitespaces, ...), as
+        `tokenize X.model` reads it, from the bytes the folder was read with (so tokenizer.json alone
+        serves as well)."""
         if self.spm_model is None:
             return super().tokenizer()
-        return FastTokenizer.from_spm(os.path.join(self.path, hf.TOKENIZER))
+        return FastTokenizer.from_spm(self._tokenizer_name, self.spm_model)
 
     @property
     def context(self):
@@ -344,6 +353,54 @@ def open_tokenizer(path, vocab_size=None):
     return FastTokenizer(llama2c.read_tokenizer(path, vocab_size))
 
 
+# A share of capitalized word pieces ("First", ≥ 3 letters) spelt without a leading '▁' above which
+# a vocabulary looks trained without the dummy prefix. With the prefix a word that starts a line
+# is learned as "▁First"; without it as "First". Measured with trainer/vocab.py's settings on Tiny
+# Shakespeare: 0.30 (1024 pieces) and 0.23 (4096) with the prefix, 0.89 and 0.74 without; Llama 2's
+# 32000: 0.28. Thai (little case) gives 0.43 with and 0.48 without: no warning either way.
+NO_PREFIX_SHARE = 0.55
+# Fewer capitalized pieces than this and the share says nothing (a 512-piece Tiny Shakespeare
+# vocabulary trained without the prefix has 8).
+MIN_CAPITALIZED_PIECES = 20
+
+
+def looks_trained_without_prefix(pieces):
+    """Whether a vocabulary's pieces look learned without SentencePiece's dummy-prefix space (see
+    NO_PREFIX_SHARE); False when there are too few capitalized word pieces to tell."""
+    bare = sum(1 for p in pieces if len(p) >= 3 and p.isalpha() and p[0].isupper())
+    spaced = sum(1 for p in pieces if len(p) >= 4 and p[0] == "\u2581" and p[1:].isalpha() and p[1].isupper())
+    return bare + spaced >= MIN_CAPITALIZED_PIECES and bare / (bare + spaced) > NO_PREFIX_SHARE
+
+
+def is_tokenizer_bin(path):
+    """Whether `path` is a llama2.c tokenizer.bin: a file that is not a GGUF, a ckpt.pt or a .model."""
+    if os.path.isdir(path):
+        return False
+    head = detect.first_bytes(path)
+    return head not in (detect.GGUF_MAGIC, detect.TORCH_ZIP_MAGIC) and not detect.is_sentencepiece_model(path)
+
+
+def dummy_prefix_warning(source, tokenizer_path, vocab):
+    """A line saying that a llama2.c tokenizer.bin (which always adds the dummy-prefix space, as
+    run.c does) meets a vocabulary trained without it, or None. `source` is the opened model file
+    (None for `tokenize`, which has only the tokenizer); its own flag decides where it carries a
+    vocabulary (GGUF add_space_prefix, a ckpt's or folder's .model); else the pieces
+    (looks_trained_without_prefix). `generate`, `trace` and `tokenize` print it."""
+    if tokenizer_path is None or not is_tokenizer_bin(tokenizer_path):
+        return None
+    named = str(tokenizer_path) if source is None else f"--tokenizer {tokenizer_path}"
+    if source is not None and source.vocab is not None:
+        trained_without = not source.vocab.add_space_prefix
+        why = f"{source.path} says its vocabulary adds no dummy prefix"
+    else:
+        trained_without = looks_trained_without_prefix(vocab.pieces)
+        why = "its pieces look trained without the dummy prefix (line-initial words lack '▁')"
+    if not trained_without:
+        return None
+    return (f"{named}: a tokenizer.bin adds a '▁' before the prompt, but {why}; "
+            "the prompt's first word may split into other tokens than in training (pass the .model instead)")
+
+
 def usable_cpus():
     """How many CPUs this process may run on (its affinity mask where the OS has one)."""
     if hasattr(os, "sched_getaffinity"):
@@ -352,7 +409,8 @@ def usable_cpus():
 
 
 def load_model_and_tokenizer(model_path, tokenizer_path=None, threads=1, mmap=False):
-    """(FastLlama, Tokenizer); raises ValueError naming the file when they do not fit together.
+    """(FastLlama, Tokenizer, dummy_prefix_warning's line or None); raises ValueError naming the
+    file when they do not fit together.
 
     The tokenizer is `tokenizer_path`'s, else the one the model file carries. The fast path
     (reference/runtime/fast.py): float32 weights are read once into huge-page memory and quantized
@@ -360,7 +418,8 @@ def load_model_and_tokenizer(model_path, tokenizer_path=None, threads=1, mmap=Fa
     products (reference.runtime.executor.Executor)."""
     source = open_model(model_path)
     model = source.model(fast=True, threads=threads, mmap=mmap)
-    return model, model_tokenizer(source, tokenizer_path, model.args.vocab_size)
+    tokenizer = model_tokenizer(source, tokenizer_path, model.args.vocab_size)
+    return model, tokenizer, dummy_prefix_warning(source, tokenizer_path, tokenizer.vocab)
 
 
 def model_tokenizer(source, tokenizer_path, vocab_size):

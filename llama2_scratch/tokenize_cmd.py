@@ -1,8 +1,9 @@
 """`llama2-scratch tokenize MODEL_OR_TOKENIZER TEXT [--json]`: token ids and pieces of TEXT."""
 
 import json
+import sys
 
-from llama2_scratch.model_files import open_tokenizer
+from llama2_scratch.model_files import dummy_prefix_warning, open_tokenizer
 
 HELP = "print the token ids and pieces of a text"
 
@@ -19,6 +20,9 @@ def add_arguments(parser):
 
 def run(args):
     tokenizer = open_tokenizer(args.tokenizer, args.vocab_size)
+    warning = dummy_prefix_warning(None, args.tokenizer, tokenizer.vocab)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
     ids = tokenizer.encode(args.text)
     pieces = [tokenizer.vocab.pieces[i] for i in ids]
     if args.json:

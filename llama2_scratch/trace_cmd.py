@@ -16,9 +16,8 @@ import sys
 
 import numpy as np
 
-from formats import detect
 from llama2_scratch import trace_experiments, trace_html, trace_plots
-from llama2_scratch.model_files import model_tokenizer, open_checkpoint, open_model
+from llama2_scratch.model_files import dummy_prefix_warning, model_tokenizer, open_checkpoint, open_model
 from reference import study
 from reference.cache import points
 
@@ -125,52 +124,6 @@ def model_description(path, source, model):
     """The `model` of trace --json: the file, its stored weight types, the computing dtype, its arguments."""
     return {"file": str(path), "kind": source.kind, "stored": list(source.dtypes),
             "dtype": str(model.dtype), "args": model.args.to_dict()}
-
-
-# A share of capitalized word pieces ("First", ≥ 3 letters) spelt without a leading '▁' above which
-# a vocabulary looks trained without the dummy prefix. With the prefix a word that starts a line
-# is learned as "▁First"; without it as "First". Measured with trainer/vocab.py's settings on Tiny
-# Shakespeare: 0.30 (1024 pieces) and 0.23 (4096) with the prefix, 0.89 and 0.74 without; Llama 2's
-# 32000: 0.28. Thai (little case) gives 0.43 with and 0.48 without: no warning either way.
-NO_PREFIX_SHARE = 0.55
-# Fewer capitalized pieces than this and the share says nothing (a 512-piece Tiny Shakespeare
-# vocabulary trained without the prefix has 8).
-MIN_CAPITALIZED_PIECES = 20
-
-
-def looks_trained_without_prefix(pieces):
-    """Whether a vocabulary's pieces look learned without SentencePiece's dummy-prefix space (see
-    NO_PREFIX_SHARE); False when there are too few capitalized word pieces to tell."""
-    bare = sum(1 for p in pieces if len(p) >= 3 and p.isalpha() and p[0].isupper())
-    spaced = sum(1 for p in pieces if len(p) >= 4 and p[0] == "\u2581" and p[1:].isalpha() and p[1].isupper())
-    return bare + spaced >= MIN_CAPITALIZED_PIECES and bare / (bare + spaced) > NO_PREFIX_SHARE
-
-
-def is_tokenizer_bin(path):
-    """Whether `path` is a llama2.c tokenizer.bin: a file that is not a GGUF, a ckpt.pt or a .model."""
-    if os.path.isdir(path):
-        return False
-    head = detect.first_bytes(path)
-    return head not in (detect.GGUF_MAGIC, detect.TORCH_ZIP_MAGIC) and not detect.is_sentencepiece_model(path)
-
-
-def dummy_prefix_warning(source, tokenizer_path, vocab):
-    """A line saying that a llama2.c tokenizer.bin (which always adds the dummy-prefix space, as
-    run.c does) meets a vocabulary trained without it, or None. The model file's own flag decides
-    where it carries a vocabulary (GGUF add_space_prefix, a ckpt's or folder's .model); else the
-    pieces (looks_trained_without_prefix)."""
-    if tokenizer_path is None or not is_tokenizer_bin(tokenizer_path):
-        return None
-    if source.vocab is not None:
-        trained_without = not source.vocab.add_space_prefix
-        why = f"{source.path} says its vocabulary adds no dummy prefix"
-    else:
-        trained_without = looks_trained_without_prefix(vocab.pieces)
-        why = "its pieces look trained without the dummy prefix (line-initial words lack '▁')"
-    if not trained_without:
-        return None
-    return (f"--tokenizer {tokenizer_path}: a tokenizer.bin adds a '▁' before the prompt, but {why}; "
-            "the prompt's first word may split into other tokens than in training (pass the .model instead)")
 
 
 def build_report(model, pieces, ids, cache, top_k, torch_cache=None, float64_cache=None):

@@ -110,10 +110,11 @@ class Tokenizer:
     # gives a FastTokenizer.
 
     @classmethod
-    def from_spm(cls, path):
-        """Load a SentencePiece .model file (parsed by formats.spm, no sentencepiece needed)."""
+    def from_spm(cls, path, data=None):
+        """Load a SentencePiece .model file (parsed by formats.spm, no sentencepiece needed), or
+        its bytes `data` where they are not on disk (`path` then only names them in messages)."""
         from formats import spm
-        model = spm.read(path)
+        model = spm.read(path) if data is None else spm.from_bytes(data, path)
         if model.model_type != spm.ModelType.BPE:
             raise ValueError(f"{path}: a {model.model_type.name} model; only BPE is supported")
         if model.precompiled_charsmap:

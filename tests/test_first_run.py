@@ -1,0 +1,107 @@
+"""What a new user hit on a fresh clone (issue 26, item 6): a Hugging Face folder with only
+tokenizer.json, `inspect` on a file that is no model, `generate` past the context, and
+tokenizer.bin's dummy prefix on a vocabulary trained without one.
+
+The model: a small random GGUF (dim 64, context 48) with Llama 2's vocabulary, in-process CLI
+runs (the no-torch subprocess runs are test_generate_cli's).
+"""
+
+import dataclasses
+import json
+
+import pytest
+
+from formats import hf, llama2c
+from formats.spec import ModelArgs
+from formats.spm import read as read_spm
+from llama2_scratch import model_files
+from llama2_scratch.cli import main
+from tests.support.files import small_vocab, write_gguf
+from tests.support.weights import normal_weights
+
+ARGS = ModelArgs(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, hidden_dim=96, max_seq_len=48, vocab_size=32000,
+                 tie_embeddings=True)
+
+
+@pytest.fixture(scope="module")
+def llama2_model(shared_data):
+    return shared_data / "llama2" / "tokenizer.model"
+
+
+@pytest.fixture(scope="module")
+def model_gguf(tmp_path_factory, llama2_model):
+    path = tmp_path_factory.mktemp("first-run") / "m.gguf"
+    write_gguf(ARGS, normal_weights(ARGS, scale=0.5), path, vocab=read_spm(llama2_model).vocab)
+    return path
+
+
+def run_cli(capsys, *argv):
+    """(exit status, stdout, stderr) of `llama2-scratch ARGV` run in this process."""
+    capsys.readouterr()
+    status = main(list(map(str, argv)))
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def run_json(capsys, *argv):
+    """(exit status, the JSON document `llama2-scratch ARGV --json` printed, stderr)."""
+    status, out, err = run_cli(capsys, *argv, "--json")
+    return status, json.loads(out) if out else None, err
+
+
+def test_a_folder_with_only_tokenizer_json_generates_and_tokenizes_the_same(model_gguf, llama2_model, tmp_path,
+                                                                            capsys):
+    """tokenizer.json alone (as many Hugging Face repositories ship it) gives the ids the .model gives."""
+    folder = tmp_path / "hf"
+    assert main(["export", str(model_gguf), "--to", "hf", "-o", str(folder), "--tokenizer", str(llama2_model)]) == 0
+    text = "ROMEO: Wherefore art thou, Ромео? 🌹"
+    runs = []
+    for _ in range(2):
+        generated = run_json(capsys, "generate", folder, "--prompt", text, "--temperature", "0",
+                             "--max-new-tokens", "8", "--threads", "1")
+        tokenized = run_json(capsys, "tokenize", folder, text)
+        assert generated[0] == tokenized[0] == 0, (generated[2], tokenized[2])
+        runs.append((generated[1]["prompt_ids"], generated[1]["ids"], tokenized[1]))
+        (folder / hf.TOKENIZER).unlink(missing_ok=True)
+    assert not (folder / hf.TOKENIZER).exists() and (folder / hf.TOKENIZER_JSON).exists()
+    assert runs[0] == runs[1] and len(runs[0][1]) == 8
+    assert "<0xF0>" in runs[0][2]["pieces"]     # the emoji falls back to bytes in both
+
+
+@pytest.fixture(scope="module")
+def no_prefix_bin(tmp_path_factory):
+    """(tokenizer.bin, llama2.c v0 model) of a vocabulary whose capitalized words are bare pieces,
+    as SentencePiece learns them without the dummy prefix ("ROMEO", not "▁ROMEO")."""
+    words = ["ROMEO"] + [f"Name{chr(97 + i)}" for i in range(model_files.MIN_CAPITALIZED_PIECES)]
+    vocab = small_vocab(["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)] + ["\u2581", ":"] + words)
+    root = tmp_path_factory.mktemp("no-prefix")
+    llama2c.write_tokenizer(vocab, root / "tokenizer.bin")
+    args = dataclasses.replace(ARGS, vocab_size=len(vocab.pieces))
+    llama2c.write(llama2c.Checkpoint(args, normal_weights(args)), root / "m.bin", version=0)
+    return root / "tokenizer.bin", root / "m.bin"
+
+
+def test_a_tokenizer_bin_on_a_vocabulary_without_the_dummy_prefix_warns(no_prefix_bin, model_gguf, llama2_model,
+                                                                         tmp_path, capsys):
+    """generate and tokenize say once, as trace does, that tokenizer.bin's '▁' was not in training."""
+    tokenizer, model = no_prefix_bin
+    warning = f"{tokenizer}: a tokenizer.bin adds a '▁' before the prompt, but its pieces look trained without"
+    status, _, err = run_json(capsys, "tokenize", tokenizer, "ROMEO:")
+    assert status == 0 and err.startswith(f"warning: {warning}") and err.count("\n") == 1, err
+    status, _, err = run_json(capsys, "generate", model, "--tokenizer", tokenizer, "--prompt", "ROMEO:",
+                              "--temperature", "0", "--max-new-tokens", "2")
+    assert status == 0 and err.startswith(f"warning: --tokenizer {warning}") and err.count("\n") == 1, err
+    # the model's own flag decides where it carries a vocabulary: a GGUF saying add_space_prefix false
+    flagged = tmp_path / "flagged.gguf"
+    vocab = dataclasses.replace(read_spm(llama2_model).vocab, add_space_prefix=False)
+    write_gguf(ARGS, normal_weights(ARGS, scale=0.5), flagged, vocab=vocab)
+    llama2_bin = tmp_path / "llama2.bin"
+    llama2c.write_tokenizer(vocab, llama2_bin)
+    status, _, err = run_json(capsys, "generate", flagged, "--tokenizer", llama2_bin, "--prompt", "ROMEO:",
+                              "--temperature", "0", "--max-new-tokens", "2")
+    assert status == 0 and "says its vocabulary adds no dummy prefix" in err and err.count("\n") == 1, err
+    # Llama 2's pieces were learned with the prefix: no warning from either command
+    for argv in (("tokenize", llama2_bin, "ROMEO:"),
+                 ("generate", model_gguf, "--tokenizer", llama2_bin, "--prompt", "ROMEO:", "--max-new-tokens", "2")):
+        status, _, err = run_json(capsys, *argv)
+        assert status == 0 and err == "", err

@@ -2,8 +2,9 @@
 
 The prompt runs through the model at once (prefill), then one token at a time (decode) against the
 KV cache. Text is printed as soon as its UTF-8 characters are complete. Generation stops at EOS,
-at --max-new-tokens, at the context length, or (with --stop-at-bos) at BOS, as llama2.c's run.c
-does for models trained with BOS between documents.
+at --max-new-tokens, at the context length (said once on stderr), or (with --stop-at-bos) at BOS,
+as llama2.c's run.c does for models trained with BOS between documents; --json's "stopped" says
+which.
 """
 
 import json
@@ -70,6 +71,16 @@ def read_prompt(path):
         raise FormatError(path, "--prompt-file", exc.start, "invalid UTF-8") from None
 
 
+def stop_reason(n_new, max_new_tokens, room):
+    """Why generation ended after `n_new` tokens (reference.generate.generate yields
+    min(max_new_tokens, room) unless a stop token comes first; `room`: the context left after the
+    prompt): "max_new_tokens", "context" (the context filled before --max-new-tokens was reached) or
+    "stop_token" (EOS, or BOS with --stop-at-bos)."""
+    if n_new == max_new_tokens:
+        return "max_new_tokens"
+    return "context" if n_new == room else "stop_token"
+
+
 def run(args):
     _check(args)
     if args.prompt_file:
@@ -108,13 +119,18 @@ def run(args):
     tail = decoder.flush()
     texts.append(tail)
 
+    stopped = stop_reason(len(ids), args.max_new_tokens, context - len(prompt_ids))
+    if stopped == "context":
+        print(f"generate: stopped at the model's {context}-token context after {len(ids)} new tokens "
+              f"(--max-new-tokens {args.max_new_tokens})", file=sys.stderr)
+
     prefill_s = (stamps[1] if ids else time.perf_counter()) - stamps[0]
     prefill_tok_s = len(prompt_ids) / prefill_s
     n_decoded = max(len(ids) - 1, 0)
     decode_tok_s = n_decoded / (stamps[-1] - stamps[1]) if n_decoded else None
     if args.json:
         print(json.dumps({"prompt_ids": prompt_ids, "ids": ids, "text": "".join(texts), "prefill_tok_s": prefill_tok_s,
-                          "decode_tok_s": decode_tok_s, "threads": threads}, ensure_ascii=False))
+                          "decode_tok_s": decode_tok_s, "threads": threads, "stopped": stopped}, ensure_ascii=False))
     else:
         sys.stdout.write(tail + "\n")
         sys.stdout.flush()

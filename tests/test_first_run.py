@@ -105,3 +105,19 @@ def test_a_tokenizer_bin_on_a_vocabulary_without_the_dummy_prefix_warns(no_prefi
                  ("generate", model_gguf, "--tokenizer", llama2_bin, "--prompt", "ROMEO:", "--max-new-tokens", "2")):
         status, _, err = run_json(capsys, *argv)
         assert status == 0 and err == "", err
+
+
+def test_generate_says_once_that_the_context_cut_it_short(model_gguf, capsys):
+    """--max-new-tokens 500 on a 48-token context: the context's last position is the limit, and
+    stderr and --json say so; a run that reaches --max-new-tokens says nothing."""
+    argv = ("generate", model_gguf, "--prompt", "ROMEO:", "--temperature", "0", "--threads", "1")
+    status, doc, err = run_json(capsys, *argv, "--max-new-tokens", "500")
+    assert status == 0 and doc["stopped"] == "context"
+    assert len(doc["prompt_ids"]) + len(doc["ids"]) == ARGS.max_seq_len
+    note = (f"generate: stopped at the model's {ARGS.max_seq_len}-token context after {len(doc['ids'])} new tokens "
+            "(--max-new-tokens 500)\n")
+    assert err == note
+    status, _, err = run_cli(capsys, *argv, "--max-new-tokens", "500")
+    assert status == 0 and err.count(note) == 1 and err.count("\n") == 2      # the note and the speed line
+    status, doc, err = run_json(capsys, *argv, "--max-new-tokens", "3")
+    assert status == 0 and doc["stopped"] == "max_new_tokens" and len(doc["ids"]) == 3 and err == ""

@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench_data import data_file  # noqa: E402
+from tests.support.weights import fan_in_weights  # noqa: E402
 
 # (dim, n_layers): heads of 48 (288/6), 64 (512/8) and 64 (768/12) wide.
 SIZES = {288: (6, 6), 512: (8, 8), 768: (12, 12)}
@@ -53,21 +54,6 @@ def model_args(dim):
             "vocab_size": 32000, "hidden_dim": None, "max_seq_len": MAX_SEQ_LEN}
 
 
-def random_weights(args, seed):
-    """llama2.c-named weights: matrices N(0, 1/fan_in) float32, norm gains 1."""
-    from formats.spec import weight_shapes
-
-    rng = np.random.default_rng(seed)
-    weights = {}
-    for name, shape in weight_shapes(args).items():
-        if len(shape) == 1:
-            weights[name] = np.ones(shape, dtype=np.float32)
-        else:
-            weights[name] = rng.standard_normal(shape, dtype=np.float32)
-            weights[name] *= np.float32(1 / np.sqrt(shape[1]))
-    return weights
-
-
 def write_models(folder, dims, dtypes, tokenizer_model):
     """{(dim, dtype): path} of GGUFs with random N(0, 1/fan_in) weights and Llama 2's vocabulary."""
     from formats import gguf, mapping, spm
@@ -77,7 +63,7 @@ def write_models(folder, dims, dtypes, tokenizer_model):
     paths = {}
     for dim in dims:
         args = ModelArgs(**{k: v for k, v in model_args(dim).items() if v is not None})
-        weights = random_weights(args, seed=dim)
+        weights = fan_in_weights(args, seed=dim)
         for dtype in dtypes:
             path = Path(folder) / f"d{dim}_{dtype}.gguf"
             gguf.write(mapping.to_gguf(weights, args, vocab, dtype=dtype), path)

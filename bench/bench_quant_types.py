@@ -45,6 +45,7 @@ sys.path.insert(0, str(ROOT))
 import bench_inference  # noqa: E402
 from bench_data import data_file  # noqa: E402
 from formats.spec import ModelArgs  # noqa: E402
+from tests.support.weights import fan_in_weights  # noqa: E402
 
 SHAPES = {
     "seed": ModelArgs(dim=288, n_layers=6, n_heads=6, hidden_dim=768, vocab_size=32000, max_seq_len=512),
@@ -68,10 +69,10 @@ _LLAMA_CPP_DECODE = ("import sys, numpy as np, llama_cpp; "
 
 
 def write_f32(args, path, tokenizer_model):
-    """A GGUF of random weights in `args`'s shape (bench_inference.random_weights), Llama 2's vocab."""
+    """A GGUF of random weights in `args`'s shape (tests/support/weights.fan_in_weights), Llama 2's vocab."""
     from formats import gguf, mapping, spm
 
-    weights = bench_inference.random_weights(args, seed=args.dim)
+    weights = fan_in_weights(args, seed=args.dim)
     gguf.write(mapping.to_gguf(weights, args, spm.read(tokenizer_model).vocab, dtype="f32"), path)
 
 
@@ -79,7 +80,7 @@ def quantize(f32_path, name, out, threads):
     """llama.cpp's `name` file from f32_path (an importance matrix of ones where it asks for one).
     Its log (a line per tensor, on the C stderr) goes to a file, shown only when it fails."""
     from formats import gguf
-    from tests.ggml_c import llama_cpp, quantize_model
+    from tests.support.ggml_c import llama_cpp, quantize_model
 
     ftype = getattr(llama_cpp(), "LLAMA_FTYPE_MOSTLY_" + name)
     imatrix = [(t.name, t.shape[1]) for t in gguf.read(f32_path).tensors if len(t.shape) == 2]

@@ -3,7 +3,7 @@ makes, alone in a file, verified against the model it came from.
 
     python bench/measure_thresholds.py [--types q4_k q6_k ...] [--models trained256 ...]
 
-Models (ckpt.pt, as `verify --ckpt` reads them; tests/verify_helpers.py builds them):
+Models (ckpt.pt, as `verify --ckpt` reads them; tests/support/verify.py builds them):
     trained256   dim 256 / hidden 768 / 2 layers / 4 heads, 2 kv heads, context 192, trained 200
                  steps on Tiny Shakespeare with a 384-piece vocabulary (every row divides into
                  blocks of 256)
@@ -35,8 +35,8 @@ from formats.ggml import GGMLType  # noqa: E402
 from llama2_scratch.model_files import open_model  # noqa: E402
 from parity import TORCH, thresholds  # noqa: E402
 from parity.run import run_verify  # noqa: E402
-from tests import verify_helpers  # noqa: E402
-from tests.ggml_c import llama_cpp, quantize_model  # noqa: E402
+from tests.support import verify
+from tests.support.ggml_c import llama_cpp, quantize_model
 
 # type -> the llama_ftype (LLAMA_FTYPE_MOSTLY_<name>) whose main type it is
 FTYPES = {"q8_0": "Q8_0", "q4_0": "Q4_0", "q4_1": "Q4_1", "q5_0": "Q5_0", "q5_1": "Q5_1",
@@ -55,12 +55,12 @@ def build_models(names, root):
     """{name: ckpt path} of the models asked for (see the module docstring)."""
     shared = corpora.data_folder([BESIDE_CHECKOUT])
     builders = {
-        "trained256": lambda: verify_helpers.trained_checkpoint(
+        "trained256": lambda: verify.trained_checkpoint(
             shared, root / "trained256", dim=256, hidden_dim=768, max_iters=200, warmup_iters=10),
-        "random256": lambda: verify_helpers.random_checkpoint(
+        "random256": lambda: verify.random_checkpoint(
             root / "random256.pt", shared / "llama2" / "tokenizer.model", seed=3, dim=256, hidden_dim=768,
             n_layers=2, n_heads=4, max_seq_len=128, tie_embeddings=False),
-        "trained64": lambda: verify_helpers.trained_checkpoint(shared, root / "trained64"),
+        "trained64": lambda: verify.trained_checkpoint(shared, root / "trained64"),
     }
     paths = {}
     for name in names:
@@ -112,7 +112,7 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         for model, ckpt in build_models(args.models, root).items():
-            f32 = verify_helpers.export(ckpt, "f32", root / f"{model}_f32.gguf")
+            f32 = verify.export(ckpt, "f32", root / f"{model}_f32.gguf")
             for dtype in args.types:
                 path = root / f"{model}_{dtype}.gguf"
                 held = quantized(f32, dtype, path)

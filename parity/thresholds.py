@@ -9,7 +9,7 @@ Measured with llama-cpp-python 0.3.36 and torch 2.13.0 (CPU) on four models, wor
 the four prompts and both candidates: tiny GQA models trained on Tiny Shakespeare with a
 384-piece vocabulary (dim 64 / 2 layers / 60 steps at lr 1e-2 with contexts 160 and 192, the
 latter being the test fixture; dim 128 / 3 layers / 300 steps) and a random untied model with
-Llama 2's 32000-piece vocabulary (tests/verify_helpers.py). `measured` below is that worst case.
+Llama 2's 32000-piece vocabulary (tests/support/verify.py). `measured` below is that worst case.
 
 Headroom: errors of a lossy dtype scale with the weights' outliers, width and depth; the two
 trained models already differ 3-4x (q4_0 max |Δ| 1.4 vs 4.3), so magnitude limits sit 4-10x

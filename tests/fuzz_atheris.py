@@ -4,13 +4,13 @@ than CI can afford, and not collected by pytest.
     pip install atheris
     python tests/fuzz_atheris.py KIND [CORPUS_DIR] -max_total_time=600 -timeout=1 -rss_limit_mb=2048
 
-KIND is one of tests/fuzz_targets.py's kinds (gguf-llama, gguf-rich, gguf-quants, llama2c-v0,
+KIND is one of tests/support/fuzz.py's kinds (gguf-llama, gguf-rich, gguf-quants, llama2c-v0,
 llama2c-v1, llama2c-v2, tokenizer.bin, spm, tokens, ckpt, safetensors, hf), or a whole-model kind
 (model-llama2c-v1, model-gguf-llama, model-hf: the file opened as `generate` opens it and both
 models built, so NaN/inf weights and huge contexts are reached). The fuzzer controls the kind's
 first file (for tokens, meta.json, train.bin staying valid; for hf, config.json); an empty or
 new CORPUS_DIR starts from the valid file. An input whose first two bytes are b"\xff\xfe" places
-the file instead as fuzz_targets.PLACES[third byte % 6] (a FIFO, a folder, a symlink to
+the file instead as support.fuzz.PLACES[third byte % 6] (a FIFO, a folder, a symlink to
 /dev/zero, /dev/urandom or to a file outside the folder holding the rest), and a reader must
 refuse it without blocking. The contract is the suite's: only FormatError may escape,
 so anything else stops the run and libFuzzer writes the input that did it to ./crash-*. -timeout
@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 # Coverage is collected on our code only; instrumenting torch and numpy would drown it.
 with atheris.instrument_imports(include=["formats", "reference", "trainer"]):
     from formats.errors import FormatError
-    from tests.fuzz_targets import KINDS, MODEL_KINDS, MODEL_READERS, PLACES, READERS, build_valid_files, place
+    from tests.support.fuzz import KINDS, MODEL_KINDS, MODEL_READERS, PLACES, READERS, build_valid_files, place
 
 # An input starting so chooses how the file is placed (PLACES) rather than its bytes.
 PLACE_PREFIX = b"\xff\xfe"

@@ -16,6 +16,7 @@ from reference.attention import attention, attention_backward
 from reference.model import Llama
 from reference.training import loss_and_grads
 from trainer.model import Transformer
+from tests.support.weights import fan_in_float64_weights
 
 CONFIGS = {
     "mha-tied": ModelArgs(dim=16, n_layers=2, n_heads=4, n_kv_heads=4, vocab_size=13, hidden_dim=24,
@@ -33,17 +34,6 @@ FLOAT64_TOL = 1e-10
 # float32 reference model against the float64 oracle: float32 rounding (6e-8) grown through the
 # forward and backward passes; measured worst 1.8e-6 over the three configs (float64: 4e-15).
 FLOAT32_TOL = 2e-5
-
-
-def draw_weights(args, seed):
-    rng = np.random.default_rng(seed)
-    weights = {}
-    for name, shape in weight_shapes(args).items():
-        if len(shape) == 1:
-            weights[name] = 1 + 0.1 * rng.standard_normal(shape)
-        else:
-            weights[name] = rng.standard_normal(shape) / np.sqrt(shape[1])
-    return weights
 
 
 def draw_batch(args, seed, batch=3, length=7):
@@ -72,7 +62,7 @@ def relative(ours, theirs):
 
 def worst_difference(name, dtype):
     args = CONFIGS[name]
-    weights = draw_weights(args, seed=0)
+    weights = fan_in_float64_weights(args, seed=0)
     tokens, targets = draw_batch(args, seed=1)
     loss, grads = loss_and_grads(Llama(args, weights, dtype=dtype), tokens, targets)
     torch_loss, torch_grads = torch_loss_and_grads(args, weights, tokens, targets)
@@ -102,7 +92,7 @@ def test_gradients_equal_central_differences():
     of the gradients checked (0.01 to 1).
     """
     args = ModelArgs(dim=8, n_layers=1, n_heads=2, n_kv_heads=1, vocab_size=7, hidden_dim=12, max_seq_len=6)
-    weights = draw_weights(args, seed=2)
+    weights = fan_in_float64_weights(args, seed=2)
     tokens, targets = draw_batch(args, seed=3, batch=2, length=5)
     _, grads = loss_and_grads(Llama(args, weights, dtype=np.float64), tokens, targets)
     rng, step = np.random.default_rng(4), 1e-5

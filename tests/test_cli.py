@@ -9,11 +9,11 @@ import pytest
 from formats import gguf, llama2c, spec
 from formats.gguf import Array, GGUFFile, Tensor, Value, ValueType
 from llama2_scratch import cli
-from tests import helpers
-from tests.llama_helpers import normal_weights
+from tests.support import cli as support_cli
+from tests.support.weights import normal_weights
 
 # The CLI in a fresh interpreter where `import torch` fails; inspect and --help answer in seconds.
-run_cli = functools.partial(helpers.run_cli, timeout=120)
+run_cli = functools.partial(support_cli.run_cli, timeout=120)
 
 
 @pytest.fixture

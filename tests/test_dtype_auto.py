@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import trainer.runtime
-from tests.pipeline_helpers import build_dataset, tiny_config
+from tests.support.pipeline import build_dataset, tiny_config
 from trainer import checkpoint
 from trainer.runtime import choose_dtype, cpu_has_native_bf16
 from trainer.train import train

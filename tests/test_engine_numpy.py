@@ -8,7 +8,7 @@ import pytest
 
 from data.paths import DataError
 from llama2_scratch.cli import main
-from tests.pipeline_helpers import build_dataset, tiny_config
+from tests.support.pipeline import build_dataset, tiny_config
 from trainer import checkpoint
 from trainer.numpy_engine import refusal
 from trainer.train import train

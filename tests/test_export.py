@@ -7,7 +7,7 @@ import torch
 from formats import gguf, llama2c, mapping, spm
 from llama2_scratch.cli import main
 from formats.spec import ModelArgs
-from tests.pipeline_helpers import build_dataset, tiny_config
+from tests.support.pipeline import build_dataset, tiny_config
 from trainer import checkpoint
 from trainer.model import Transformer
 from trainer.train import train

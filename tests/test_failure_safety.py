@@ -19,10 +19,10 @@ from formats import gguf, llama2c
 from formats.errors import FormatError
 from llama2_scratch import cli
 from llama2_scratch.model_files import load_model
-from tests.fuzz_targets import build_valid_files, llama2c_checkpoint, llama_gguf, rich_gguf, small_ckpt
-from tests.helpers import REPO, run_cli
-from tests.pipeline_helpers import TINY_MODEL, VOCAB_SIZE, build_dataset, tiny_config
-from tests.test_fuzz import CKPT_CRAFTED, GGUF_CRAFTED, RAWS, tokenizer_bin
+from tests.support.cli import REPO, run_cli
+from tests.support.crafted import CKPT_CRAFTED, GGUF_CRAFTED, RAWS, tokenizer_bin
+from tests.support.fuzz import build_valid_files, llama2c_checkpoint, llama_gguf, rich_gguf, small_ckpt
+from tests.support.pipeline import TINY_MODEL, VOCAB_SIZE, build_dataset, tiny_config
 from trainer import checkpoint
 from trainer import train as train_module
 
@@ -116,7 +116,7 @@ def test_a_checkpoint_that_runs_code_is_refused_unrun(tmp_path):
 
 
 def crafted(kind, cases, label, tmp_path):
-    """The file of a crafted case of tests/test_fuzz.py, written under tmp_path."""
+    """The file of a crafted case (tests/support/crafted.py), written under tmp_path."""
     make = next(make for name, make, _ in cases if name == label)
     (name, data), = make(build_valid_files(tmp_path)[kind], tmp_path).items()
     (tmp_path / name).write_bytes(data)

@@ -23,17 +23,11 @@ from reference.runtime.fast import FastLlama
 from reference.generate import generate
 from reference.runtime.load import load_model
 from reference.model import Llama
-from tests.helpers import write_gguf
-from tests.llama_helpers import random_weights
-from tests.test_reference_props import small_configs
+from tests.support.compare import FAST_LOGITS_ATOL
+from tests.support.files import write_gguf
+from tests.support.models import small_configs
+from tests.support.weights import wide_logit_weights
 
-# Fast vs plain logits, float32. The two paths round differently: fused matmuls (one (T, D+2kv)
-# BLAS call instead of three), a 1-row matmul against a chunked or strided weight, einsum's sum
-# of squares in rmsnorm, RoPE as a complex multiply. Each op is off by a few ulps and the error
-# grows through the layers; measured max 1.9e-5 at the seed config (6 layers, 128 tokens,
-# logits std ~2) and 7e-6 on the small configs here. 1e-4 is ~5x the worst seen, while a real bug
-# (a wrong position, a missed scale, a transposed head) moves logits by O(1).
-FAST_LOGITS_ATOL = 1e-4
 
 CONFIGS = {
     "mha": ModelArgs(dim=64, n_layers=2, n_heads=4, vocab_size=320, max_seq_len=64),
@@ -50,7 +44,7 @@ def greedy_ids(model, prompt, n_new):
 @pytest.fixture(params=sorted(CONFIGS))
 def config(request):
     args = CONFIGS[request.param]
-    return args, random_weights(args, seed=0)
+    return args, wide_logit_weights(args, seed=0)
 
 
 # --- float32: fast vs plain ----------------------------------------------------------------------
@@ -90,7 +84,7 @@ def test_chunked_decoding_matches_the_plain_model(args, seed, data):
     """Any chunking of a sequence (prompt, single tokens, more chunks) on any small config (MHA,
     GQA, MQA, head_dim 2, odd hidden_dim and vocabularies), with prompts' queries attended in
     blocks of any size, gives the plain model's logits."""
-    weights = random_weights(args, seed)
+    weights = wide_logit_weights(args, seed)
     query_block = data.draw(st.sampled_from([1, 3, 7, reference.runtime.fast.QUERY_BLOCK]))
     n_tokens = data.draw(st.integers(1, args.max_seq_len))
     tokens = np.random.default_rng(seed).integers(0, args.vocab_size, n_tokens)
@@ -130,7 +124,7 @@ def test_fused_rows_is_a_view_only_for_adjacent_matrices():
 
 
 def test_f32_gguf_weights_are_read_once_into_one_buffer(tmp_path):
-    args, weights = CONFIGS["mha"], random_weights(CONFIGS["mha"], seed=0)
+    args, weights = CONFIGS["mha"], wide_logit_weights(CONFIGS["mha"], seed=0)
     path = write_gguf(args, weights, tmp_path / "m.gguf", "f32")
     model = load_model(path, fast=True)
     layer = model.layers[0]
@@ -148,7 +142,7 @@ def test_f32_gguf_weights_are_read_once_into_one_buffer(tmp_path):
 
 
 def test_with_mmap_f32_weights_stay_views_of_the_file(tmp_path):
-    args, weights = CONFIGS["mha"], random_weights(CONFIGS["mha"], seed=0)
+    args, weights = CONFIGS["mha"], wide_logit_weights(CONFIGS["mha"], seed=0)
     path = write_gguf(args, weights, tmp_path / "m.gguf", "f32")
     mapped, copied = load_model(path, fast=True, mmap=True), load_model(path, fast=True)
     layer = mapped.layers[0]
@@ -194,7 +188,6 @@ def test_a_row_stack_multiplies_as_its_matrices_stacked_over_any_row_range():
     assert row_range(stack, 5, 8) is not stack and isinstance(row_range(stack, 5, 8), Int8BlockMatrix)
     assert np.shares_memory(row_range(stack, 0, 3), first)
     assert not RowStack([first, last]).compressed and stack_rows([first]) is first
-
 
 
 def test_int8_block_rows_are_exactly_the_dequantized_weights():
@@ -243,7 +236,7 @@ def test_quantized_gguf_matches_the_plain_model_and_greedy_ids(tmp_path, config,
 
 def test_llama2c_v2_int8_groups_stay_int8(tmp_path):
     args = CONFIGS["gqa-untied"]
-    weights = random_weights(args, seed=5)
+    weights = wide_logit_weights(args, seed=5)
     path = tmp_path / "m.bin"
     llama2c.write(llama2c.Checkpoint(args, weights), path, 2)
     fast, plain = load_model(path, fast=True), load_model(path)
@@ -259,7 +252,7 @@ def test_the_fast_flag_keeps_its_meaning_through_the_model_files_layer(tmp_path)
     from llama2_scratch import model_files
     from llama2_scratch.model_files import open_model
     args = CONFIGS["gqa-untied"]
-    path = write_gguf(args, random_weights(args, seed=5), tmp_path / "m.gguf", "q8_0")
+    path = write_gguf(args, wide_logit_weights(args, seed=5), tmp_path / "m.gguf", "q8_0")
     assert isinstance(open_model(path).weights(fast=True)["layers.0.feed_forward.w2.weight"], Int8BlockMatrix)
     assert isinstance(open_model(path).weights()["layers.0.feed_forward.w2.weight"], np.ndarray)
     assert isinstance(open_model(path).model(fast=True).layers[0].w2, Int8BlockMatrix)
@@ -273,7 +266,7 @@ def test_q8_0_model_never_holds_its_weights_in_float32(tmp_path, monkeypatch):
     Expanding at load, as the plain path does, allocates all of it."""
     monkeypatch.setattr("reference.runtime.blockwise.CHUNK_ELEMENTS", 1 << 14)     # a 64 KiB scratch
     args = ModelArgs(dim=256, n_layers=4, n_heads=8, vocab_size=4096, max_seq_len=32)
-    weights = random_weights(args, seed=7)
+    weights = wide_logit_weights(args, seed=7)
     f32_bytes = sum(w.nbytes for w in weights.values())                       # ~18 MB
     path = write_gguf(args, weights, tmp_path / "m.gguf", "q8_0")
     del weights
@@ -299,7 +292,7 @@ def test_q8_0_model_never_holds_its_weights_in_float32(tmp_path, monkeypatch):
 def test_q8_0_read_from_the_file_equals_the_blocks_in_the_map(tmp_path):
     """load.read_codes gathers codes and scales through the file: the same numbers as the mapped
     blocks read by formats.quant.codes_rows, with wq|wk|wv and w1|w3 sharing one array (fused)."""
-    args, weights = CONFIGS["gqa-untied"], random_weights(CONFIGS["gqa-untied"], seed=8)
+    args, weights = CONFIGS["gqa-untied"], wide_logit_weights(CONFIGS["gqa-untied"], seed=8)
     path = write_gguf(args, weights, tmp_path / "m.gguf", "q8_0")
     model = load_model(path, fast=True)
     tensors, _, _ = mapping.from_gguf(gguf.read(path))
@@ -322,7 +315,7 @@ def test_matrices_of_several_types_with_one_codes_form_are_fused(tmp_path):
     mins) share one codes array and one product; wv in Q4_1 (mins) cannot, and stays apart from
     wq|wk. Either way the logits are the plain model's (the dequantized weights) within
     FAST_LOGITS_ATOL."""
-    args, weights = CONFIGS["gqa-untied"], random_weights(CONFIGS["gqa-untied"], seed=12)
+    args, weights = CONFIGS["gqa-untied"], wide_logit_weights(CONFIGS["gqa-untied"], seed=12)
     tokens = np.random.default_rng(13).integers(0, args.vocab_size, 9)
     for wv_type, fused in [(GGMLType.Q4_0, True), (GGMLType.Q4_1, False)]:
         model_file = mapping.to_gguf(weights, args, dtype="q8_0")
@@ -346,7 +339,7 @@ def test_matrices_of_several_types_with_one_codes_form_are_fused(tmp_path):
 @pytest.mark.parametrize("config, threads", [("mha", 3), ("gqa-untied", 2)])
 def test_products_shared_between_threads_give_the_same_logits(tmp_path, monkeypatch, dtype, config, threads):
     # q8_0 prompts also share attention (by kv heads: 4 over 3 threads, 2 over 2) and SwiGLU.
-    args, weights = CONFIGS[config], random_weights(CONFIGS[config], seed=9)
+    args, weights = CONFIGS[config], wide_logit_weights(CONFIGS[config], seed=9)
     path = write_gguf(args, weights, tmp_path / "m.gguf", dtype)
     tokens = np.random.default_rng(10).integers(0, args.vocab_size, 12)
 

@@ -26,10 +26,10 @@ from formats.spec import ModelArgs
 from reference.runtime.blockwise import Int8BlockMatrix
 from reference.runtime.load import load_model
 from reference.runtime.packing import fused_codes
-from tests.llama_helpers import random_weights
-from tests.quant_helpers import map_scales, random_blocks
-from tests.test_fast_path import FAST_LOGITS_ATOL
-from tests.test_quant import assert_same_bits
+from tests.support.compare import FAST_LOGITS_ATOL
+from tests.support.compare import assert_same_bits
+from tests.support.quant import map_scales, random_blocks
+from tests.support.weights import wide_logit_weights
 
 TYPES = sorted(quant.CODES)
 PRODUCT_RTOL = 1e-5
@@ -152,7 +152,7 @@ def test_half_precision_matrices_are_upcast_in_the_fast_model(tmp_path, dtype):
     """F16/BF16 are no int8 codes: the fast model holds them as float32 (exact), like the plain one."""
     args = ModelArgs(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=96, max_seq_len=32)
     path = tmp_path / f"m.{dtype}.gguf"
-    gguf.write(mapping.to_gguf(random_weights(args, seed=1), args, dtype=dtype), path)
+    gguf.write(mapping.to_gguf(wide_logit_weights(args, seed=1), args, dtype=dtype), path)
     fast, plain = load_model(path, fast=True), load_model(path)
     assert isinstance(fast.layers[0].w2, np.ndarray) and fast.layers[0].w2.dtype == np.float32
     np.testing.assert_array_equal(fast.layers[1].w1, plain.layers[1].w1)

@@ -11,8 +11,9 @@ from formats.spm import read as read_spm
 from formats.vocab import TokenType, Vocab
 from formats.spec import ModelArgs
 from reference.model import Llama
-from tests.helpers import run_cli, small_vocab, write_gguf
-from tests.llama_helpers import normal_weights
+from tests.support.cli import run_cli
+from tests.support.files import small_vocab, write_gguf
+from tests.support.weights import normal_weights
 
 ARGS = {"dim": 64, "n_layers": 2, "n_heads": 4, "n_kv_heads": 2, "hidden_dim": 96, "max_seq_len": 48,
         "tie_embeddings": True}
@@ -117,7 +118,9 @@ def test_generation_stops_at_eos_and_optionally_bos(tmp_path, stop_piece, flags,
     result = run_cli("generate", path, "--prompt", "w1", "--temperature", "0", "--max-new-tokens", "5", "--json",
                      *flags)
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["ids"] == ([] if expect_stop else [0] * 5)
+    doc = json.loads(result.stdout)
+    assert doc["ids"] == ([] if expect_stop else [0] * 5)
+    assert doc["stopped"] == ("stop_token" if expect_stop else "max_new_tokens")
 
 
 def test_tokenize_matches_sentencepiece_from_every_source(model_gguf, shared_data):

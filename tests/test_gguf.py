@@ -17,7 +17,7 @@ from formats import gguf
 from formats.errors import FormatError
 from formats.ggml import BLOCK, GGMLType
 from formats.gguf import Array, GGUFFile, Tensor, Value, ValueType
-from tests.helpers import gguf_header, gguf_string, tensor_info
+from tests.support.crafted import GGUF_BAD_FILES
 
 V = ValueType
 
@@ -366,44 +366,9 @@ def _patched(tmp_path, data, offset, new):
     return path
 
 
-BAD_FILES = {
-    "magic": (b"GGUB" + bytes(20), "magic at byte 0"),
-    "version": (b"GGUF" + struct.pack("<IQQ", 1, 0, 0), "version at byte 4"),
-    "kv_count near 2**64": (b"GGUF" + struct.pack("<IQQ", 3, 0, 2**64 - 1), "kv_count"),
-    "tensor_count near 2**64": (b"GGUF" + struct.pack("<IQQ", 3, 2**64 - 1, 0), "tensor_count"),
-    "string length past EOF": (gguf_header(0, 1, struct.pack("<Q", 2**63) + b"k" * 16), "kv[0].key at byte 24"),
-    "unknown value type": (gguf_header(0, 1, gguf_string("k") + struct.pack("<I", 13)), "unknown value type 13"),
-    "array count past EOF": (gguf_header(0, 1, gguf_string("k") + struct.pack("<IIQ", 9, 4, 2**62)), "count"),
-    "nested too deep": (gguf_header(0, 1, gguf_string("k") + struct.pack("<I", 9) + struct.pack("<IQ", 9, 1) * 40 +
-                                    struct.pack("<IQ", 4, 0)), "nested deeper"),
-    "bool byte 2": (gguf_header(0, 1, gguf_string("k") + struct.pack("<IB", 7, 2)), "BOOL byte"),
-    "non-UTF-8 key": (gguf_header(0, 1, gguf_string(b"\xff\xfe") + struct.pack("<IB", 0, 1)), "invalid UTF-8"),
-    "non-UTF-8 string value": (gguf_header(0, 1, gguf_string("k") + struct.pack("<I", 8) + gguf_string(b"a\xc3")),
-                               "invalid UTF-8"),
-    "duplicate key": (gguf_header(0, 2, (gguf_string("k") + struct.pack("<IB", 0, 1)) * 2), "duplicate key"),
-    "alignment not a power of two": (gguf_header(0, 1, gguf_string("general.alignment") + struct.pack("<II", 4, 24)),
-                                     "general.alignment"),
-    "alignment wrong type": (gguf_header(0, 1, gguf_string("general.alignment") + struct.pack("<Iq", 11, 32)),
-                             "general.alignment"),
-    "n_dims > 4": (gguf_header(1, 0, tensor_info("t", [1] * 5)), "n_dims"),
-    "dims overflow int64": (gguf_header(1, 0, tensor_info("t", [2**32, 2**32])), "overflow"),
-    "dim above int64": (gguf_header(1, 0, tensor_info("t", [2**63])), "overflow"),
-    "unknown tensor type": (gguf_header(1, 0, tensor_info("t", [4], 99)), "ggml type 99"),
-    "row not a multiple of the block": (gguf_header(1, 0, tensor_info("t", [33], 8)), "block size"),
-    "duplicate tensor name": (gguf_header(2, 0, tensor_info("t", [8]) + tensor_info("t", [8], 0, 32)),
-                              "duplicate tensor name"),
-    "offset past EOF": (gguf_header(1, 0, tensor_info("t", [8])), "passes the end"),
-    "misaligned offset": (gguf_header(2, 0, tensor_info("t", [8]) + tensor_info("u", [8], 0, 33) + bytes(200)),
-                          "misaligned"),
-    "overlapping tensors": (gguf_header(2, 0, tensor_info("t", [16]) + tensor_info("u", [8], 0, 32) + bytes(300)),
-                            "overlaps"),
-    "first offset not zero": (gguf_header(1, 0, tensor_info("t", [8], 0, 64) + bytes(300)), "gap"),
-}
-
-
-@pytest.mark.parametrize("case", sorted(BAD_FILES))
+@pytest.mark.parametrize("case", sorted(GGUF_BAD_FILES))
 def test_bad_input_raises_format_error_naming_field(tmp_path, case):
-    data, fragment = BAD_FILES[case]
+    data, fragment = GGUF_BAD_FILES[case]
     path = tmp_path / "bad.gguf"
     path.write_bytes(data)
     with pytest.raises(FormatError) as info:

@@ -19,8 +19,8 @@ import pytest
 from formats import gguf, mapping
 from formats.errors import FormatError
 from formats.spec import ModelArgs
-from tests.helpers import run_cli
-from tests.llama_helpers import normal_weights
+from tests.support.cli import run_cli
+from tests.support.weights import normal_weights
 
 ARGS = ModelArgs(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=40, hidden_dim=96,
                  max_seq_len=128, tie_embeddings=False)

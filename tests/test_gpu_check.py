@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from tests.helpers import REPO, run_python
+from tests.support.cli import REPO, run_python
 
 sys.path.insert(0, str(REPO / "bench"))
 import gpu_check  # noqa: E402

@@ -20,14 +20,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from transformers.models.llama import modeling_llama
 
-from formats import hf, safetensors, spec, spm
+from formats import hf, safetensors, spm
 from formats.errors import FormatError
 from formats.spec import ModelArgs
 from reference.model import Llama
 from reference.rope import apply_rope, rope_tables
 from reference.tokenizer import Tokenizer
-from tests.helpers import run_python
-from tests.test_tokenizer import train_bpe
+from tests.support.cli import run_python
+from tests.support.crafted import HF_BAD_CONFIGS
+from tests.support.tokenizer import train_bpe
+from tests.support.weights import small_normal_weights
 
 # Max |logit difference| between transformers (float64 weights, dtype=torch.float64) and
 # reference.model.Llama in float64, on the four MODELS below (1000 pieces, 32 positions, logits
@@ -65,18 +67,6 @@ def tokenizers(shared_data):
                                           split_digits=True, allow_whitespace_only_pieces=True)}
 
 
-def random_model(args, seed=0):
-    """Weights of a small model whose logits are O(1): matrices N(0, 0.2²), norms near 1."""
-    rng = np.random.default_rng(seed)
-    weights = {}
-    for name, shape in spec.weight_shapes(args).items():
-        if len(shape) == 1:
-            weights[name] = (1 + 0.1 * rng.standard_normal(shape)).astype(np.float32)
-        else:
-            weights[name] = (0.2 * rng.standard_normal(shape)).astype(np.float32)
-    return weights
-
-
 @pytest.fixture(scope="module", params=sorted(MODELS))
 def exported(request, tokenizers, tmp_path_factory):
     """(args, weights, .model bytes, folder) of a model written by to_hf."""
@@ -84,7 +74,7 @@ def exported(request, tokenizers, tmp_path_factory):
     vocab_size = len(spm.from_bytes(model).vocab)
     args = ModelArgs(dim=64, n_layers=2, vocab_size=vocab_size, max_seq_len=32, rope_theta=500.0,
                      norm_eps=1e-5, hidden_dim=96, **MODELS[request.param])
-    weights = random_model(args, seed=sorted(MODELS).index(request.param))
+    weights = small_normal_weights(args, seed=sorted(MODELS).index(request.param))
     folder = tmp_path_factory.mktemp(request.param)
     hf.to_hf(weights, args, model, folder)
     return args, weights, model, folder
@@ -231,38 +221,17 @@ def test_permuted_rows_under_half_split_rope_are_our_rope(n_heads, half, seed):
 
 # ----------------------------------------------------------------------------------- refusals
 
-# label -> (edit of config.json's dict, what the error says)
-BAD_CONFIGS = {
-    "model_type mistral": (lambda c: {**c, "model_type": "mistral"}, "model_type: 'mistral'"),
-    "a classifier": (lambda c: {**c, "architectures": ["LlamaForSequenceClassification"]}, "architectures"),
-    "rope_scaling linear": (lambda c: {**c, "rope_scaling": {"type": "linear", "factor": 2.0}}, "rope_scaling"),
-    "rope_parameters llama3": (lambda c: {**c, "rope_parameters": {"rope_type": "llama3", "rope_theta": 1.0}},
-                               "rope_parameters"),
-    "attention bias": (lambda c: {**c, "attention_bias": True}, "attention_bias: True is not supported"),
-    "mlp bias": (lambda c: {**c, "mlp_bias": True}, "mlp_bias"),
-    "gelu": (lambda c: {**c, "hidden_act": "gelu"}, "hidden_act"),
-    "head_dim twice hidden/heads": (lambda c: {**c, "head_dim": 2 * c["head_dim"]}, "head_dim"),
-    "no hidden_size": (lambda c: {k: v for k, v in c.items() if k != "hidden_size"}, "hidden_size: missing"),
-    "layers as a string": (lambda c: {**c, "num_hidden_layers": "1"}, "num_hidden_layers: '1' is not an int"),
-    "layers 2**40": (lambda c: {**c, "num_hidden_layers": 2**40}, "model.layers.1.input_layernorm.weight: missing"),
-    "eps a string": (lambda c: {**c, "rms_norm_eps": "1e-5"}, "rms_norm_eps"),
-    "tie 'yes'": (lambda c: {**c, "tie_word_embeddings": "yes"}, "tie_word_embeddings"),
-    "3 kv heads for 2 heads": (lambda c: {**c, "num_key_value_heads": 3}, "not divisible"),
-    "vocab_size 9 for 8 rows": (lambda c: {**c, "vocab_size": c["vocab_size"] + 1}, "model.embed_tokens.weight: shape"),
-    "a list": (lambda c: [c], "must be a JSON object"),
-}
-
 
 @pytest.fixture
 def small_folder(tmp_path, tokenizers):
     args = ModelArgs(dim=8, n_layers=1, n_heads=2, n_kv_heads=1, vocab_size=32000, hidden_dim=16)
-    hf.to_hf(random_model(args), args, tokenizers["llama2"], tmp_path)
+    hf.to_hf(small_normal_weights(args), args, tokenizers["llama2"], tmp_path)
     return tmp_path
 
 
-@pytest.mark.parametrize("case", sorted(BAD_CONFIGS))
+@pytest.mark.parametrize("case", sorted(HF_BAD_CONFIGS))
 def test_configs_we_cannot_run_are_refused(small_folder, case):
-    edit, fragment = BAD_CONFIGS[case]
+    edit, fragment = HF_BAD_CONFIGS[case]
     path = small_folder / hf.CONFIG
     path.write_text(json.dumps(edit(json.loads(path.read_text()))))
     with pytest.raises(FormatError) as info:
@@ -312,7 +281,7 @@ def test_derived_buffers_and_a_tied_copy_are_accepted_and_bf16_widened(small_fol
 def test_to_hf_refuses_a_tokenizer_larger_than_the_model(tokenizers, tmp_path):
     args = ModelArgs(dim=8, n_layers=1, n_heads=2, vocab_size=100, hidden_dim=16)
     with pytest.raises(ValueError, match="the tokenizer has 32000 pieces, the model only 100 rows"):
-        hf.to_hf(random_model(args), args, tokenizers["llama2"], tmp_path / "out")
+        hf.to_hf(small_normal_weights(args), args, tokenizers["llama2"], tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 

@@ -20,7 +20,7 @@ import transformers
 from formats import hf, llama2c, safetensors
 from llama2_scratch.cli import main
 from parity.thresholds import WITH_TRANSFORMERS
-from tests import verify_helpers as vh
+from tests.support import verify as vh
 from trainer import checkpoint
 from trainer.model import Transformer
 from trainer.export import load_exportable

@@ -21,9 +21,9 @@ from formats.errors import FormatError
 from formats.spec import ModelArgs
 from formats.vocab import TokenType
 from reference.runtime.fast_tokenizer import FastTokenizer
-from tests.helpers import run_python
-from tests.test_hf import random_model
-from tests.test_tokenizer import train_bpe
+from tests.support.cli import run_python
+from tests.support.tokenizer import train_bpe
+from tests.support.weights import small_normal_weights
 from trainer.vocab import train_vocab
 
 ENGLISH = ("tinyshakespeare/input.txt", 5000)     # lines the vocabularies below were not trained on
@@ -118,7 +118,7 @@ def test_transformers_without_protobuf_gives_our_ids(shared_data, models, tmp_pa
     our text."""
     vocab_size = len(spm.from_bytes(models[name]).vocab)
     args = ModelArgs(dim=8, n_layers=1, n_heads=2, vocab_size=vocab_size, hidden_dim=16)
-    hf.to_hf(random_model(args), args, models[name], tmp_path / "folder")
+    hf.to_hf(small_normal_weights(args), args, models[name], tmp_path / "folder")
     texts = samples(shared_data) + EDGES
     theirs = transformers_without_protobuf(tmp_path / "folder", texts, tmp_path)
     tokenizer = ours(models[name], tmp_path)
@@ -163,7 +163,7 @@ def test_a_folder_with_only_tokenizer_json_reads_to_the_same_ids(shared_data, mo
     vocab_size = len(spm.from_bytes(models[name]).vocab)
     args = ModelArgs(dim=8, n_layers=1, n_heads=2, vocab_size=vocab_size, hidden_dim=16)
     folder = tmp_path / "folder"
-    hf.to_hf(random_model(args), args, models[name], folder)
+    hf.to_hf(small_normal_weights(args), args, models[name], folder)
     (folder / hf.TOKENIZER).unlink()
     _, _, rebuilt = hf.from_hf(folder)
     model, back = spm.from_bytes(models[name]), spm.from_bytes(rebuilt)

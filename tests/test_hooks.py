@@ -12,8 +12,11 @@ import torch
 
 from formats.spec import ModelArgs
 from reference.model import Llama
-from tests.llama_helpers import random_weights, torch_model
-from tests.test_study import SPEC_BLOCK_POINTS, relative_error, spec_points
+from tests.support.compare import relative_error
+from tests.support.models import torch_model
+from tests.support.study import SPEC_BLOCK_POINTS, spec_points
+from tests.support.study import recompute
+from tests.support.weights import wide_logit_weights
 
 CONFIGS = {
     "mha-tied": ModelArgs(dim=32, n_layers=2, n_heads=4, vocab_size=48, hidden_dim=64, max_seq_len=12),
@@ -54,61 +57,6 @@ def one_torch_thread():
     torch.set_num_threads(threads)
 
 
-def recompute(args, weights, tokens, substitute=None):
-    """{name: value} of every SPEC point in float64, with substitute[name](value) in place of the
-    value at each substituted point (the computation goes on with it)."""
-    w = {name: np.asarray(array, np.float64) for name, array in weights.items()}
-    substitute = substitute or {}
-    values = {}
-    n_tokens, hd, n_heads = len(tokens), args.head_dim, args.n_heads
-
-    def at(name, value):
-        values[name] = substitute[name](value) if name in substitute else value
-        return values[name]
-
-    def norm(x, gain):
-        return x * gain / np.sqrt(np.mean(x ** 2, axis=-1, keepdims=True) + args.norm_eps)
-
-    def split(x, n):                                                 # (T, n*hd) -> (n, T, hd)
-        return x.reshape(n_tokens, n, hd).transpose(1, 0, 2)
-
-    # RoPE: pair (2j, 2j+1) at position t as the complex number x[2j] + i x[2j+1], times e^{i t θ_j}.
-    turn = np.exp(1j * np.outer(np.arange(n_tokens), args.rope_theta ** (-np.arange(0, hd, 2) / hd)))
-
-    def rope(x):
-        rotated = (x[..., 0::2] + 1j * x[..., 1::2]) * turn
-        return np.stack([rotated.real, rotated.imag], axis=-1).reshape(x.shape)
-
-    kv_of = np.arange(n_heads) // (n_heads // args.n_kv_heads)      # query head -> its kv head
-    causal = np.tril(np.ones((n_tokens, n_tokens), dtype=bool))
-    h = at("embed", w["tok_embeddings.weight"][np.asarray(tokens)])
-    for i in range(args.n_layers):
-        p = f"blocks.{i}."
-
-        def lw(kind):
-            return w[f"layers.{i}.{kind}.weight"]
-
-        h = at(p + "resid_pre", h)
-        x = at(p + "attn_norm", norm(h, lw("attention_norm")))
-        q = at(p + "attn.q", split(x @ lw("attention.wq").T, n_heads))
-        k = at(p + "attn.k", split(x @ lw("attention.wk").T, args.n_kv_heads))
-        v = at(p + "attn.v", split(x @ lw("attention.wv").T, args.n_kv_heads))
-        q, k = at(p + "attn.q_rot", rope(q)), at(p + "attn.k_rot", rope(k))
-        scores = np.where(causal, np.einsum("htd,hsd->hts", q, k[kv_of]) / np.sqrt(hd), -np.inf)
-        scores = at(p + "attn.scores", scores)
-        e = np.exp(scores - np.max(scores, axis=-1, keepdims=True))
-        pattern = at(p + "attn.pattern", e / np.sum(e, axis=-1, keepdims=True))
-        z = at(p + "attn.z", np.einsum("hts,hsd->htd", pattern, v[kv_of]))
-        h = at(p + "resid_mid", h + at(p + "attn_out", z.transpose(1, 0, 2).reshape(n_tokens, -1) @ lw("attention.wo").T))
-        x = at(p + "ffn_norm", norm(h, lw("ffn_norm")))
-        gate, up = at(p + "mlp.gate", x @ lw("feed_forward.w1").T), at(p + "mlp.up", x @ lw("feed_forward.w3").T)
-        act = at(p + "mlp.act", gate * (1 + np.tanh(gate / 2)) / 2 * up)   # silu(g) = g sigmoid(g)
-        h = at(p + "resid_post", h + at(p + "mlp_out", act @ lw("feed_forward.w2").T))
-    final = at("final_norm", norm(h, w["norm.weight"]))
-    at("logits", final @ w.get("output.weight", w["tok_embeddings.weight"]).T)
-    return values
-
-
 def perturbations(args, weights, seed):
     """{name: delta}: for every point a random array of its shape, scaled to the point's RMS in
     the plain run, so that adding it moves everything downstream by O(1)."""
@@ -136,7 +84,7 @@ def worst(ours, expected):
 @pytest.fixture(scope="module", params=list(CONFIGS))
 def config(request):
     args = CONFIGS[request.param]
-    weights = random_weights(args, seed=3)
+    weights = wide_logit_weights(args, seed=3)
     return args, weights, perturbations(args, weights, seed=4)
 
 
@@ -251,7 +199,7 @@ def test_zeroing_the_first_query_changes_nothing(config, point):
 @pytest.mark.parametrize("kind", ["numpy", "torch"])
 def test_bad_hooks_raise_naming_the_point(kind):
     args = CONFIGS["gqa-untied"]
-    weights = random_weights(args, seed=3)
+    weights = wide_logit_weights(args, seed=3)
     model = Llama(args, weights) if kind == "numpy" else torch_model(args, weights)
     with pytest.raises(ValueError, match=r"no point named 'blocks\.2\.attn\.z' in a 2-block model"):
         model.run_with_hooks(TOKENS, {"blocks.2.attn.z": zeroing})
@@ -276,7 +224,7 @@ def test_bad_hooks_raise_naming_the_point(kind):
 @pytest.mark.parametrize("kind", ["numpy", "torch"])
 def test_hook_gets_the_value_and_its_name_and_replacements_take_the_models_dtype(kind):
     args = CONFIGS["mqa-untied"]
-    weights = random_weights(args, seed=3)
+    weights = wide_logit_weights(args, seed=3)
     model = Llama(args, weights) if kind == "numpy" else torch_model(args, weights)
     seen = []
     _, plain = model.run_with_cache(TOKENS)
@@ -300,7 +248,7 @@ def test_torch_replacing_nothing_keeps_the_fused_kernel_and_its_bits(monkeypatch
     """Hooks that return None leave a recording torch pass bit-identical to the plain one; only a
     replaced scores or pattern computes attention explicitly."""
     args = CONFIGS["gqa-untied"]
-    model = torch_model(args, random_weights(args, seed=3))
+    model = torch_model(args, wide_logit_weights(args, seed=3))
     with torch.no_grad():
         plain = model(torch.tensor([TOKENS]))[0][0]
     watch = {name: (lambda value, name: None) for name in spec_points(args, len(TOKENS))}

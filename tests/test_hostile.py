@@ -15,8 +15,9 @@ from formats.spec import ModelArgs
 from formats.vocab import MAX_VOCAB
 from llama2_scratch import cli
 from reference.rope import RopeTable, rope_tables
-from tests.helpers import byte_vocab, gguf_header, gguf_string, run_cli, small_vocab, tensor_info
-from tests.llama_helpers import random_weights
+from tests.support.cli import run_cli
+from tests.support.files import byte_vocab, gguf_header, gguf_string, small_vocab, tensor_info
+from tests.support.weights import wide_logit_weights
 
 ARGS = ModelArgs(dim=32, n_layers=1, n_heads=2, n_kv_heads=2, vocab_size=262, hidden_dim=64, max_seq_len=16)
 SECRET = b"root:*:2" + b"secret-bytes-never-to-be-echoed\n" * 4
@@ -34,7 +35,7 @@ def one_error_line(capsys, *argv):
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     root = tmp_path_factory.mktemp("hostile")
-    weights = random_weights(ARGS, seed=1)
+    weights = wide_logit_weights(ARGS, seed=1)
     model = spm.to_bytes(spm.SentencePieceModel(byte_vocab(ARGS.vocab_size), byte_fallback=True))
     hf.to_hf(weights, ARGS, model, root / "hf")
     llama2c.write(llama2c.Checkpoint(ARGS, weights), root / "m.bin", 1)

@@ -18,7 +18,9 @@ from reference.model import Llama
 from reference.rmsnorm import rmsnorm
 from reference.rope import apply_rope, rope_tables
 from reference.swiglu import silu, swiglu
-from tests.llama_helpers import random_weights, torch_model, ulp_distance
+from tests.support.compare import ulp_distance
+from tests.support.models import torch_model
+from tests.support.weights import wide_logit_weights
 from trainer import model as torch_llama
 
 # RMSNorm on random inputs: mean(x²) is a 288-term float32 sum that NumPy (pairwise) and torch
@@ -54,14 +56,14 @@ def as_torch(array):
 def one_layer(request):
     """(args, torch Transformer, NumPy Llama, input x (T, D)) sharing one set of random weights."""
     args = LAYER_CONFIGS[request.param]
-    weights = random_weights(args, seed=1)
+    weights = wide_logit_weights(args, seed=1)
     x = np.random.default_rng(2).standard_normal((args.max_seq_len, args.dim)).astype(np.float32)
     return args, torch_model(args, weights), Llama(args, weights), x
 
 
 def test_embedding_lookup_is_bit_identical():
     args = ModelArgs(dim=64, n_layers=1, n_heads=4, vocab_size=1013)
-    weights = random_weights(args, seed=3)
+    weights = wide_logit_weights(args, seed=3)
     tokens = np.random.default_rng(4).integers(0, args.vocab_size, 300)
     with torch.no_grad():
         expected = torch_model(args, weights).tok_embeddings(as_torch(tokens)).numpy()

@@ -25,7 +25,7 @@ from formats.llama2c import Checkpoint
 from formats.llama2c_quant import Int8Groups, default_group_size, quantize
 from formats.spec import ModelArgs
 from formats.vocab import TokenType, Vocab
-from tests.helpers import small_vocab, written
+from tests.support.files import small_vocab, written
 
 # Deterministic whatever the profile: the same examples on every run.
 ROUND_TRIPS = settings(max_examples=40, derandomize=True, deadline=None)

@@ -11,8 +11,8 @@ from formats.ggml import GGMLType
 from formats.gguf import Value, ValueType
 from formats.spec import ModelArgs
 from formats.vocab import TokenType, Vocab
-from tests.helpers import byte_vocab
-from tests.llama_helpers import normal_weights
+from tests.support.files import byte_vocab
+from tests.support.weights import normal_weights
 
 
 def make_args(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=40, hidden_dim=96, tie=True):

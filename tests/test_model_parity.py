@@ -6,7 +6,8 @@ import pytest
 
 from formats.spec import ModelArgs
 from reference.model import Llama
-from tests.llama_helpers import random_weights, torch_logits, torch_model
+from tests.support.models import torch_logits, torch_model
+from tests.support.weights import wide_logit_weights
 
 # float32 logits, max |Δ| over every position and vocab entry. Measured 1.8e-5 on the seed
 # config (logits up to |11|, 6 layers, each matmul summing up to 768 products in a BLAS-specific
@@ -41,7 +42,7 @@ WEIGHT_SEED = 0
 def pair(request):
     """(args, weights, torch model) for one config."""
     args = CONFIGS[request.param]
-    weights = random_weights(args, WEIGHT_SEED)
+    weights = wide_logit_weights(args, WEIGHT_SEED)
     return args, weights, torch_model(args, weights)
 
 
@@ -118,7 +119,7 @@ def test_greedy_continuation_matches_torch(pair):
 @pytest.mark.parametrize("name", ["seed", "gqa", "mqa_untied"])
 def test_float64_logits_match_torch_float64(name):
     args = CONFIGS[name]
-    weights = random_weights(args, WEIGHT_SEED)
+    weights = wide_logit_weights(args, WEIGHT_SEED)
     tokens = random_tokens(args, args.max_seq_len, seed=4)
     expected = torch_logits(torch_model(args, weights, dtype="float64"), tokens)
     ours = Llama(args, weights, dtype=np.float64).forward(tokens, all_logits=True)

@@ -1,7 +1,7 @@
 """Inference needs NumPy only: load models and run them in a Python where torch cannot import
 (nor transformers: a Hugging Face folder is read by formats/hf.py)."""
 
-from tests.helpers import run_python
+from tests.support.cli import run_python
 
 # Runs in a fresh interpreter. sys.modules["torch"] = None makes every `import torch` raise
 # ImportError, exactly as if torch were not installed.
@@ -22,11 +22,11 @@ from formats.vocab import Vocab
 from llama2_scratch.cli import main
 from llama2_scratch.model_files import load_model as load_any, open_tokenizer
 from reference.runtime.load import load_model
-from tests.llama_helpers import random_weights
+from tests.support.weights import wide_logit_weights
 
 out = sys.argv[1]
 args = ModelArgs(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=300, max_seq_len=32)
-weights = random_weights(args, seed=0)
+weights = wide_logit_weights(args, seed=0)
 gguf.write(mapping.to_gguf(weights, args, dtype="q8_0"), f"{out}/model.gguf")
 llama2c.write(llama2c.Checkpoint(args, weights), f"{out}/model.bin", 1)
 

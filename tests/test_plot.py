@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 
-from tests.helpers import run_python
+from tests.support.cli import run_python
 from trainer.plot import loss_figure, write_loss_curve
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

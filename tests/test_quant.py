@@ -14,7 +14,9 @@ from hypothesis.extra import numpy as hnp
 
 from formats.ggml import BLOCK, GGMLType
 from formats.quant import dequantize, dequantize_rows, quantize
-from tests.quant_helpers import random_blocks
+from tests.support.compare import assert_same_bits
+from tests.support.quant import oracle_dequantize
+from tests.support.quant import random_blocks
 
 T = GGMLType
 QUANTIZABLE = [T.F32, T.F16, T.BF16, T.Q8_0, T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1]
@@ -30,23 +32,10 @@ def oracle_quantize(x, ggml_type):
     return np.ascontiguousarray(out).view(np.uint8)
 
 
-def oracle_dequantize(raw, ggml_type):
-    """gguf-py's floats for raw (n_rows, row_bytes); it wants F32/F16 data as floats."""
-    raw = raw.view({T.F32: np.float32, T.F16: np.float16}.get(ggml_type, np.uint8))
-    with np.errstate(all="ignore"):
-        return np.asarray(gguf_quants.dequantize(raw, GGMLQuantizationType(ggml_type)), np.float32)
-
-
 def assert_same_quant(x, ggml_type):
     ours = quantize(x, ggml_type)
     assert ours.dtype == np.uint8
     np.testing.assert_array_equal(ours, oracle_quantize(x, ggml_type))
-
-
-def assert_same_bits(a, b):
-    """Equal as float32 bit patterns: -0.0 differs from 0.0, a NaN equals the same NaN."""
-    assert a.dtype == b.dtype == np.float32 and a.shape == b.shape
-    np.testing.assert_array_equal(a.view(np.uint32), b.view(np.uint32))
 
 
 def block_bytes(*hex_words):

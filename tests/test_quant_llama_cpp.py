@@ -18,56 +18,13 @@ from gguf import quants as gguf_quants
 from formats import gguf, mapping
 from formats.errors import FormatError
 from formats.ggml import GGMLType
-from formats.spec import ModelArgs
-from tests.ggml_c import llama_cpp, quantize_model
-from tests.helpers import byte_vocab, write_gguf
-from tests.llama_helpers import random_weights
-from tests.test_quant import assert_same_bits
+from tests.support.compare import assert_same_bits
+from tests.support.ggml_c import ARGS, FTYPES, IMATRIX_FTYPES, OVERRIDE_TYPES, ftype, quantize_model, quantized, source  # noqa: F401 (fixtures)
 
-ARGS = ModelArgs(dim=256, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=320, hidden_dim=512,
-                 max_seq_len=64, tie_embeddings=False)
 SHAPE_FIELDS = ("dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "hidden_dim", "max_seq_len",
                 "tie_embeddings")
-# llama_ftype names (LLAMA_FTYPE_MOSTLY_<name>) llama.cpp quantizes to without an imatrix ...
-FTYPES = ["F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K_S", "Q3_K_M", "Q3_K_L",
-          "Q4_K_S", "Q4_K_M", "Q5_K_S", "Q5_K_M", "Q6_K", "IQ3_S", "IQ3_M", "IQ4_NL", "IQ4_XS",
-          "TQ1_0", "TQ2_0", "MXFP4_MOE"]
-# ... and those it refuses to make without one.
-IMATRIX_FTYPES = ["Q2_K_S", "IQ3_XXS", "IQ3_XS", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ2_M", "IQ1_S", "IQ1_M"]
-# Types only a tensor-type override makes (on a Q8_0 file): token_embd and output.
-OVERRIDE_TYPES = [GGMLType.MXFP4, GGMLType.NVFP4]
 # Files of types gguf-py 0.19 does not know (ggml type 41 is Q1_0, 42 Q2_0).
 UNREADABLE_FTYPES = {"Q1_0": 41, "Q2_0": 42}
-
-
-@pytest.fixture(scope="module")
-def source(tmp_path_factory):
-    path = tmp_path_factory.mktemp("llama_cpp_quant") / "f32.gguf"
-    return write_gguf(ARGS, random_weights(ARGS, seed=0), path, vocab=byte_vocab(ARGS.vocab_size, "\u2581w"))
-
-
-def ftype(name):
-    return getattr(llama_cpp(), "LLAMA_FTYPE_MOSTLY_" + name)
-
-
-def matrices(path):
-    return [(t.name, t.shape[1]) for t in gguf.read(path).tensors if len(t.shape) == 2]
-
-
-@pytest.fixture(scope="module")
-def quantized(source):
-    """label -> path of every file llama.cpp made from the source."""
-    files = {}
-    for name in FTYPES:
-        files[name] = source.with_name(f"{name}.gguf")
-        assert quantize_model(source, files[name], ftype(name)) == 0, name
-    for name in IMATRIX_FTYPES:
-        files[name] = source.with_name(f"{name}.gguf")
-        assert quantize_model(source, files[name], ftype(name), imatrix_tensors=matrices(source)) == 0, name
-    for ggml_type in OVERRIDE_TYPES:
-        files[ggml_type.name] = source.with_name(f"override_{ggml_type.name}.gguf")
-        assert quantize_model(source, files[ggml_type.name], ftype("Q8_0"), tensor_type=ggml_type) == 0
-    return files
 
 
 def test_low_bit_ftypes_need_an_imatrix(source, tmp_path):

@@ -1,6 +1,6 @@
 """formats.quant's decoders of the k-quants, i-quants, ternary and FP4 types (formats/quants/)
 against two oracles: gguf-py's dequantize, bit for bit (NaN payloads included), and llama.cpp's
-own dequantize_row_* C functions (tests/ggml_c.py). Random blocks with finite scales, then with
+own dequantize_row_* C functions (tests/support/ggml_c.py). Random blocks with finite scales, then with
 NaN and infinite scales; known-answer blocks a person can check on paper; tensors spanning
 several of formats.quant's chunks; bad shapes.
 
@@ -18,9 +18,10 @@ from hypothesis import strategies as st
 from formats.ggml import BLOCK, GGMLType
 from formats.quant import dequantize, dequantize_rows
 from formats.quants.tables import IQ4_NL_VALUES
-from tests.ggml_c import c_dequantize
-from tests.quant_helpers import F16_FIELDS, map_scales, random_blocks
-from tests.test_quant import assert_same_bits, oracle_dequantize
+from tests.support.compare import assert_same_bits
+from tests.support.ggml_c import c_dequantize
+from tests.support.quant import F16_FIELDS, map_scales, random_blocks
+from tests.support.quant import oracle_dequantize
 
 T = GGMLType
 LEGACY = {T.Q8_0, T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1}           # tests/test_quant.py's

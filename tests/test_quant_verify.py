@@ -26,11 +26,10 @@ from parity.thresholds import SAME_FILE, VS_TORCH, file_dtype, for_pair
 from reference.runtime.blockwise import Int8BlockMatrix
 from reference.runtime.packing import RowStack
 from reference.runtime.load import load_model
-from tests import verify_helpers as vh
-from tests.ggml_c import quantize_model
-from tests.test_fast_path import FAST_LOGITS_ATOL
-from tests.test_quant_llama_cpp import (ARGS, FTYPES, IMATRIX_FTYPES, OVERRIDE_TYPES, ftype,  # noqa: F401
-                                        quantized, source)
+from tests.support import verify as vh
+from tests.support.compare import FAST_LOGITS_ATOL
+from tests.support.ggml_c import ARGS, FTYPES, IMATRIX_FTYPES, OVERRIDE_TYPES, ftype, quantized, source  # noqa: F401 (fixtures)
+from tests.support.ggml_c import quantize_model
 
 LABELS = FTYPES + IMATRIX_FTYPES + [t.name for t in OVERRIDE_TYPES]
 # Mixes llama.cpp writes for its k-quant ftypes, and the types each holds on the source model.

@@ -16,8 +16,8 @@ from llama2_scratch import model_files
 from parity.metrics import logit_metrics
 from reference.runtime.load import load_model, weights_from_gguf, weights_from_llama2c
 from reference.model import Llama
-from tests.helpers import write_gguf
-from tests.llama_helpers import random_weights
+from tests.support.files import write_gguf
+from tests.support.weights import wide_logit_weights
 from trainer.export import load_exportable
 from trainer.model import Transformer
 
@@ -145,9 +145,9 @@ def test_llama2c_v2_weights_equal_the_int8_group_dequantization(trained, tmp_pat
 
 
 def test_q8_0_logits_are_within_kl_of_f32(tmp_path):
-    # random_weights: logits with std ~2, so a distribution change is visible in the KL.
+    # wide_logit_weights: logits with std ~2, so a distribution change is visible in the KL.
     args = ModelArgs(dim=128, n_layers=2, n_heads=4, vocab_size=512, max_seq_len=128)
-    weights = random_weights(args, seed=0)
+    weights = wide_logit_weights(args, seed=0)
     tokens = np.random.default_rng(1).integers(0, args.vocab_size, args.max_seq_len)
     f32 = load_model(write_gguf(args, weights, tmp_path / "f32.gguf", "f32")).forward(tokens, all_logits=True)
     q8 = load_model(write_gguf(args, weights, tmp_path / "q8.gguf", "q8_0")).forward(tokens, all_logits=True)

@@ -20,7 +20,8 @@ from formats.spec import weight_shapes
 from reference.rmsnorm import rmsnorm
 from reference.rope import apply_rope, rope_tables
 from reference.swiglu import silu, swiglu
-from tests.llama_helpers import random_weights
+from tests.support.models import small_configs
+from tests.support.weights import wide_logit_weights
 
 # KV-cached decoding vs one full forward, float32: the same operations on the same values, but
 # BLAS may pick other kernels (and summation orders) for a 1-row matmul than for a T-row one.
@@ -33,20 +34,8 @@ KV_CACHE_ATOL = 1e-5
 ROPE_FLOAT64_RTOL = 1e-12
 
 
-@st.composite
-def small_configs(draw):
-    """Small ModelArgs covering MHA/GQA/MQA, tied/untied, any hidden_dim and odd vocabularies."""
-    n_kv_heads = draw(st.integers(1, 2))
-    n_heads = n_kv_heads * draw(st.integers(1, 3))
-    head_dim = draw(st.sampled_from([2, 4, 8]))
-    return ModelArgs(dim=n_heads * head_dim, n_layers=draw(st.integers(1, 2)), n_heads=n_heads,
-                     n_kv_heads=n_kv_heads, vocab_size=draw(st.integers(2, 40)),
-                     hidden_dim=draw(st.integers(1, 24)), max_seq_len=16,
-                     tie_embeddings=draw(st.booleans()))
-
-
 def weights_and_tokens(args, seed, n_tokens):
-    return random_weights(args, seed), np.random.default_rng(seed).integers(0, args.vocab_size, n_tokens)
+    return wide_logit_weights(args, seed), np.random.default_rng(seed).integers(0, args.vocab_size, n_tokens)
 
 
 # --- the model ---------------------------------------------------------------------------------
@@ -96,7 +85,7 @@ def test_a_new_prompt_overwrites_the_cache():
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_model_keeps_its_dtype(dtype):
     args = ModelArgs(dim=16, n_layers=1, n_heads=2, vocab_size=11, max_seq_len=8)
-    model = Llama(args, random_weights(args, seed=0), dtype=dtype)
+    model = Llama(args, wide_logit_weights(args, seed=0), dtype=dtype)
     assert model.forward([1, 2, 3]).dtype == dtype
     assert model.forward([4], start_pos=3, all_logits=True).dtype == dtype
     assert model.key_cache.dtype == model.value_cache.dtype == model.rope_cos.dtype == dtype
@@ -104,7 +93,7 @@ def test_model_keeps_its_dtype(dtype):
 
 def test_forward_rejects_bad_input_loudly():
     args = ModelArgs(dim=16, n_layers=1, n_heads=2, vocab_size=11, max_seq_len=8)
-    model = Llama(args, random_weights(args, seed=0))
+    model = Llama(args, wide_logit_weights(args, seed=0))
     with pytest.raises(ValueError, match="token ids"):
         model.forward([3, 11])
     with pytest.raises(ValueError, match="non-empty"):
@@ -117,7 +106,7 @@ def test_forward_rejects_bad_input_loudly():
 
 def test_weights_are_checked_by_name_and_shape():
     args = ModelArgs(dim=16, n_layers=1, n_heads=2, vocab_size=11, max_seq_len=8)
-    weights = random_weights(args, seed=0)
+    weights = wide_logit_weights(args, seed=0)
     with pytest.raises(ValueError, match="layers.0.attention.wk.weight: shape"):
         Llama(args, {**weights, "layers.0.attention.wk.weight": np.zeros((16, 8), np.float32)})
     with pytest.raises(ValueError, match="missing"):

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from formats import safetensors
 from formats.errors import FormatError
 from formats.safetensors import SafetensorsFile, Tensor
+from tests.support.crafted import SAFETENSORS_BAD
 
 # Every dtype numpy can hold natively, and odd names: non-ASCII, control characters, quotes,
 # backslashes, U+2028 (escaped by some JSON writers, not by serde_json), DEL.
@@ -197,62 +198,9 @@ def test_from_array_refuses_what_has_no_dtype():
 # ------------------------------------------------------------------------------ hostile files
 
 
-def with_header(header, data=b""):
-    """A file whose header is `header` (a JSON-able object, or raw bytes) followed by `data`."""
-    text = header if isinstance(header, bytes) else json.dumps(header).encode()
-    return struct.pack("<Q", len(text)) + text + data
-
-
-def entry(dtype="F32", shape=(1,), offsets=(0, 4)):
-    return {"dtype": dtype, "shape": list(shape), "data_offsets": list(offsets)}
-
-
-# label -> (file bytes, what the error says, whether the package refuses the file too: where it
-# does not, we are stricter and it reads the file)
-BAD = {
-    "empty file": (b"", "header_length at byte 0: needs 8 bytes", True),
-    "header length past the file": (struct.pack("<Q", 100) + b"{}", "header at byte 8: needs 100 bytes", True),
-    "header length 2**64-1": (struct.pack("<Q", 2**64 - 1) + b"{}", "over the 100000000-byte limit", True),
-    "header not UTF-8": (with_header(b'{"\xff":1}'), "invalid UTF-8 at byte 10", True),
-    "header not JSON": (with_header(b'{"a":'), "invalid JSON", True),
-    "header a JSON list": (with_header(b"[]"), "must be a JSON object, got a JSON list", True),
-    "header nested 100000 deep": (with_header(b"[" * 100_000), "nested too deeply", True),
-    "int of 5000 digits": (with_header(b'{"t":{"dtype":"F32","shape":[' + b"1" * 5000 + b'],"data_offsets":[0,4]}}'),
-                           "invalid JSON", True),
-    "unknown dtype": (with_header({"t": entry("F12")}, bytes(4)), "header['t'].dtype at byte 8: unknown dtype 'F12'",
-                      True),
-    "dtype F8_E4M3 (unsupported here)": (with_header({"t": entry("F8_E4M3", (4,))}, bytes(4)), "unknown dtype", False),
-    "entry a string": (with_header({"t": "F32"}), "header['t'] at byte 8: must be an object", True),
-    "entry without shape": (with_header({"t": {"dtype": "F32", "data_offsets": [0, 4]}}, bytes(4)),
-                            "expected exactly ['dtype', 'shape', 'data_offsets']", True),
-    "entry with an extra key": (with_header({"t": {**entry(), "x": 1}}, bytes(4)), "keys ['data_offsets', 'dtype'",
-                                False),
-    "negative dim": (with_header({"t": entry(shape=(-1,))}, bytes(4)), "shape at byte 8", True),
-    "dim true": (with_header({"t": entry(shape=(True,))}, bytes(4)), "shape at byte 8", True),
-    "33 dims": (with_header({"t": entry(shape=(1,) * 33)}, bytes(4)), "at most 32", False),
-    "shape 2**20 x 2**20": (with_header({"t": entry(shape=(2**20, 2**20))}, bytes(4)), "span 4 bytes but shape", True),
-    "shape 2**40 x 2**40": (with_header({"t": entry(shape=(2**40, 2**40))}, bytes(4)), "passes 2**63 bytes", True),
-    "huge shape around a zero": (with_header({"t": entry(shape=(0, 2**62, 2**62), offsets=(0, 0))}),
-                                 "passes 2**63 bytes", True),
-    "offsets of three": (with_header({"t": entry(offsets=(0, 4, 8))}, bytes(8)), "two non-negative ints", True),
-    "offsets reversed": (with_header({"t": entry(offsets=(4, 0))}, bytes(4)), "end 0 is before begin 4", True),
-    "shape/offset disagreement": (with_header({"t": entry(shape=(2,))}, bytes(4)),
-                                  "span 4 bytes but shape (2,) of F32 takes 8", True),
-    "offsets past the file": (with_header({"t": entry(offsets=(4, 8))}, bytes(4)),
-                              "[4, 8) passes the end of the data (4 bytes)", True),
-    "offsets overlapping": (with_header({"a": entry(), "b": entry(shape=(2,), offsets=(2, 10))}, bytes(10)),
-                            "tensor['b'].data_offsets", True),
-    "a gap before a tensor": (with_header({"t": entry(offsets=(4, 8))}, bytes(8)), "leaving bytes 0..4 unused", True),
-    "bytes after the last tensor": (with_header({"t": entry()}, bytes(5)), "1 bytes after the last tensor", True),
-    "a name twice": (with_header(b'{"t":' + json.dumps(entry()).encode() + b',"t":'
-                                 + json.dumps(entry()).encode() + b"}", bytes(4)), "key 't' appears twice", False),
-    "metadata of numbers": (with_header({"__metadata__": {"a": 1}}), "must be an object of strings", True),
-}
-
-
-@pytest.mark.parametrize("case", sorted(BAD))
+@pytest.mark.parametrize("case", sorted(SAFETENSORS_BAD))
 def test_hostile_files_raise_one_format_error(tmp_path, case):
-    data, fragment, package_refuses = BAD[case]
+    data, fragment, package_refuses = SAFETENSORS_BAD[case]
     path = tmp_path / "bad.safetensors"
     path.write_bytes(data)
     with pytest.raises(FormatError) as info:

@@ -13,7 +13,8 @@ from formats import spm as spm_format
 from formats.errors import FormatError
 from formats.vocab import TokenType
 from reference.tokenizer import Tokenizer
-from tests.test_tokenizer import USER_DEFINED, thai_lines, train_bpe
+from tests.support.crafted import SPM_BAD
+from tests.support.tokenizer import USER_DEFINED, thai_lines, train_bpe
 
 # A whole .model file written out field by field (the layout is in formats/spm.py's docstring).
 KNOWN = bytes.fromhex(
@@ -118,27 +119,7 @@ def test_repeated_messages_merge(tmp_path):
     assert model.byte_fallback and model.model_type == spm_format.ModelType.BPE
 
 
-BAD = [
-    # (bytes, field named in the error, byte offset, message fragment)
-    (b"", "pieces", None, "no pieces"),
-    (bytes.fromhex("0a"), "model.field1", 0, "past the end"),
-    (bytes.fromhex("0a 05 6162"), "model.field1", 0, "needs 5 bytes"),
-    (bytes.fromhex("0b"), "model.field1", 0, "wire type 3"),
-    (bytes.fromhex("02 00"), "model.field0", 0, "field number 0"),
-    (bytes.fromhex("08 ffffffffffffffffffff 01"), "model.field1", 0, "longer than 10 bytes"),
-    (bytes.fromhex("10 01"), "trainer_spec", 0, "wire type 0"),
-    (bytes.fromhex("0a 03 0a 05 61"), "pieces[0].field1", 2, "needs 5 bytes"),
-    (bytes.fromhex("0a 03 0a 01 ff"), "pieces[0].piece", 2, "invalid UTF-8 at byte 4"),
-    (bytes.fromhex("0a 05 0a 01 61 10 00"), "pieces[0].score", 5, "wire type 0"),
-    (bytes.fromhex("0a 00"), "pieces[0].piece", 0, "empty piece"),
-    (bytes.fromhex("0a 05 0a 01 61 18 07"), "pieces[0].type", 0, "unknown piece type 7"),
-    (bytes.fromhex("0a 03 0a 01 61 0a 03 0a 01 61"), "pieces[1].piece", 5, "repeats piece 0"),
-    (bytes.fromhex("0a 03 0a 01 61 12 03 c8 02 05"), "trainer_spec.bos_id", None, "not a piece id"),
-    (bytes.fromhex("0a 03 0a 01 61 12 02 18 09"), "trainer_spec.model_type", None, "unknown model type"),
-]
-
-
-@pytest.mark.parametrize("data, field, offset, message", BAD)
+@pytest.mark.parametrize("data, field, offset, message", SPM_BAD)
 def test_bad_bytes_raise_format_error(tmp_path, data, field, offset, message):
     with pytest.raises(FormatError, match=message) as info:
         read_bytes(data, tmp_path)

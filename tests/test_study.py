@@ -19,14 +19,11 @@ from reference.attention import softmax
 from reference.model import Llama
 from reference.study import (Patching, ablate_heads, agreement, compare_caches, head_summary, logit_attribution,
                              logit_difference, logit_lens, patch_activations, top_tokens)
-from tests.llama_helpers import random_weights, torch_model
+from tests.support.compare import relative_error
+from tests.support.models import torch_model
+from tests.support.study import spec_points
+from tests.support.weights import wide_logit_weights
 
-# The SPEC's table ("The activation cache"), written out here rather than read from reference/.
-SPEC_BLOCK_POINTS = {
-    "resid_pre": "T D", "attn_norm": "T D", "attn.q": "H T hd", "attn.k": "Hkv T hd", "attn.v": "Hkv T hd",
-    "attn.q_rot": "H T hd", "attn.k_rot": "Hkv T hd", "attn.scores": "H T T", "attn.pattern": "H T T",
-    "attn.z": "H T hd", "attn_out": "T D", "resid_mid": "T D", "ffn_norm": "T D", "mlp.gate": "T F",
-    "mlp.up": "T F", "mlp.act": "T F", "mlp_out": "T D", "resid_post": "T D"}
 
 # Small enough for the loop oracle; GQA (2 query heads per kv head), untied output, 2 blocks.
 ARGS = ModelArgs(dim=32, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=40, hidden_dim=48, max_seq_len=16,
@@ -55,18 +52,6 @@ TORCH_FLOAT64_RTOL = 1e-13
 # embedding lookup copies the weights (so resid_pre of block 0 too). Everything after sums
 # products in an implementation-specific order.
 BIT_IDENTICAL_POINTS = ("embed", "blocks.0.resid_pre")
-
-
-def spec_points(args, n_tokens):
-    """{name: shape} of the SPEC table for `args` and n_tokens positions, in the SPEC's order."""
-    sizes = {"T": n_tokens, "D": args.dim, "H": args.n_heads, "Hkv": args.n_kv_heads, "hd": args.head_dim,
-             "F": args.hidden_dim, "V": args.vocab_size}
-    shape = lambda symbols: tuple(sizes[s] for s in symbols.split())  # noqa: E731
-    points = {"embed": shape("T D")}
-    for i in range(args.n_layers):
-        points.update({f"blocks.{i}.{name}": shape(symbols) for name, symbols in SPEC_BLOCK_POINTS.items()})
-    points.update({"final_norm": shape("T D"), "logits": shape("T V")})
-    return points
 
 
 def loop_forward(args, weights, tokens):
@@ -127,19 +112,9 @@ def loop_forward(args, weights, tokens):
     return cache
 
 
-def relative_error(candidate, reference):
-    """max |candidate - reference| / max |reference| over the finite values; the masked -inf
-    entries of scores must sit at the same places in both."""
-    candidate, reference = np.asarray(candidate, np.float64), np.asarray(reference, np.float64)
-    finite = np.isfinite(reference)
-    assert np.array_equal(finite, np.isfinite(candidate)), "the causal masks differ"
-    assert np.all(reference[~finite] == candidate[~finite])
-    return float(np.max(np.abs(candidate[finite] - reference[finite])) / np.max(np.abs(reference[finite])))
-
-
 @pytest.fixture(scope="module")
 def weights():
-    return random_weights(ARGS, seed=11)
+    return wide_logit_weights(ARGS, seed=11)
 
 
 @pytest.fixture(scope="module")
@@ -152,7 +127,7 @@ def oracle(weights):
                          ids=["gqa-untied", "mha-tied"])
 def test_names_shapes_and_dtypes_are_the_spec_table(args, dtype):
     tokens = np.arange(args.max_seq_len) % args.vocab_size
-    model = Llama(args, random_weights(args, seed=1), dtype)
+    model = Llama(args, wide_logit_weights(args, seed=1), dtype)
     logits, cache = model.run_with_cache(tokens)
     expected = spec_points(args, len(tokens))
     assert list(cache) == list(expected)                                      # every name, in order
@@ -160,7 +135,7 @@ def test_names_shapes_and_dtypes_are_the_spec_table(args, dtype):
     assert {a.dtype for a in cache.values()} == {np.dtype(dtype)}
     # The logits returned are the cache's and a plain forward pass's, value for value.
     np.testing.assert_array_equal(cache["logits"], logits, strict=True)
-    np.testing.assert_array_equal(Llama(args, random_weights(args, seed=1), dtype).forward(tokens, all_logits=True),
+    np.testing.assert_array_equal(Llama(args, wide_logit_weights(args, seed=1), dtype).forward(tokens, all_logits=True),
                                   logits, strict=True)
     assert reference.cache.point_names(args.n_layers) == list(expected)
     assert {name: reference.cache.point_shape(name, args, len(tokens)) for name in expected} == expected
@@ -196,7 +171,7 @@ def test_float32_cache_matches_the_loop_oracle_at_every_point(weights, oracle):
 @pytest.mark.parametrize("args", [ARGS, ModelArgs(dim=96, n_layers=3, n_heads=6, n_kv_heads=2, vocab_size=300,
                                                   max_seq_len=40)], ids=["gqa-untied", "gqa-tied"])
 def test_torch_cache_matches_numpy_point_by_point(args):
-    weights = random_weights(args, seed=5)
+    weights = wide_logit_weights(args, seed=5)
     tokens = np.random.default_rng(6).integers(0, args.vocab_size, args.max_seq_len)
     _, ours = Llama(args, weights).run_with_cache(tokens)
     logits, theirs = torch_model(args, weights).run_with_cache(tokens)
@@ -214,7 +189,7 @@ def test_torch_cache_matches_numpy_point_by_point(args):
 
 def test_torch_float64_cache_matches_numpy_float64():
     args = ModelArgs(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=100, max_seq_len=24)
-    weights = random_weights(args, seed=8)
+    weights = wide_logit_weights(args, seed=8)
     tokens = np.arange(args.max_seq_len) * 7 % args.vocab_size
     _, ours = Llama(args, weights, np.float64).run_with_cache(tokens)
     _, theirs = torch_model(args, weights, "float64").run_with_cache(tokens)
@@ -309,7 +284,7 @@ def model64(weights):
 
 
 def recompute(weights, tokens, substitute=None):
-    from tests.test_hooks import recompute
+    from tests.support.study import recompute
     return recompute(ARGS, weights, tokens, substitute)
 
 

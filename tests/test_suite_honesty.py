@@ -13,9 +13,9 @@ from formats.spec import ModelArgs
 from llama2_scratch import cli
 from llama2_scratch.model_files import load_model
 from reference.runtime import load
-from tests.helpers import byte_vocab, write_gguf
-from tests.llama_helpers import random_weights
-from tests.quant_helpers import map_scales
+from tests.support.files import byte_vocab, write_gguf
+from tests.support.quant import map_scales
+from tests.support.weights import wide_logit_weights
 
 # k-quants need rows of 256: the smallest model whose every matrix takes them.
 K_ARGS = ModelArgs(dim=256, n_layers=1, n_heads=2, n_kv_heads=1, vocab_size=262, hidden_dim=256, max_seq_len=16)
@@ -37,7 +37,7 @@ def kquant_gguf(tmp_path_factory):
     """A llama GGUF whose matrices are all random Q4_K blocks (and the embedding Q6_K): formats/
     cannot quantize to k-quants, so the blocks are drawn, with small scales."""
     path = tmp_path_factory.mktemp("kquant") / "m.gguf"
-    write_gguf(K_ARGS, random_weights(K_ARGS, seed=2), path, vocab=byte_vocab(K_ARGS.vocab_size))
+    write_gguf(K_ARGS, wide_logit_weights(K_ARGS, seed=2), path, vocab=byte_vocab(K_ARGS.vocab_size))
     f32 = gguf.read(path)
     rng = np.random.default_rng(5)
     tensors = []
@@ -69,7 +69,7 @@ def test_a_kquant_gguf_runs_fast_as_it_runs_plain_read_in_chunks(kquant_gguf, mo
 def test_trace_vs_float64_compares_against_a_float64_run(tmp_path, capsys):
     """Kills: trace --vs-float64 comparing the float32 cache with itself (every difference 0)."""
     args = ModelArgs(dim=32, n_layers=1, n_heads=2, n_kv_heads=2, vocab_size=262, hidden_dim=64, max_seq_len=16)
-    path = write_gguf(args, random_weights(args, seed=4), tmp_path / "m.gguf", vocab=byte_vocab(262))
+    path = write_gguf(args, wide_logit_weights(args, seed=4), tmp_path / "m.gguf", vocab=byte_vocab(262))
     assert cli.main(["trace", str(path), "--prompt", "ab", "--vs-float64", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     ids = report["ids"]

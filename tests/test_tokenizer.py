@@ -9,7 +9,6 @@ sentencepiece loads too, so each variant is checked against the real thing.
 """
 
 import dataclasses
-import io
 
 import numpy as np
 import pytest
@@ -22,22 +21,7 @@ from formats import spm as spm_format
 from formats.vocab import TokenType, Vocab
 from reference.runtime.fast_tokenizer import FastTokenizer
 from reference.tokenizer import Tokenizer
-
-USER_DEFINED = ["\n", "ครับ", "555"]
-
-
-def train_bpe(lines, **options):
-    """A small SentencePiece BPE model trained in memory; returns the .model bytes."""
-    out = io.BytesIO()
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(lines), model_writer=out, model_type="bpe", vocab_size=1000,
-        byte_fallback=True, normalization_rule_name="identity", character_coverage=0.9995,
-        hard_vocab_limit=False, num_threads=1, minloglevel=2, **options)
-    return out.getvalue()
-
-
-def thai_lines(shared_data, name="pos"):
-    return (shared_data / "thai" / f"wisesight-{name}.txt").read_text(encoding="utf-8").split("\n")
+from tests.support.tokenizer import USER_DEFINED, thai_lines, train_bpe
 
 
 class Pair:

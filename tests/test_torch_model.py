@@ -9,7 +9,8 @@ import torch
 from formats.spec import ModelArgs
 from reference.model import Llama
 from formats.spec import weight_shapes
-from tests.llama_helpers import random_weights, torch_model
+from tests.support.models import torch_model
+from tests.support.weights import wide_logit_weights
 from trainer.model import INIT_STD, Transformer
 
 # The float32 torch loss (mean cross-entropy over 55 positions x 300 classes, values ~8) vs the
@@ -48,7 +49,7 @@ def test_init_is_llama2c_s():
 
 
 def test_loss_is_the_mean_cross_entropy_of_the_logits_ignoring_minus_one():
-    weights = random_weights(ARGS, seed=0)
+    weights = wide_logit_weights(ARGS, seed=0)
     rng = np.random.default_rng(1)
     tokens = rng.integers(0, ARGS.vocab_size, (1, ARGS.max_seq_len))
     targets = rng.integers(0, ARGS.vocab_size, (1, ARGS.max_seq_len))

@@ -14,18 +14,18 @@ from formats.spec import ModelArgs
 from formats.spm import read as read_spm
 from reference.model import Llama
 from reference.tokenizer import Tokenizer
-from tests import helpers
-from tests.helpers import NO_TORCH
-from llama2_scratch import trace_cmd, trace_experiments
+from tests.support import cli
+from tests.support.cli import NO_TORCH
+from llama2_scratch import model_files, trace_experiments
 from reference import study, training
 from reference.cache import points
-from tests.llama_helpers import random_weights
+from tests.support.weights import wide_logit_weights
 from trainer import checkpoint
 
 ARGS = ModelArgs(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=32000, max_seq_len=24)
 PROMPT = "Once upon a time, a fox"
 CORRUPTED = "Once upon a time, a wolf"       # as many tokens as PROMPT, another next token
-# The CLI where `import matplotlib` fails (tests.helpers.NO_TORCH blocks torch the same way).
+# The CLI where `import matplotlib` fails (tests.support.cli.NO_TORCH blocks torch the same way).
 NO_MATPLOTLIB = NO_TORCH.replace("'torch'", "'matplotlib'")
 # trace's vs_torch on an f32 export of the ckpt: tests/test_study.py's TORCH_FLOAT32_RTOL (1e-5,
 # relative to a point's max |x|, measured 2.9e-6 at most) times the largest max |x| here (the
@@ -35,7 +35,7 @@ VS_TORCH_MAX_ABS_DIFF = 1e-4
 
 def run_cli(*args, script=None):
     """The CLI with torch (`script` None), or `python -c script ARGS` (NO_TORCH, NO_MATPLOTLIB)."""
-    return helpers.run_cli(*args, with_torch=True) if script is None else helpers.run_python("-c", script, *args)
+    return cli.run_cli(*args, with_torch=True) if script is None else cli.run_python("-c", script, *args)
 
 
 def save_ckpt(weights, args, path):
@@ -49,14 +49,14 @@ def files(tmp_path_factory, shared_data):
     """An f32 and a q8_0 GGUF of one random model, its ckpt.pt, and two ckpts of other models."""
     root = tmp_path_factory.mktemp("trace")
     vocab = read_spm(shared_data / "llama2" / "tokenizer.model").vocab
-    weights = random_weights(ARGS, seed=3)
+    weights = wide_logit_weights(ARGS, seed=3)
     paths = {"f32": root / "m.gguf", "q8_0": root / "m-q8.gguf"}
     for dtype, path in paths.items():
         gguf.write(mapping.to_gguf(weights, ARGS, vocab, dtype=dtype), path)
     paths["ckpt"] = save_ckpt(weights, ARGS, root / "ckpt.pt")
-    paths["other_seed"] = save_ckpt(random_weights(ARGS, seed=4), ARGS, root / "other.pt")
+    paths["other_seed"] = save_ckpt(wide_logit_weights(ARGS, seed=4), ARGS, root / "other.pt")
     wider = ModelArgs(**{**ARGS.to_dict(), "hidden_dim": 256})
-    paths["other_shape"] = save_ckpt(random_weights(wider, seed=3), wider, root / "wider.pt")
+    paths["other_shape"] = save_ckpt(wide_logit_weights(wider, seed=3), wider, root / "wider.pt")
     paths["weights"], paths["vocab"] = weights, vocab
     return paths
 
@@ -157,7 +157,7 @@ def test_json_vs_torch_agreement(traced, files):
               "from llama2_scratch.trace_cmd import _torch_cache; "
               "c = _torch_cache(sys.argv[2], open_model(sys.argv[1]).model(), [int(i) for i in sys.argv[5:]]); "
               "np.savez(sys.argv[3], *(c[n] for n in sys.argv[4].split(',')))")
-    result = helpers.run_python("-c", script, files["f32"], files["ckpt"], saved, ",".join(names), *ids)
+    result = cli.run_python("-c", script, files["f32"], files["ckpt"], saved, ",".join(names), *ids)
     assert result.returncode == 0, result.stderr
     torch_values = np.load(saved)
     below = np.tril_indices(len(ids))
@@ -433,6 +433,6 @@ def test_grads_without_torch_gives_the_weights(files):
 def test_too_few_capitalized_pieces_say_nothing():
     # Every capitalized piece bare would read as "trained without the prefix", but 19 pieces are
     # too few to tell (a 512-piece vocabulary without the prefix has 8; Thai has little case).
-    bare = [f"Word{chr(97 + i)}" for i in range(trace_cmd.MIN_CAPITALIZED_PIECES - 1)]
-    assert not trace_cmd.looks_trained_without_prefix(bare + ["▁the", "abc"])
-    assert trace_cmd.looks_trained_without_prefix(bare + ["Wordz"])
+    bare = [f"Word{chr(97 + i)}" for i in range(model_files.MIN_CAPITALIZED_PIECES - 1)]
+    assert not model_files.looks_trained_without_prefix(bare + ["▁the", "abc"])
+    assert model_files.looks_trained_without_prefix(bare + ["Wordz"])

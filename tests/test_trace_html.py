@@ -19,8 +19,8 @@ from formats.spec import ModelArgs
 from formats.spm import read as read_spm
 from reference.model import Llama
 from reference.tokenizer import Tokenizer
-from tests import helpers
-from tests.llama_helpers import random_weights
+from tests.support import cli
+from tests.support.weights import wide_logit_weights
 from trainer import checkpoint
 
 CHROMIUM = "/usr/bin/chromium"
@@ -55,7 +55,7 @@ def browser(tmp_path_factory):
 def model_files(tmp_path_factory, shared_data):
     root = tmp_path_factory.mktemp("html")
     vocab = read_spm(shared_data / "llama2" / "tokenizer.model").vocab
-    weights = random_weights(ARGS, seed=5)
+    weights = wide_logit_weights(ARGS, seed=5)
     gguf.write(mapping.to_gguf(weights, ARGS, vocab, dtype="f32"), root / "m.gguf")
     checkpoint.save({"model": {name: torch.from_numpy(w) for name, w in weights.items()},
                      "model_args": ARGS.to_dict()}, root / "ckpt.pt")
@@ -65,7 +65,7 @@ def model_files(tmp_path_factory, shared_data):
 def write_page(model_files, name, *extra):
     """trace --json --html on the model: (the --json document, the page's path)."""
     path = model_files["root"] / name
-    result = helpers.run_cli("trace", model_files["gguf"], "--prompt", PROMPT, "--json", "--html", path, *extra,
+    result = cli.run_cli("trace", model_files["gguf"], "--prompt", PROMPT, "--json", "--html", path, *extra,
                              with_torch=True)
     assert result.returncode == 0, result.stderr
     assert result.stderr == f"trace: wrote {path}\n"
@@ -175,7 +175,7 @@ def test_sections_only_for_the_options_given(plain, model_files, browser):
 
 def test_a_prompt_cannot_close_the_script(model_files, browser):
     prompt = "a </script><script>document.body.dataset.ready = 'x'</script> <!-- b"
-    result = helpers.run_cli("trace", model_files["gguf"], "--prompt", prompt, "--html", model_files["root"] / "esc.html")
+    result = cli.run_cli("trace", model_files["gguf"], "--prompt", prompt, "--html", model_files["root"] / "esc.html")
     assert result.returncode == 0, result.stderr
     page, errors, _ = open_page(browser, model_files["root"] / "esc.html")
     assert errors == [] and page.inner_text("#model .prompt-text") == prompt
@@ -209,7 +209,7 @@ def test_bad_requests_write_nothing(model_files, tmp_path, case):
     target = {"no_folder": tmp_path / "missing" / "page.html", "a_folder": tmp_path,
               "long_prompt": tmp_path / "page.html"}[case]
     prompt = "fox" * 23 if case == "long_prompt" else PROMPT         # 25 tokens, the context holds 24
-    result = helpers.run_cli("trace", model_files["gguf"], "--prompt", prompt, "--html", target)
+    result = cli.run_cli("trace", model_files["gguf"], "--prompt", prompt, "--html", target)
     assert result.returncode == 2 and result.stdout == "" and len(result.stderr.splitlines()) == 1, result
     assert ("--prompt: 25 tokens" if case == "long_prompt" else f"--html {target}: cannot write") in result.stderr
     assert os.listdir(tmp_path) == []

@@ -10,8 +10,8 @@ import torch
 
 from data.paths import DataError
 from formats.spec import FIELDS, ModelArgs
-from tests.helpers import run_python
-from tests.pipeline_helpers import build_dataset, tiny_config
+from tests.support.cli import run_python
+from tests.support.pipeline import build_dataset, tiny_config
 from trainer import checkpoint
 from trainer.config import (NOT_MODEL_SETTINGS, SETTINGS, TrainConfig, add_arguments, from_args, from_settings,
                             load_toml)

@@ -11,7 +11,7 @@ import reference.training
 from formats.spec import ModelArgs, weight_shapes
 from reference.model import Llama
 from reference.training import adamw_step, clip_grad_norm, decay_groups, learning_rate, loss_and_grads
-from tests.test_backward import draw_weights
+from tests.support.weights import fan_in_float64_weights
 
 # adamw_step repeats torch's operations in torch's order; float64 rounding (1e-16) over 10 steps
 # leaves far less than 1e-13, while a missing bias correction moves a weight by ~lr (1e-2).
@@ -83,7 +83,7 @@ def test_decay_groups_leave_only_the_norm_gains_undecayed():
 ])
 def test_bad_batches_raise_one_clear_error(tokens, targets, message):
     args = ModelArgs(dim=8, n_layers=1, n_heads=2, vocab_size=7, hidden_dim=12, max_seq_len=6)
-    model = Llama(args, draw_weights(args, seed=0))
+    model = Llama(args, fan_in_float64_weights(args, seed=0))
     with pytest.raises(ValueError, match=message):
         loss_and_grads(model, np.array(tokens), np.array(targets))
 

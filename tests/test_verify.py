@@ -9,7 +9,7 @@ these models.
 
 Identity checks (top-1 at every position, greedy continuations) are only meaningful where the
 logits are well separated: the trained model is, and the random ones are scaled to be
-(tests/verify_helpers.py); raw N(0, 0.02) init would give near-ties below f16 rounding.
+(tests/support/verify.py); raw N(0, 0.02) init would give near-ties below f16 rounding.
 """
 
 import json
@@ -24,9 +24,9 @@ from parity.prompts import FULL_CONTEXT, PROMPTS, greedy_prompt
 from parity.report import Check
 from parity.run import run_verify
 from parity.thresholds import SAME_FILE, VS_TORCH
-from tests import ggml_c
-from tests import verify_helpers as vh
-from tests.helpers import run_cli
+from tests.support import ggml_c
+from tests.support import verify as vh
+from tests.support.cli import run_cli
 from trainer.export import export_llama2c, load_exportable
 
 DTYPES = ["f32", "f16", "bf16", "q8_0", "q4_0"]

@@ -19,7 +19,7 @@ import torch
 
 from formats import gguf
 from formats.spec import ModelArgs
-from tests.pipeline_helpers import build_dataset, tiny_config
+from tests.support.pipeline import build_dataset, tiny_config
 from trainer import checkpoint
 from trainer.export import export_gguf, load_exportable
 from trainer.model import Transformer

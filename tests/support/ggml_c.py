@@ -3,7 +3,8 @@ ggml types, independent of gguf-py.
 
 - `c_dequantize`: ggml's dequantize_row_<type> (ggml-quants.c), called through ctypes from the
   libggml-base shared library that llama-cpp-python ships.
-- `quantize_model`: llama_model_quantize, llama.cpp's quantizer, on a whole GGUF.
+- `quantize_model`: llama_model_quantize, llama.cpp's quantizer, on a whole GGUF; the fixtures
+  `source` (a small f32 GGUF) and `quantized` (every file llama.cpp makes of it, by label).
 
 A missing llama_cpp is a test failure, never a skip: `llama_cpp` below, which tests/test_verify.py's
 fixture returns too.
@@ -16,7 +17,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from formats.ggml import BLOCK
+from formats import gguf
+from formats.ggml import BLOCK, GGMLType
+from formats.spec import ModelArgs
+from tests.support.files import byte_vocab, write_gguf
+from tests.support.weights import wide_logit_weights
 
 
 def llama_cpp():
@@ -72,3 +77,51 @@ def quantize_model(src, dst, ftype, imatrix_tensors=(), tensor_type=None, pure=F
             entry.data = ctypes.cast(data, ctypes.POINTER(ctypes.c_float))
         params.imatrix = ctypes.cast(entries, ctypes.POINTER(lc.llama_model_imatrix_data))
     return lc.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params))
+
+
+ARGS = ModelArgs(dim=256, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=320, hidden_dim=512,
+                 max_seq_len=64, tie_embeddings=False)
+
+
+# llama_ftype names (LLAMA_FTYPE_MOSTLY_<name>) llama.cpp quantizes to without an imatrix ...
+FTYPES = ["F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K_S", "Q3_K_M", "Q3_K_L",
+          "Q4_K_S", "Q4_K_M", "Q5_K_S", "Q5_K_M", "Q6_K", "IQ3_S", "IQ3_M", "IQ4_NL", "IQ4_XS",
+          "TQ1_0", "TQ2_0", "MXFP4_MOE"]
+
+
+# ... and those it refuses to make without one.
+IMATRIX_FTYPES = ["Q2_K_S", "IQ3_XXS", "IQ3_XS", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ2_M", "IQ1_S", "IQ1_M"]
+
+
+# Types only a tensor-type override makes (on a Q8_0 file): token_embd and output.
+OVERRIDE_TYPES = [GGMLType.MXFP4, GGMLType.NVFP4]
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory):
+    path = tmp_path_factory.mktemp("llama_cpp_quant") / "f32.gguf"
+    return write_gguf(ARGS, wide_logit_weights(ARGS, seed=0), path, vocab=byte_vocab(ARGS.vocab_size, "\u2581w"))
+
+
+def ftype(name):
+    return getattr(llama_cpp(), "LLAMA_FTYPE_MOSTLY_" + name)
+
+
+def matrices(path):
+    return [(t.name, t.shape[1]) for t in gguf.read(path).tensors if len(t.shape) == 2]
+
+
+@pytest.fixture(scope="module")
+def quantized(source):
+    """label -> path of every file llama.cpp made from the source."""
+    files = {}
+    for name in FTYPES:
+        files[name] = source.with_name(f"{name}.gguf")
+        assert quantize_model(source, files[name], ftype(name)) == 0, name
+    for name in IMATRIX_FTYPES:
+        files[name] = source.with_name(f"{name}.gguf")
+        assert quantize_model(source, files[name], ftype(name), imatrix_tensors=matrices(source)) == 0, name
+    for ggml_type in OVERRIDE_TYPES:
+        files[ggml_type.name] = source.with_name(f"override_{ggml_type.name}.gguf")
+        assert quantize_model(source, files[ggml_type.name], ftype("Q8_0"), tensor_type=ggml_type) == 0
+    return files

@@ -38,9 +38,9 @@ from formats.llama2c_quant import Int8Groups
 from formats.spec import ModelArgs
 from trainer import checkpoint
 from trainer.pretokenize import load_tokens
-from tests.helpers import small_vocab, written
-from tests.llama_helpers import normal_weights
-from tests.quant_helpers import F16_FIELDS, map_scales
+from tests.support.files import small_vocab, written
+from tests.support.quant import F16_FIELDS, map_scales
+from tests.support.weights import normal_weights
 
 # ---------------------------------------------------------------------------- the valid files
 

@@ -1,9 +1,11 @@
 """Where the scales of the ggml block types sit, to make random blocks whose scales are finite
-or hostile: shared by tests/test_quant_types.py and the fuzz files (tests/fuzz_targets.py)."""
+or hostile: shared by tests/test_quant_types.py and the fuzz files (tests/support/fuzz.py)."""
 
 import numpy as np
 
 from formats.ggml import BLOCK, GGMLType
+from gguf import GGMLQuantizationType
+from gguf import quants as gguf_quants
 
 T = GGMLType
 # Byte offsets of the '<f2' scale fields (d, and m / dmin where the type has one) of every block
@@ -52,3 +54,10 @@ def random_blocks(seed, ggml_type, n_rows, n_blocks):
                                                dtype=np.uint8)
     map_scales(raw, ggml_type, finite)
     return raw.reshape(n_rows, -1)
+
+
+def oracle_dequantize(raw, ggml_type):
+    """gguf-py's floats for raw (n_rows, row_bytes); it wants F32/F16 data as floats."""
+    raw = raw.view({T.F32: np.float32, T.F16: np.float16}.get(ggml_type, np.uint8))
+    with np.errstate(all="ignore"):
+        return np.asarray(gguf_quants.dequantize(raw, GGMLQuantizationType(ggml_type)), np.float32)

@@ -35,24 +35,33 @@ KIND_NAMES = {"gguf": "a GGUF", "llama2c": "a llama2.c file", "ckpt": "a torch c
 
 
 def _kind(path):
-    """The kind of model at `path`: "hf" for a folder, else what the file's first four bytes
-    tell ("gguf", "ckpt" or "llama2c": llama2.c v0 has no magic, so anything else is taken for
-    llama2.c and its reader says what is wrong)."""
+    """The kind of model at `path`: "hf" for a folder, else what the file's first bytes tell
+    ("gguf", "ckpt" or "llama2c": llama2.c v0 has no magic, so a file whose first bytes read as a
+    v0 config is taken for llama2.c and its reader says what is wrong); None for none of them."""
     if os.path.isdir(path):
         return "hf"
-    head = detect.first_bytes(path)
-    if head == detect.GGUF_MAGIC:
+    head = detect.first_bytes(path, 28)
+    if head[:4] == detect.GGUF_MAGIC:
         return "gguf"
-    if head == detect.TORCH_ZIP_MAGIC:
+    if head[:4] == detect.TORCH_ZIP_MAGIC:
         return "ckpt"
-    return "llama2c"
+    if head[:4] == detect.LLAMA2C_MAGIC or detect.v0_rejection(head) is None:
+        return "llama2c"
+    return None
 
 
 def open_model(path):
     """A GGUFModel, Llama2cModel, CkptModel or HFModel for the file or folder at `path` (see
-    the table above)."""
+    the table above); FormatError, saying which kinds were tried, for a file that is none of them."""
     path = str(path)
-    return _open(path, _kind(path))
+    kind = _kind(path)
+    if kind is None:
+        reason = detect.v0_rejection(detect.first_bytes(path, 28))
+        raise FormatError(path, "kind", None, "not a model file: no GGUF magic (\"GGUF\"), no llama2.c v1/v2 "
+                          "magic (\"24ka\"), not a torch.save zip (ckpt.pt, \"PK\\x03\\x04\"; the legacy pickle "
+                          f"format is not read), not a Hugging Face folder, and not a headerless llama2.c v0 "
+                          f"file: {reason}")
+    return _open(path, kind)
 
 
 def _open(path, kind):
@@ -346,7 +355,7 @@ def open_tokenizer(path, vocab_size=None):
     of the file)."""
     path = str(path)
     kind = _kind(path)
-    if kind != "llama2c":
+    if kind not in ("llama2c", None):
         return _open(path, kind).tokenizer()
     if detect.is_sentencepiece_model(path):
         return FastTokenizer.from_spm(path)

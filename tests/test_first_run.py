@@ -8,6 +8,7 @@ runs (the no-torch subprocess runs are test_generate_cli's).
 
 import dataclasses
 import json
+import struct
 
 import pytest
 
@@ -47,6 +48,13 @@ def run_json(capsys, *argv):
     """(exit status, the JSON document `llama2-scratch ARGV --json` printed, stderr)."""
     status, out, err = run_cli(capsys, *argv, "--json")
     return status, json.loads(out) if out else None, err
+
+
+def refused(capsys, *argv):
+    """The one line on stderr of a command that must exit with status 2."""
+    status, _, err = run_cli(capsys, *argv)
+    assert status == 2 and err.count("\n") == 1, err
+    return err
 
 
 def test_a_folder_with_only_tokenizer_json_generates_and_tokenizes_the_same(model_gguf, llama2_model, tmp_path,
@@ -121,3 +129,31 @@ def test_generate_says_once_that_the_context_cut_it_short(model_gguf, capsys):
     assert status == 0 and err.count(note) == 1 and err.count("\n") == 2      # the note and the speed line
     status, doc, err = run_json(capsys, *argv, "--max-new-tokens", "3")
     assert status == 0 and doc["stopped"] == "max_new_tokens" and len(doc["ids"]) == 3 and err == ""
+
+
+def test_a_file_that_is_no_model_says_so_and_which_kinds_were_tried(tmp_path, capsys):
+    """Text read as a llama2.c v0 config gave "config.n_heads at byte 12: 1751348321 does not divide
+    dim 1819025443"; it is no model file, and the message says which kinds it is not."""
+    readme = tmp_path / "README.md"
+    readme.write_text("# llama2-scratch\n\nUnderstand, train and run a Llama 2 model.\n", encoding="utf-8")
+    for command in ("inspect", "generate"):
+        err = refused(capsys, command, readme)
+        assert err.startswith(f"llama2-scratch: error: {readme}: kind: not a model file:"), err
+        for tried in ('"GGUF"', 'llama2.c v1/v2 magic ("24ka")', "torch.save zip (ckpt.pt", "Hugging Face folder",
+                      "llama2.c v0 file: its first 28 bytes as a v0 config: 7 of 7 fields outside 1..16777216 "
+                      "(dim 1819025443)"):
+            assert tried in err, (tried, err)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("n_heads", 5, "config.n_heads at byte 12: 5 does not divide dim 64"),
+    ("dim", 2**31 - 1, "does not divide dim 2147483647"),     # one field out of range: still a v0 file
+    ("vocab_size", -(2**31), "config.vocab_size at byte 20: must be a positive int32")])
+def test_a_damaged_llama2c_v0_file_keeps_its_specific_message(no_prefix_bin, tmp_path, capsys, field, value,
+                                                             message):
+    data = bytearray(no_prefix_bin[1].read_bytes())
+    struct.pack_into("<i", data, 4 * llama2c.CONFIG_FIELDS.index(field), value)
+    damaged = tmp_path / "m.bin"
+    damaged.write_bytes(bytes(data))
+    err = refused(capsys, "inspect", damaged)
+    assert message in err and "not a model file" not in err, err

@@ -35,8 +35,8 @@ from formats.ggml import GGMLType  # noqa: E402
 from llama2_scratch.model_files import open_model  # noqa: E402
 from parity import TORCH, thresholds  # noqa: E402
 from parity.run import run_verify  # noqa: E402
-from tests.support import verify
-from tests.support.ggml_c import llama_cpp, quantize_model
+from tests.support import verify  # noqa: E402
+from tests.support.ggml_c import llama_cpp, quantize_model  # noqa: E402
 
 # type -> the llama_ftype (LLAMA_FTYPE_MOSTLY_<name>) whose main type it is
 FTYPES = {"q8_0": "Q8_0", "q4_0": "Q4_0", "q4_1": "Q4_1", "q5_0": "Q5_0", "q5_1": "Q5_1",

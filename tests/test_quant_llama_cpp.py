@@ -19,7 +19,8 @@ from formats import gguf, mapping
 from formats.errors import FormatError
 from formats.ggml import GGMLType
 from tests.support.compare import assert_same_bits
-from tests.support.ggml_c import ARGS, FTYPES, IMATRIX_FTYPES, OVERRIDE_TYPES, ftype, quantize_model, quantized, source  # noqa: F401 (fixtures)
+from tests.support.ggml_c import ARGS, FTYPES, IMATRIX_FTYPES, OVERRIDE_TYPES, ftype, quantize_model
+from tests.support.ggml_c import quantized, source  # noqa: F401 (fixtures, requested by name)
 
 SHAPE_FIELDS = ("dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "hidden_dim", "max_seq_len",
                 "tie_embeddings")

@@ -28,8 +28,8 @@ from reference.runtime.packing import RowStack
 from reference.runtime.load import load_model
 from tests.support import verify as vh
 from tests.support.compare import FAST_LOGITS_ATOL
-from tests.support.ggml_c import ARGS, FTYPES, IMATRIX_FTYPES, OVERRIDE_TYPES, ftype, quantized, source  # noqa: F401 (fixtures)
-from tests.support.ggml_c import quantize_model
+from tests.support.ggml_c import ARGS, FTYPES, IMATRIX_FTYPES, OVERRIDE_TYPES, ftype, quantize_model
+from tests.support.ggml_c import quantized, source  # noqa: F401 (fixtures, requested by name)
 
 LABELS = FTYPES + IMATRIX_FTYPES + [t.name for t in OVERRIDE_TYPES]
 # Mixes llama.cpp writes for its k-quant ftypes, and the types each holds on the source model.

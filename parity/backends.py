@@ -1,7 +1,6 @@
 """The implementations verify compares, behind one interface.
 
     name                   "torch" | "numpy" | "transformers" | "llama.cpp"
-    args                   formats.spec.ModelArgs, or None where the implementation does not say
     logits(ids)            (T, V) float32 logits at every position of one sequence
     greedy(prompt_ids, n)  the n ids each implementation appends on its own: the argmax of the
                            last position (the first, lowest id on ties), fed back, n times
@@ -28,7 +27,6 @@ FAILURES = (ValueError, RuntimeError, IndexError)
 
 class Backend:
     name = None
-    args = None
 
     def logits(self, ids):
         raise NotImplementedError
@@ -58,7 +56,6 @@ class TorchBackend(Backend):
 
         self.torch = torch
         self.threads = threads
-        self.args = args
         model = Transformer(args)
         state = {name: torch.from_numpy(np.ascontiguousarray(w)) for name, w in weights.items()}
         missing, unexpected = model.load_state_dict(state, strict=False)
@@ -147,7 +144,6 @@ class NumpyBackend(Backend):
 
     def __init__(self, model_file):
         self.model = model_file.model()
-        self.args = self.model.args
 
     def logits(self, ids):
         return self.model.forward(np.asarray(ids), 0, all_logits=True)

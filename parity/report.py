@@ -66,7 +66,7 @@ class Check:
 class Report:
     model: str
     dtype: str
-    args: object                    # the first implementation's ModelArgs (None when none loaded)
+    args: object                    # MODEL's ModelArgs (None when its stored values make no model)
     implementations: list           # names that ran, reference first
     checks: list
     notes: list
@@ -87,7 +87,7 @@ class Report:
         """The text report: the model, the notes, one line per check, the verdict."""
         a = self.args
         shape = (f"dim {a.dim}, {a.n_layers} layers, {a.n_heads}/{a.n_kv_heads} heads, "
-                 f"vocab {a.vocab_size}, context {a.max_seq_len}" if a else "no model loaded")
+                 f"vocab {a.vocab_size}, context {a.max_seq_len}" if a else "its stored hyperparameters make no model")
         lines = [f"verify {self.model} [{self.dtype}]: {shape}",
                  f"implementations: {', '.join(self.implementations) or 'none'}"]
         lines += [f"note: {note}" for note in self.notes]

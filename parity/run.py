@@ -1,6 +1,7 @@
 """One verify run: open MODEL (and the ckpt), build every implementation the request allows, run
 the prompts through each, and collect the rows into a Report."""
 
+import importlib
 import itertools
 
 from llama2_scratch.model_files import KIND_NAMES, open_checkpoint, open_model
@@ -47,24 +48,30 @@ def run_verify(model_path, ckpt_path=None, use_llama_cpp=False, tokenizer_path=N
     finally:
         for backend in backends:
             backend.close()
-    args = backends[0].args if backends else None
-    return Report(model_file.path, dtype, args, [b.name for b in backends], rows, notes)
+    return Report(model_file.path, dtype, _file_args(model_file), [b.name for b in backends], rows, notes)
 
 
 def _transformers_runs(model_file, notes):
-    """Whether transformers runs MODEL: a Hugging Face folder, with transformers (and torch)
-    installed. On a folder `notes` says why llama.cpp does not run, and transformers when not."""
+    """Whether transformers runs MODEL: a Hugging Face folder, with torch and transformers
+    importable. When a folder's are not, `notes` names the package that failed and why."""
     if model_file.kind != "hf":
         return False
-    notes.append("llama.cpp reads GGUF only, not a Hugging Face folder: `llama2-scratch export "
-                 f"{model_file.path} --to gguf -o MODEL.gguf`, then `verify MODEL.gguf --llama-cpp`")
-    try:
-        import torch  # noqa: F401
-        import transformers  # noqa: F401
-    except ImportError:
-        notes.append("transformers (or torch) is not installed: transformers did not run the folder")
-        return False
+    for package in ("torch", "transformers"):
+        try:
+            importlib.import_module(package)
+        except ImportError as exc:
+            notes.append(f"{package} cannot be imported ({exc}): transformers did not run the folder")
+            return False
     return True
+
+
+def _file_args(model_file):
+    """MODEL's own ModelArgs for the report's header, whatever the ckpt's (a mismatched ckpt is
+    the config row's to report); None when its stored values do not make a model."""
+    try:
+        return model_file.spec
+    except ValueError:
+        return None
 
 
 def _check_request(model_file, dtype, ckpt_path, use_llama_cpp, use_transformers):

@@ -1,14 +1,16 @@
 """What a new user hit on a fresh clone (issue 26, item 6): a Hugging Face folder with only
-tokenizer.json, `inspect` on a file that is no model, `generate` past the context, and
-tokenizer.bin's dummy prefix on a vocabulary trained without one.
+tokenizer.json, `inspect` on a file that is no model, `generate` past the context, tokenizer.bin's
+dummy prefix on a vocabulary trained without one, and what `verify` says about a folder.
 
-The model: a small random GGUF (dim 64, context 48) with Llama 2's vocabulary, in-process CLI
-runs (the no-torch subprocess runs are test_generate_cli's).
+The models: a small random GGUF (dim 64, context 48) with Llama 2's vocabulary, a llama2.c v0 file
+of a made-up vocabulary, and random ckpt.pt files for verify; in-process CLI runs (the no-torch
+subprocess runs are test_generate_cli's).
 """
 
 import dataclasses
 import json
 import struct
+import sys
 
 import pytest
 
@@ -157,3 +159,38 @@ def test_a_damaged_llama2c_v0_file_keeps_its_specific_message(no_prefix_bin, tmp
     damaged.write_bytes(bytes(data))
     err = refused(capsys, "inspect", damaged)
     assert message in err and "not a model file" not in err, err
+
+
+# ---------------------------------------------------------------------------------- verify
+# Random untied models with Llama 2's vocabulary (tests/support/verify.py scales their logits so
+# top-1 and greedy checks mean something), context 32 to keep the runs short.
+VERIFY_ARGS = dict(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, max_seq_len=32, tie_embeddings=False)
+
+
+@pytest.fixture(scope="module")
+def verify_models(llama2_model, tmp_path_factory):
+    """(ckpt.pt, the folder exported from it, a ckpt of another shape)."""
+    from tests.support.verify import random_checkpoint
+
+    root = tmp_path_factory.mktemp("first-run-verify")
+    ckpt = random_checkpoint(root / "ckpt.pt", llama2_model, seed=1, **VERIFY_ARGS)
+    other = random_checkpoint(root / "other.pt", llama2_model, seed=2, **dict(VERIFY_ARGS, n_layers=3))
+    assert main(["export", str(ckpt), "--to", "hf", "-o", str(root / "hf")]) == 0
+    return ckpt, root / "hf", other
+
+
+def test_verify_a_mismatched_ckpt_shows_the_files_own_config(verify_models, capsys, monkeypatch):
+    """The header line is MODEL's config (2 layers), not the ckpt's (3): the config row says they
+    differ. transformers made unimportable: the note names it, not torch (which is installed), and
+    says nothing of llama.cpp (not asked for)."""
+    ckpt, folder, other = verify_models
+    monkeypatch.setitem(sys.modules, "transformers", None)
+    status, out, _ = run_cli(capsys, "verify", folder, "--ckpt", other, "--threads", "1")
+    lines = out.splitlines()
+    assert status == 1 and lines[0] == f"verify {folder} [f32]: dim 64, 2 layers, 4/2 heads, vocab 32000, context 32"
+    assert any(line.startswith("config ") and line.endswith("FAIL") for line in lines), out
+    notes = [line for line in lines if line.startswith("note: ")]
+    assert len(notes) == 1 and notes[0].startswith("note: transformers cannot be imported ("), notes
+    assert "torch" not in notes[0] and "llama.cpp" not in out
+    status, doc, _ = run_json(capsys, "verify", folder, "--ckpt", ckpt, "--threads", "1")
+    assert status == 0 and doc["implementations"] == ["torch", "numpy"] and len(doc["notes"]) == 1

@@ -80,8 +80,9 @@ def _check_request(model_file, dtype, ckpt_path, use_llama_cpp, use_transformers
         raise ValueError(f"{model_file.path}: no verify thresholds for {', '.join(thresholds.missing(dtype))} "
                          f"(have {', '.join(thresholds.VS_TORCH)})")
     if use_llama_cpp and model_file.kind != "gguf":
-        raise ValueError(f"--llama-cpp: {model_file.path} is {KIND_NAMES[model_file.kind]}; "
-                         "llama.cpp reads GGUF only")
+        raise ValueError(f"--llama-cpp: {model_file.path} is {KIND_NAMES[model_file.kind]}; llama.cpp reads GGUF "
+                         f"only: `llama2-scratch export {model_file.path} --to gguf -o MODEL.gguf`, then "
+                         "`verify MODEL.gguf --llama-cpp`")
     if use_llama_cpp:
         try:
             import llama_cpp  # noqa: F401

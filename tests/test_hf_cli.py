@@ -224,7 +224,8 @@ def test_verify_fails_a_folder_whose_q_k_rows_are_not_permuted(trained, folder, 
 
 
 def test_verify_a_folder_with_llama_cpp_is_refused(folder, capsys):
-    assert "llama.cpp reads GGUF only" in refused(capsys, "verify", folder, "--llama-cpp")
+    assert f"llama.cpp reads GGUF only: `llama2-scratch export {folder} --to gguf" in refused(
+        capsys, "verify", folder, "--llama-cpp")
 
 
 def test_folder_to_gguf_in_llama_cpp_passes_verify(trained, folder, tmp_path, capsys):

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import bench_inference  # noqa: E402
 from bench_data import data_file  # noqa: E402
 import reference.runtime.fast  # noqa: E402
-from reference.runtime.load import load_model  # noqa: E402
+from models import load_model  # noqa: E402
 
 DECODE_TOKENS = 128
 PROMPT_TOKENS = 255

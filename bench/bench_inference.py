@@ -94,7 +94,7 @@ class NumpyRunner:
     fast = True
 
     def __init__(self, path, threads):
-        from reference.runtime.load import load_model
+        from models import load_model
         self.model = load_model(path, fast=self.fast, threads=threads)
 
     def decode(self, n):

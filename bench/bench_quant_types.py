@@ -100,7 +100,7 @@ def quantize(f32_path, name, out, threads):
 
 
 def held_types(path):
-    from llama2_scratch.model_files import open_model
+    from models import open_model
 
     return "+".join(open_model(path).dtypes)
 

@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 from bench_data import BESIDE_CHECKOUT  # noqa: E402
 from data import corpora  # noqa: E402
 from formats.ggml import GGMLType  # noqa: E402
-from llama2_scratch.model_files import open_model  # noqa: E402
+from models import open_model  # noqa: E402
 from parity import TORCH, thresholds  # noqa: E402
 from parity.run import run_verify  # noqa: E402
 from tests.support import verify  # noqa: E402

@@ -1,4 +1,5 @@
-"""What kind of file a path holds, told from its first bytes, never from its name.
+"""What kind of file a path holds, told from its first bytes, never from its name (the byte
+tests; models.kinds.detect is the one place that picks a model's kind from them).
 
     GGUF               b"GGUF"
     torch.save (zip)   b"PK\\x03\\x04" — ckpt.pt
@@ -35,14 +36,6 @@ def first_bytes(path, n=4):
     regular file, refused before a byte is read (a FIFO would block, /dev/zero never end)."""
     with open_regular(path) as f:
         return f.read(n)
-
-
-def is_gguf(path):
-    return first_bytes(path) == GGUF_MAGIC
-
-
-def is_torch_checkpoint(path):
-    return first_bytes(path) == TORCH_ZIP_MAGIC
 
 
 def is_sentencepiece_model(path):

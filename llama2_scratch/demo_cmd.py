@@ -138,7 +138,7 @@ def sample_text(gguf_path, prompt, max_new_tokens, seed, speeches=1, temperature
 
     from formats import gguf
     from reference.generate import generate
-    from reference.runtime.load import load_model
+    from models import load_model
     from reference.runtime.fast_tokenizer import FastTokenizer
 
     model = load_model(gguf_path)

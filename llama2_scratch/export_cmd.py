@@ -2,7 +2,7 @@
 transformers.
 
 MODEL is usually the ckpt.pt `train` wrote, but any model file converts: a Hugging Face folder
-to a GGUF or llama2.c file, a GGUF to a folder, and so on (llama2_scratch/model_files.py opens it).
+to a GGUF or llama2.c file, a GGUF to a folder, and so on (models/ opens it).
 """
 
 from llama2_scratch.cli import UsageError
@@ -33,7 +33,7 @@ def _check_flags(args):
 
 
 def run(args):
-    from llama2_scratch.model_files import open_model
+    from models import open_model
     from trainer.export import ExportError, export_gguf, export_hf, export_llama2c
 
     _check_flags(args)

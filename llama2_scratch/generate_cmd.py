@@ -8,6 +8,7 @@ which.
 """
 
 import json
+import os
 import sys
 import time
 
@@ -15,7 +16,7 @@ import numpy as np
 
 from formats.errors import FormatError
 from formats.files import read_capped
-from llama2_scratch.model_files import load_model_and_tokenizer, usable_cpus
+from models.tokenizers import load_model_and_tokenizer
 from reference.generate import generate
 
 HELP = "generate text with the NumPy model (no torch needed)"
@@ -49,6 +50,13 @@ def add_arguments(parser):
                              "to ~15%% slower where the page cache holds the file in 4 KiB pages")
     parser.add_argument("--json", action="store_true",
                         help="print one JSON document instead of streaming the text")
+
+
+def usable_cpus():
+    """How many CPUs this process may run on (its affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def _check(args):

@@ -5,7 +5,7 @@ import json
 import sys
 
 from formats import gguf, llama2c
-from llama2_scratch.model_files import KIND_NAMES, open_model
+from models import open_model
 
 HELP = "header, metadata and tensor table of a GGUF or llama2.c file, or a Hugging Face folder"
 
@@ -22,7 +22,7 @@ def describe(path):
         return _describe_llama2c(model_file.source)
     if model_file.kind == "hf":
         return _describe_hf(model_file.source)
-    raise ValueError(f"{path}: {KIND_NAMES[model_file.kind]}; inspect describes GGUF and llama2.c files "
+    raise ValueError(f"{path}: {model_file.kind.described}; inspect describes GGUF and llama2.c files "
                      "and Hugging Face folders")
 
 

@@ -3,7 +3,7 @@
 import json
 import sys
 
-from llama2_scratch.model_files import dummy_prefix_warning, open_tokenizer
+from models.tokenizers import dummy_prefix_warning, open_tokenizer
 
 HELP = "print the token ids and pieces of a text"
 

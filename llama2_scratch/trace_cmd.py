@@ -17,7 +17,8 @@ import sys
 import numpy as np
 
 from llama2_scratch import trace_experiments, trace_html, trace_plots
-from llama2_scratch.model_files import dummy_prefix_warning, model_tokenizer, open_checkpoint, open_model
+from models import open_checkpoint, open_model
+from models.tokenizers import dummy_prefix_warning, model_tokenizer
 from reference import study
 from reference.cache import points
 

@@ -4,7 +4,7 @@ the prompts through each, and collect the rows into a Report."""
 import importlib
 import itertools
 
-from llama2_scratch.model_files import KIND_NAMES, open_checkpoint, open_model
+from models import open_checkpoint, open_model
 from parity import LLAMA_CPP, NUMPY, SENTENCEPIECE, TRANSFORMERS, checks, thresholds, tokenizers
 from parity.backends import FAILURES, LlamaCppBackend, NumpyBackend, TorchBackend, TransformersBackend
 from parity.prompts import FULL_CONTEXT, GREEDY_TOKENS, greedy_prompt, prompt_texts
@@ -80,7 +80,7 @@ def _check_request(model_file, dtype, ckpt_path, use_llama_cpp, use_transformers
         raise ValueError(f"{model_file.path}: no verify thresholds for {', '.join(thresholds.missing(dtype))} "
                          f"(have {', '.join(thresholds.VS_TORCH)})")
     if use_llama_cpp and model_file.kind != "gguf":
-        raise ValueError(f"--llama-cpp: {model_file.path} is {KIND_NAMES[model_file.kind]}; llama.cpp reads GGUF "
+        raise ValueError(f"--llama-cpp: {model_file.path} is {model_file.kind.described}; llama.cpp reads GGUF "
                          f"only: `llama2-scratch export {model_file.path} --to gguf -o MODEL.gguf`, then "
                          "`verify MODEL.gguf --llama-cpp`")
     if use_llama_cpp:

@@ -11,7 +11,7 @@ sentencepiece needs no torch (a .model passed as --tokenizer).
 
 from formats import detect, spm
 from formats.files import read_capped
-from llama2_scratch.model_files import open_tokenizer
+from models.tokenizers import open_tokenizer
 from parity import LLAMA_CPP, NUMPY, SENTENCEPIECE
 
 

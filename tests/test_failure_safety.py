@@ -18,7 +18,7 @@ import torch
 from formats import gguf, llama2c
 from formats.errors import FormatError
 from llama2_scratch import cli
-from llama2_scratch.model_files import load_model
+from models import load_model
 from tests.support.cli import REPO, run_cli
 from tests.support.crafted import CKPT_CRAFTED, GGUF_CRAFTED, RAWS, tokenizer_bin
 from tests.support.fuzz import build_valid_files, llama2c_checkpoint, llama_gguf, rich_gguf, small_ckpt

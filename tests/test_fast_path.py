@@ -21,7 +21,7 @@ from reference.runtime.packing import RowStack, fused_rows, row_range, stack_row
 from formats.spec import ModelArgs
 from reference.runtime.fast import FastLlama
 from reference.generate import generate
-from reference.runtime.load import load_model
+from models import load_model, open_model
 from reference.model import Llama
 from tests.support.compare import FAST_LOGITS_ATOL
 from tests.support.files import write_gguf
@@ -246,18 +246,16 @@ def test_llama2c_v2_int8_groups_stay_int8(tmp_path):
                                rtol=0, atol=FAST_LOGITS_ATOL)
 
 
-def test_the_fast_flag_keeps_its_meaning_through_the_model_files_layer(tmp_path):
+def test_the_fast_flag_keeps_its_meaning_through_the_models_layer(tmp_path):
     # `fast` is one name from the command down to the loader: lost on the way, generate would
     # run on float32 weights (4x the memory) and only this would notice.
-    from llama2_scratch import model_files
-    from llama2_scratch.model_files import open_model
     args = CONFIGS["gqa-untied"]
     path = write_gguf(args, wide_logit_weights(args, seed=5), tmp_path / "m.gguf", "q8_0")
     assert isinstance(open_model(path).weights(fast=True)["layers.0.feed_forward.w2.weight"], Int8BlockMatrix)
     assert isinstance(open_model(path).weights()["layers.0.feed_forward.w2.weight"], np.ndarray)
     assert isinstance(open_model(path).model(fast=True).layers[0].w2, Int8BlockMatrix)
     assert not isinstance(open_model(path).model(), FastLlama)
-    assert isinstance(model_files.load_model(path, fast=True).layers[0].w1, Int8BlockMatrix)
+    assert isinstance(load_model(path, fast=True).layers[0].w1, Int8BlockMatrix)
 
 
 def test_q8_0_model_never_holds_its_weights_in_float32(tmp_path, monkeypatch):

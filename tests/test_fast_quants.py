@@ -24,7 +24,7 @@ from formats.ggml import BLOCK, GGMLType
 from formats.quants.record import Mins
 from formats.spec import ModelArgs
 from reference.runtime.blockwise import Int8BlockMatrix
-from reference.runtime.load import load_model
+from models import load_model
 from reference.runtime.packing import fused_codes
 from tests.support.compare import FAST_LOGITS_ATOL
 from tests.support.compare import assert_same_bits

@@ -17,8 +17,8 @@ import pytest
 from formats import hf, llama2c
 from formats.spec import ModelArgs
 from formats.spm import read as read_spm
-from llama2_scratch import model_files
 from llama2_scratch.cli import main
+from models import tokenizers
 from tests.support.files import small_vocab, write_gguf
 from tests.support.weights import normal_weights
 
@@ -82,7 +82,7 @@ def test_a_folder_with_only_tokenizer_json_generates_and_tokenizes_the_same(mode
 def no_prefix_bin(tmp_path_factory):
     """(tokenizer.bin, llama2.c v0 model) of a vocabulary whose capitalized words are bare pieces,
     as SentencePiece learns them without the dummy prefix ("ROMEO", not "▁ROMEO")."""
-    words = ["ROMEO"] + [f"Name{chr(97 + i)}" for i in range(model_files.MIN_CAPITALIZED_PIECES)]
+    words = ["ROMEO"] + [f"Name{chr(97 + i)}" for i in range(tokenizers.MIN_CAPITALIZED_PIECES)]
     vocab = small_vocab(["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)] + ["\u2581", ":"] + words)
     root = tmp_path_factory.mktemp("no-prefix")
     llama2c.write_tokenizer(vocab, root / "tokenizer.bin")

@@ -411,7 +411,7 @@ def test_non_finite_weights_are_named(fuzz, tmp_path_factory, kind, which, at, v
     """Any float of any weight (float32 in these files) set to NaN or +-inf in the file: the model
     is refused naming that tensor as the file names it (the readers keep values as stored; the
     refusal is the loader's, reference.runtime.load.check_finite)."""
-    from llama2_scratch.model_files import open_model
+    from models import open_model
 
     d = tmp_path_factory.mktemp("nonfinite")
     for name, data in fuzz.valid[kind].items():

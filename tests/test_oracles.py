@@ -16,7 +16,7 @@ from formats import gguf, mapping
 from formats.spec import ModelArgs, weight_shapes
 from formats.vocab import TokenType, Vocab
 from parity.backends import LlamaCppBackend
-from reference.runtime.load import load_model
+from models import load_model
 
 # float32 in both, different summation orders and kernels (llama.cpp tiles its matmuls and runs
 # its softmax and RMSNorm in its own order): measured max |Δ| 1.6e-5 (mha), 2.6e-5 (gqa), 3.1e-5

@@ -17,15 +17,14 @@ import pytest
 
 from formats import quant
 from formats.ggml import GGMLType
-from llama2_scratch.model_files import open_model
 from parity import NUMPY, TORCH
 from parity.backends import LlamaCppBackend
 from parity.metrics import logit_metrics
 from parity.run import run_verify
 from parity.thresholds import SAME_FILE, VS_TORCH, file_dtype, for_pair
+from models import load_model, open_model
 from reference.runtime.blockwise import Int8BlockMatrix
 from reference.runtime.packing import RowStack
-from reference.runtime.load import load_model
 from tests.support import verify as vh
 from tests.support.compare import FAST_LOGITS_ATOL
 from tests.support.ggml_c import ARGS, FTYPES, IMATRIX_FTYPES, OVERRIDE_TYPES, ftype, quantize_model

@@ -12,9 +12,9 @@ from formats.llama2c_quant import default_group_size, quantize
 from formats.errors import FormatError
 from formats.ggml import GGMLType
 from formats.spec import ModelArgs
-from llama2_scratch import model_files
+from models import load_model
 from parity.metrics import logit_metrics
-from reference.runtime.load import load_model, weights_from_gguf, weights_from_llama2c
+from reference.runtime.load import weights_from_gguf, weights_from_llama2c
 from reference.model import Llama
 from tests.support.files import write_gguf
 from tests.support.weights import wide_logit_weights
@@ -101,14 +101,6 @@ def test_ckpt_weights_are_the_state_dict_bit_for_bit(trained, tmp_path):
     assert_same_bits(loaded.weights, state)
 
 
-def test_reference_load_points_a_torch_checkpoint_elsewhere(trained, tmp_path):
-    args, state = trained
-    path = tmp_path / "ckpt.pt"
-    torch.save({"model": {k: torch.from_numpy(v) for k, v in state.items()}, "model_args": args.to_dict()}, path)
-    with pytest.raises(ValueError, match="a torch checkpoint; reference/ reads GGUF and llama2.c files"):
-        load_model(path)
-
-
 @pytest.mark.parametrize("dtype, cast", [("f16", torch.float16), ("bf16", torch.bfloat16)])
 def test_half_gguf_weights_equal_torch_casts(trained, tmp_path, dtype, cast):
     """Matrices stored F16/BF16 load as exactly torch's .half()/.bfloat16() values; norms stay F32."""
@@ -170,9 +162,8 @@ def test_load_model_matches_the_model_built_in_memory(trained, tmp_path, kind):
         path = write_llama2c(args, state, tmp_path / "m.bin", version=int(kind[1]))
     tokens = np.random.default_rng(2).integers(0, args.vocab_size, 32)
     expected = Llama(args, state).forward(tokens, all_logits=True)
-    load = model_files.load_model if kind == "ckpt" else load_model
-    np.testing.assert_array_equal(load(path).forward(tokens, all_logits=True), expected)
-    assert load(path, dtype=np.float64).forward(tokens).dtype == np.float64
+    np.testing.assert_array_equal(load_model(path).forward(tokens, all_logits=True), expected)
+    assert load_model(path, dtype=np.float64).forward(tokens).dtype == np.float64
 
 
 def test_load_model_rejects_a_file_that_is_no_model(tmp_path):

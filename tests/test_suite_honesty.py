@@ -11,7 +11,7 @@ from formats.ggml import BLOCK, GGMLType
 from formats.gguf import GGUFFile
 from formats.spec import ModelArgs
 from llama2_scratch import cli
-from llama2_scratch.model_files import load_model
+from models import load_model
 from reference.runtime import load
 from tests.support.files import byte_vocab, write_gguf
 from tests.support.quant import map_scales

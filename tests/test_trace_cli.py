@@ -16,7 +16,8 @@ from reference.model import Llama
 from reference.tokenizer import Tokenizer
 from tests.support import cli
 from tests.support.cli import NO_TORCH
-from llama2_scratch import model_files, trace_experiments
+from llama2_scratch import trace_experiments
+from models import tokenizers
 from reference import study, training
 from reference.cache import points
 from tests.support.weights import wide_logit_weights
@@ -153,7 +154,7 @@ def test_json_vs_torch_agreement(traced, files):
     # which other tests in this process may have changed.
     names = ("blocks.1.attn.scores", "blocks.1.attn.pattern")
     saved = files["f32"].with_suffix(".torch.npz")
-    script = ("import sys, numpy as np; from llama2_scratch.model_files import open_model; "
+    script = ("import sys, numpy as np; from models import open_model; "
               "from llama2_scratch.trace_cmd import _torch_cache; "
               "c = _torch_cache(sys.argv[2], open_model(sys.argv[1]).model(), [int(i) for i in sys.argv[5:]]); "
               "np.savez(sys.argv[3], *(c[n] for n in sys.argv[4].split(',')))")
@@ -433,6 +434,6 @@ def test_grads_without_torch_gives_the_weights(files):
 def test_too_few_capitalized_pieces_say_nothing():
     # Every capitalized piece bare would read as "trained without the prefix", but 19 pieces are
     # too few to tell (a 512-piece vocabulary without the prefix has 8; Thai has little case).
-    bare = [f"Word{chr(97 + i)}" for i in range(model_files.MIN_CAPITALIZED_PIECES - 1)]
-    assert not model_files.looks_trained_without_prefix(bare + ["▁the", "abc"])
-    assert model_files.looks_trained_without_prefix(bare + ["Wordz"])
+    bare = [f"Word{chr(97 + i)}" for i in range(tokenizers.MIN_CAPITALIZED_PIECES - 1)]
+    assert not tokenizers.looks_trained_without_prefix(bare + ["▁the", "abc"])
+    assert tokenizers.looks_trained_without_prefix(bare + ["Wordz"])

@@ -2,7 +2,7 @@
 and a read-back check.
 
 The source is usually a ckpt.pt (`load_exportable`), but any model file gives an Exportable
-(llama2_scratch.model_files: ModelFile.exportable), so a Hugging Face folder becomes a GGUF.
+(models.files: ModelFile.exportable), so a Hugging Face folder becomes a GGUF.
 
 Accepts our checkpoints and llama2.c's own (train.py's): those have no hidden_dim, norm_eps,
 rope_theta or tie_embeddings in model_args (ModelArgs derives the first three as llama2.c does;

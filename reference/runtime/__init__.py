@@ -13,7 +13,7 @@ building on those above it:
     affinity.py        the executor's threads each held to a CPU of its own during a pass
     executor.py        Executor: threads, pinning, BLAS threading and the row split
     fast.py            FastLlama: model.py's forward pass in float32, fused and preallocated
-    load.py            a GGUF or llama2.c file -> Llama or FastLlama (`load_model`)
+    load.py            a parsed GGUF or llama2.c file -> Llama or FastLlama (models.load_model opens a path)
     fast_tokenizer.py  FastTokenizer: tokenizer.py's ids, a word at a time through a cache
 
 What the fast path holds per weight (blockwise.Int8BlockMatrix): an int8 code, a float32 scale

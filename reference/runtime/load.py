@@ -1,9 +1,8 @@
-"""Build the NumPy model from a file: a GGUF or a llama2.c .bin (v0, v1, v2).
+"""Build the NumPy model from a parsed file: a GGUF or a llama2.c .bin (v0, v1, v2).
 
-Each `weights_from_*` returns `(ModelArgs, weights)` with llama2.c tensor names; `load_model`
-picks the reader from the file's first bytes and returns a ready `Llama`. A torch ckpt.pt needs
-torch to read, so it is read in trainer/ (trainer.export.load_exportable) and the model built
-from its weights with `build_model`; llama2_scratch.model_files.load_model does both.
+Each `weights_from_*` returns `(ModelArgs, weights)` with llama2.c tensor names; `build_model`
+turns them into a ready `Llama` or `FastLlama`. Which reader a path needs (and a ckpt.pt, read by
+trainer/ with torch) is models/'s to tell: models.load_model(path) is the one entry.
 
 How stored types become float32 (the dtype the model computes in): F32 is used as is (read-only
 views into the memory-mapped file), F16 and BF16 are upcast (exact), and quantized types are
@@ -17,7 +16,7 @@ Runtime (reference/runtime/__init__.py): files -> models; the maths is in refere
 
 import numpy as np
 
-from formats import detect, gguf, llama2c, mapping, quant
+from formats import mapping, quant
 from formats.errors import FormatError
 from formats.ggml import GGMLType, row_nbytes
 from formats.llama2c_quant import Int8Groups
@@ -136,20 +135,6 @@ def weights_from_llama2c(checkpoint, fast=False):
     return checkpoint.args, weights
 
 
-def read_weights(path, fast=False):
-    """(ModelArgs, weights) from a GGUF or a llama2.c file, told apart by their first bytes.
-
-    A torch ckpt.pt is refused with a pointer: reading one needs torch, and reference/ runs
-    without it (llama2_scratch.model_files.load_model reads ckpt.pt through trainer/)."""
-    if detect.is_gguf(path):
-        return weights_from_gguf(gguf.read(path), fast=fast)
-    if detect.is_torch_checkpoint(path):
-        raise ValueError(f"{path}: a torch checkpoint; reference/ reads GGUF and llama2.c files "
-                         "(export it, or load it with llama2_scratch.model_files.load_model, which needs torch)")
-    # v1/v2 start with the magic (bytes "24ka"), v0 with none: llama2c.read tells them apart.
-    return weights_from_llama2c(llama2c.read(path), fast=fast)
-
-
 def check_finite(weights, path, stored_name=str):
     """FormatError naming the first tensor (by `stored_name`, the file's own name for it) of
     `path` that holds a NaN or an infinity: such a model's logits are NaN, and every product
@@ -176,9 +161,3 @@ def build_model(args, weights, dtype=np.float32, fast=False, threads=1, mmap=Fal
     if np.dtype(dtype) != np.float32:
         raise ValueError(f"the fast path computes in float32, not {np.dtype(dtype)}")
     return FastLlama(args, weights if mmap else resident(weights), threads)
-
-
-def load_model(path, dtype=np.float32, fast=False, threads=1, mmap=False):
-    """The model in a GGUF or llama2.c file (see read_weights and build_model)."""
-    args, weights = read_weights(path, fast=fast)
-    return build_model(args, weights, dtype, fast, threads, mmap)

@@ -214,10 +214,10 @@ KINDS = sorted(READERS)
 # ------------------------------------------------ whole models, and files that are not files
 
 def _read_model(path):
-    """What `generate` does with a model before its first token: open it (model_files), then build
+    """What `generate` does with a model before its first token: open it (models.open_model), then build
     the plain and the fast model, whose loader refuses NaN/inf weights and a context whose KV
     cache cannot be allocated (FormatError, both)."""
-    from llama2_scratch.model_files import open_model
+    from models import open_model
 
     source = open_model(path)
     source.model()

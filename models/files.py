@@ -1,4 +1,5 @@
-"""Open a model file once: `open_model(path)` tells its kind and parses it, the commands read the rest.
+"""Open a model file once: `open_model(path)` tells its kind (models.kinds) and parses it, the
+commands read the rest.
 
     kind      file                        parsed by                      carries a tokenizer
     gguf      llama.cpp's GGUF            formats.gguf.read (mapped)     tokenizer.ggml.* when present
@@ -6,15 +7,13 @@
     ckpt      torch.save ckpt.pt          trainer.checkpoint.load        the SentencePiece .model bytes
     hf        Hugging Face Llama folder   formats.hf.read_folder         tokenizer.model, else tokenizer.json
 
-A folder is a Hugging Face model (config.json + model.safetensors or a sharded index); a file's
-kind comes from its first bytes (formats.detect), never its name. GGUF and llama2.c files and
-Hugging Face folders are parsed when opened: header and tensor table (config.json and the
-safetensors headers), the tensor data staying in the file's memory map until a weight is asked
-for. A ckpt.pt is read by torch, so it is loaded on first use: until then nothing needs torch,
-and `inspect` can refuse one without it.
+GGUF and llama2.c files and Hugging Face folders are parsed when opened: header and tensor table
+(config.json and the safetensors headers), the tensor data staying in the file's memory map until
+a weight is asked for. A ckpt.pt is read by torch, so it is loaded on first use: until then
+nothing needs torch, and `inspect` can refuse one without it.
 
-This module is the one place the commands reach formats/, reference/ and trainer/ to read a model:
-`generate`, `tokenize`, `inspect`, `verify` (parity/) and `export` (its source) go through it.
+This module is the one place that reads a model for the commands, parity/ and bench/: `generate`,
+`tokenize`, `inspect`, `verify` and `export` (its source) go through it.
 """
 
 import errno
@@ -23,53 +22,26 @@ import os
 
 import numpy as np
 
-from formats import detect, gguf, hf, llama2c, mapping, spm
+from formats import gguf, hf, llama2c, mapping, spm
 from formats.errors import FormatError
 from formats.spec import ModelArgs
+from models.kinds import Kind, detect
 from reference.runtime import load
 from reference.runtime.fast_tokenizer import FastTokenizer
-
-# How each kind is named in messages.
-KIND_NAMES = {"gguf": "a GGUF", "llama2c": "a llama2.c file", "ckpt": "a torch checkpoint (ckpt.pt)",
-              "hf": "a Hugging Face folder"}
-
-
-def _kind(path):
-    """The kind of model at `path`: "hf" for a folder, else what the file's first bytes tell
-    ("gguf", "ckpt" or "llama2c": llama2.c v0 has no magic, so a file whose first bytes read as a
-    v0 config is taken for llama2.c and its reader says what is wrong); None for none of them."""
-    if os.path.isdir(path):
-        return "hf"
-    head = detect.first_bytes(path, 28)
-    if head[:4] == detect.GGUF_MAGIC:
-        return "gguf"
-    if head[:4] == detect.TORCH_ZIP_MAGIC:
-        return "ckpt"
-    if head[:4] == detect.LLAMA2C_MAGIC or detect.v0_rejection(head) is None:
-        return "llama2c"
-    return None
-
 
 def open_model(path):
     """A GGUFModel, Llama2cModel, CkptModel or HFModel for the file or folder at `path` (see
     the table above); FormatError, saying which kinds were tried, for a file that is none of them."""
     path = str(path)
-    kind = _kind(path)
-    if kind is None:
-        reason = detect.v0_rejection(detect.first_bytes(path, 28))
-        raise FormatError(path, "kind", None, "not a model file: no GGUF magic (\"GGUF\"), no llama2.c v1/v2 "
-                          "magic (\"24ka\"), not a torch.save zip (ckpt.pt, \"PK\\x03\\x04\"; the legacy pickle "
-                          f"format is not read), not a Hugging Face folder, and not a headerless llama2.c v0 "
-                          f"file: {reason}")
-    return _open(path, kind)
+    return _open(path, detect(path))
 
 
 def _open(path, kind):
-    if kind == "gguf":
+    if kind == Kind.GGUF:
         return GGUFModel(path, gguf.read(path))
-    if kind == "ckpt":
+    if kind == Kind.CKPT:
         return CkptModel(path)
-    if kind == "hf":
+    if kind == Kind.HF:
         return HFModel(path, hf.read_folder(path))
     return Llama2cModel(path, llama2c.read(path))
 
@@ -107,7 +79,7 @@ class ModelFile:
     def tokenizer(self):
         """reference/runtime/fast_tokenizer.py on the file's own vocabulary; ValueError when it has none."""
         if self.vocab is None:
-            raise ValueError(f"{self.path}: {KIND_NAMES[self.kind]} holding no tokenizer")
+            raise ValueError(f"{self.path}: {self.kind.described} holding no tokenizer")
         return FastTokenizer(self.vocab)
 
     def model(self, dtype=np.float32, fast=False, threads=1, mmap=False):
@@ -153,7 +125,7 @@ class ModelFile:
 
 
 class GGUFModel(ModelFile):
-    kind = "gguf"
+    kind = Kind.GGUF
 
     @property
     def dtypes(self):
@@ -192,7 +164,7 @@ class GGUFModel(ModelFile):
 
 
 class Llama2cModel(ModelFile):
-    kind = "llama2c"
+    kind = Kind.LLAMA2C
     vocab = None
 
     @property
@@ -224,7 +196,7 @@ class CkptModel(ModelFile):
     """A ckpt.pt, ours or llama2.c's, read by trainer/ as `export` reads it (llama2.c-style
     model_args resolved, tied weights found, torch.compile prefixes dropped; float32 weights).
     It is loaded on first use: reading it needs torch."""
-    kind = "ckpt"
+    kind = Kind.CKPT
     dtypes = ("f32",)
 
     def __init__(self, path):       # no `source` yet: the cached property below reads it
@@ -287,7 +259,7 @@ class HFModel(ModelFile):
     """A Hugging Face Llama folder (formats/hf.py): config.json read and the safetensors headers
     parsed when opened; weights converted to llama2.c names (q/k rows back to Meta's order) and
     float32 when asked for."""
-    kind = "hf"
+    kind = Kind.HF
 
     @property
     def dtypes(self):
@@ -347,102 +319,3 @@ class HFModel(ModelFile):
 def load_model(path, dtype=np.float32, fast=False, threads=1, mmap=False):
     """The NumPy model in a GGUF, llama2.c file, ckpt.pt or Hugging Face folder (ModelFile.model)."""
     return open_model(path).model(dtype, fast, threads, mmap)
-
-
-def open_tokenizer(path, vocab_size=None):
-    """A Tokenizer from a GGUF, ckpt.pt or Hugging Face folder (the one it carries), a
-    SentencePiece .model or a llama2.c tokenizer.bin (`vocab_size` pieces, default: up to the end
-    of the file)."""
-    path = str(path)
-    kind = _kind(path)
-    if kind not in ("llama2c", None):
-        return _open(path, kind).tokenizer()
-    if detect.is_sentencepiece_model(path):
-        return FastTokenizer.from_spm(path)
-    return FastTokenizer(llama2c.read_tokenizer(path, vocab_size))
-
-
-# A share of capitalized word pieces ("First", ≥ 3 letters) spelt without a leading '▁' above which
-# a vocabulary looks trained without the dummy prefix. With the prefix a word that starts a line
-# is learned as "▁First"; without it as "First". Measured with trainer/vocab.py's settings on Tiny
-# Shakespeare: 0.30 (1024 pieces) and 0.23 (4096) with the prefix, 0.89 and 0.74 without; Llama 2's
-# 32000: 0.28. Thai (little case) gives 0.43 with and 0.48 without: no warning either way.
-NO_PREFIX_SHARE = 0.55
-# Fewer capitalized pieces than this and the share says nothing (a 512-piece Tiny Shakespeare
-# vocabulary trained without the prefix has 8).
-MIN_CAPITALIZED_PIECES = 20
-
-
-def looks_trained_without_prefix(pieces):
-    """Whether a vocabulary's pieces look learned without SentencePiece's dummy-prefix space (see
-    NO_PREFIX_SHARE); False when there are too few capitalized word pieces to tell."""
-    bare = sum(1 for p in pieces if len(p) >= 3 and p.isalpha() and p[0].isupper())
-    spaced = sum(1 for p in pieces if len(p) >= 4 and p[0] == "\u2581" and p[1:].isalpha() and p[1].isupper())
-    return bare + spaced >= MIN_CAPITALIZED_PIECES and bare / (bare + spaced) > NO_PREFIX_SHARE
-
-
-def is_tokenizer_bin(path):
-    """Whether `path` is a llama2.c tokenizer.bin: a file that is not a GGUF, a ckpt.pt or a .model."""
-    if os.path.isdir(path):
-        return False
-    head = detect.first_bytes(path)
-    return head not in (detect.GGUF_MAGIC, detect.TORCH_ZIP_MAGIC) and not detect.is_sentencepiece_model(path)
-
-
-def dummy_prefix_warning(source, tokenizer_path, vocab):
-    """A line saying that a llama2.c tokenizer.bin (which always adds the dummy-prefix space, as
-    run.c does) meets a vocabulary trained without it, or None. `source` is the opened model file
-    (None for `tokenize`, which has only the tokenizer); its own flag decides where it carries a
-    vocabulary (GGUF add_space_prefix, a ckpt's or folder's .model); else the pieces
-    (looks_trained_without_prefix). `generate`, `trace` and `tokenize` print it."""
-    if tokenizer_path is None or not is_tokenizer_bin(tokenizer_path):
-        return None
-    named = str(tokenizer_path) if source is None else f"--tokenizer {tokenizer_path}"
-    if source is not None and source.vocab is not None:
-        trained_without = not source.vocab.add_space_prefix
-        why = f"{source.path} says its vocabulary adds no dummy prefix"
-    else:
-        trained_without = looks_trained_without_prefix(vocab.pieces)
-        why = "its pieces look trained without the dummy prefix (line-initial words lack '▁')"
-    if not trained_without:
-        return None
-    return (f"{named}: a tokenizer.bin adds a '▁' before the prompt, but {why}; "
-            "the prompt's first word may split into other tokens than in training (pass the .model instead)")
-
-
-def usable_cpus():
-    """How many CPUs this process may run on (its affinity mask where the OS has one)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
-
-
-def load_model_and_tokenizer(model_path, tokenizer_path=None, threads=1, mmap=False):
-    """(FastLlama, Tokenizer, dummy_prefix_warning's line or None); raises ValueError naming the
-    file when they do not fit together.
-
-    The tokenizer is `tokenizer_path`'s, else the one the model file carries. The fast path
-    (reference/runtime/fast.py): float32 weights are read once into huge-page memory and quantized
-    ones stay quantized, so memory stays near the file's size; `threads` share large one-token
-    products (reference.runtime.executor.Executor)."""
-    source = open_model(model_path)
-    model = source.model(fast=True, threads=threads, mmap=mmap)
-    tokenizer = model_tokenizer(source, tokenizer_path, model.args.vocab_size)
-    return model, tokenizer, dummy_prefix_warning(source, tokenizer_path, tokenizer.vocab)
-
-
-def model_tokenizer(source, tokenizer_path, vocab_size):
-    """The Tokenizer for an opened model file (a ModelFile): `tokenizer_path`'s when given, else
-    the one the file carries; ValueError naming the file when there is none or its size is not
-    the model's vocab_size."""
-    if tokenizer_path is not None:
-        tokenizer = open_tokenizer(tokenizer_path, vocab_size)
-    elif source.vocab is not None:
-        tokenizer, tokenizer_path = source.tokenizer(), source.path
-    else:
-        raise ValueError(f"{source.path}: {KIND_NAMES[source.kind]} holding no tokenizer: pass --tokenizer "
-                         "(a tokenizer.bin or a SentencePiece .model)")
-    if len(tokenizer.vocab) != vocab_size:
-        raise ValueError(f"{tokenizer_path}: the tokenizer has {len(tokenizer.vocab)} pieces but the model's "
-                         f"embedding has {vocab_size} rows")
-    return tokenizer

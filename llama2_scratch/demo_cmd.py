@@ -137,8 +137,8 @@ def sample_text(gguf_path, prompt, max_new_tokens, seed, speeches=1, temperature
     import numpy as np
 
     from formats import gguf
-    from reference.generate import generate
     from models import load_model
+    from reference.generate import generate
     from reference.runtime.fast_tokenizer import FastTokenizer
 
     model = load_model(gguf_path)

@@ -1,6 +1,6 @@
 """The parity report behind `llama2-scratch verify`: does an exported file compute what was trained?
 
-Up to three implementations run the same token ids and are compared pair by pair:
+Up to four implementations run the same token ids and are compared pair by pair:
 
     torch         trainer/model.py on the ckpt.pt weights (the model as trained; needs --ckpt)
     numpy         reference/model.py on MODEL (a GGUF, a llama2.c .bin or a Hugging Face folder, as

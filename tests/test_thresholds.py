@@ -5,6 +5,7 @@ every test)."""
 import numpy as np
 import pytest
 
+from formats.quants import TYPES
 from parity import LLAMA_CPP, NUMPY, TORCH, TRANSFORMERS, checks, thresholds
 from parity.thresholds import SAME_FILE, VS_TORCH, WITH_TRANSFORMERS
 
@@ -55,6 +56,19 @@ def test_a_mixed_file_takes_the_loosest_limit_and_no_floor_where_one_type_has_no
     assert mixed.max_abs_diff == VS_TORCH["q2_k"].max_abs_diff and mixed.top1 is None and mixed.greedy is None
     assert thresholds.for_pair("q4_k+q6_k", TORCH, NUMPY).top1 == VS_TORCH["q4_k"].top1
 
+
+
+def test_the_same_file_limits_follow_the_type_llama_cpp_rounds_activations_to():
+    """llama.cpp rounds activations to q8_K blocks against the types of 256-element blocks and to
+    q8_0 blocks against the other block types: one same-file limit per activation type."""
+    def limits(t):
+        return t.max_abs_diff, t.nmse, t.kl, t.top1
+    block = {record.name.lower(): record.block for record in TYPES}
+    q8_k = [d for d in SAME_FILE if block.get(d) == 256]
+    q8_0 = [d for d in SAME_FILE if block.get(d, 1) not in (1, 256)]
+    assert len(q8_k) == 15 and len(q8_0) == 8, (q8_k, q8_0)
+    assert {limits(SAME_FILE[d]) for d in q8_k} == {limits(SAME_FILE["q2_k"])} != {limits(SAME_FILE["q8_0"])}
+    assert {limits(SAME_FILE[d]) for d in q8_0} == {limits(SAME_FILE["q8_0"])}
 
 # ------------------------------------------------------------------------------ checks that fail
 

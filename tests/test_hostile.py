@@ -2,10 +2,12 @@
 the file, exit 2, bounded time and memory, nothing printed that was not validated, no partial
 output. Files are small; huge sizes are sparse files; counts sit one past each limit."""
 
+import dataclasses
 import json
 import os
 import struct
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +17,7 @@ from formats.spec import ModelArgs
 from formats.vocab import MAX_VOCAB
 from llama2_scratch import cli
 from reference.rope import RopeTable, rope_tables
-from tests.support.cli import run_cli
+from tests.support.cli import run_cli, run_python
 from tests.support.files import byte_vocab, gguf_header, gguf_string, small_vocab, tensor_info
 from tests.support.weights import wide_logit_weights
 
@@ -143,6 +145,33 @@ def test_a_huge_declared_context_costs_only_the_positions_used(files, tmp_path, 
     status = cli.main(["generate", str(tmp_path / "long.bin"), "--tokenizer", str(files["root"] / "tok.bin"),
                        "--max-new-tokens", "2", "--temperature", "0", "--prompt", "a"])
     assert status == 0, capsys.readouterr().err
+
+
+# generate in a child process that prints its peak resident memory (KiB) after the JSON document.
+PEAK_RSS = ("import resource, sys; from llama2_scratch.cli import main; status = main(sys.argv[1:]); "
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); sys.exit(status)")
+
+
+@pytest.mark.parametrize("context", [2**28, 2**32 - 1])
+def test_a_gguf_context_past_memory_generates_in_bounded_memory(files, tmp_path, capsys, context):
+    """A GGUF declaring 2^28 or 2^32-1 positions: its KV cache (64 GiB, 1 TiB) is mapped without
+    reserving it, so 2 tokens cost what a 16-position context costs and are the same tokens. The
+    bound, 512 MiB, is 13x the 38 MiB measured and 1/128 of the smaller cache. Under strict
+    overcommit the cache cannot be mapped: the one-line refusal naming its size."""
+    path = tmp_path / "long.gguf"
+    gguf.write(mapping.to_gguf(files["weights"], dataclasses.replace(ARGS, max_seq_len=context),
+                               byte_vocab(ARGS.vocab_size), "q8_0"), path)
+    argv = ["generate", "--max-new-tokens", "2", "--temperature", "0", "--prompt", "a", "--json"]
+    assert cli.main([*argv, str(files["root"] / "m.gguf")]) == 0
+    expected = json.loads(capsys.readouterr().out)["ids"]
+    result = run_python("-c", PEAK_RSS, *argv, path)
+    if Path("/proc/sys/vm/overcommit_memory").read_text().strip() == "2":
+        assert result.returncode == 2 and f"a context of {context} positions needs a" in result.stderr
+        return
+    assert result.returncode == 0, result.stderr
+    document, peak_kib = result.stdout.splitlines()
+    assert json.loads(document)["ids"] == expected
+    assert int(peak_kib) < 512 << 10, peak_kib
 
 
 # ------------------------------------------------------------------------- caps and non-files

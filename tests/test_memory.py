@@ -2,8 +2,12 @@
 
 What the copy must keep: every value (bit for bit), file order (so wq|wk|wv stay fusable), the
 read-only flag, and everything that is not a float32 view of a file untouched. A file that shrank
-after it was mapped is a FormatError naming the tensor, not a short copy.
+after it was mapped is a FormatError naming the tensor, not a short copy. The KV cache's memory
+(zeros_on_touch) costs what is written, however large the cache declared.
 """
+
+import mmap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -96,3 +100,31 @@ def test_zeros_on_touch_is_a_zeroed_writable_array_of_the_shape():
     assert cache.shape == (2, 3, 5, 4) and cache.dtype == np.float32 and not cache.any()
     cache[1, :, 2] = 1.5
     assert cache.sum() == 1.5 * 3 * 4
+
+
+def resident_bytes():
+    """This process's resident memory now (/proc/self/statm's second field, in pages)."""
+    return int(Path("/proc/self/statm").read_text().split()[1]) * mmap.PAGESIZE
+
+
+# Under strict overcommit (vm.overcommit_memory 2) the kernel charges every mapping in full,
+# MAP_NORESERVE or not: there a cache larger than the commit limit is refused (MemoryError).
+STRICT_OVERCOMMIT = Path("/proc/sys/vm/overcommit_memory").read_text().strip() == "2"
+
+
+@pytest.mark.skipif(STRICT_OVERCOMMIT, reason="strict overcommit charges every mapping in full")
+def test_a_cache_far_larger_than_memory_costs_only_the_pages_written():
+    """1 TiB, past any machine this runs on: mapped without reserving it (MAP_NORESERVE), it maps,
+    and writing its first and last positions makes a few pages resident (bound: 64 MiB, far below
+    the smallest reservation a real kernel would refuse, and above the test's own allocations)."""
+    before = resident_bytes()
+    cache = zeros_on_touch((2, 2**37))                      # (2, 2^37) float32 = 1 TiB
+    cache[0, 0] = cache[1, -1] = 1.0
+    assert cache[0, 0] == cache[1, -1] == 1.0 and cache[0, 1] == cache[1, -2] == 0.0
+    assert resident_bytes() - before < 64 << 20
+
+
+@pytest.mark.parametrize("shape", [(2**48,), (2**62,)], ids=["1 PiB: past the address space", "past an index"])
+def test_a_cache_that_cannot_be_mapped_at_all_is_a_memory_error_naming_its_bytes(shape):
+    with pytest.raises(MemoryError, match=f"^{4 * shape[0]} bytes"):
+        zeros_on_touch(shape)

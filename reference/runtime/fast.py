@@ -67,9 +67,10 @@ STACKED = {"wqkv": ("wq", "wk", "wv"), "w13": ("w1", "w3")}
 
 
 class Buffers:
-    """Every activation of one forward call of T tokens, allocated once (reused for T = 1)."""
+    """Every activation of one forward call of T tokens, allocated once (reused for T = 1).
+    empty(shape, dtype) allocates the (Hkv, G, T, n_keys) scores."""
 
-    def __init__(self, args: ModelArgs, n_tokens, n_keys):
+    def __init__(self, args: ModelArgs, n_tokens, n_keys, empty=np.empty):
         T, D, F, kv = n_tokens, args.dim, args.hidden_dim, args.kv_dim
         f32 = np.float32
         self.x = np.empty((T, D), f32)                  # the residual stream
@@ -81,7 +82,7 @@ class Buffers:
         self.gate = self.gate_up[:, :F]                 # w1 x, then silu(w1 x) * (w3 x)
         self.up = self.gate_up[:, F:]                   # w3 x
         self.tmp = np.empty((T, F), f32)                # silu's exp(-a) + 1
-        self.scores = np.empty((args.n_kv_heads, args.n_heads // args.n_kv_heads, T, n_keys), f32)
+        self.scores = empty((args.n_kv_heads, args.n_heads // args.n_kv_heads, T, n_keys), f32)
         self.mean_square = np.empty((T, 1), f32)
 
 
@@ -115,7 +116,8 @@ class FastLlama:
         self.key_cache = zeros_on_touch(cache_shape)                         # (L, Hkv, S_max, hd)
         self.value_cache = zeros_on_touch(cache_shape)
         self.n_cached = 0
-        self._decode = Buffers(args, 1, args.max_seq_len)                    # reused every step
+        # Reused every step; its scores span the declared context, resident as positions are used.
+        self._decode = Buffers(args, 1, args.max_seq_len, empty=zeros_on_touch)
 
     def forward(self, tokens, start_pos=0, all_logits=False):
         """As model.Llama.forward: logits of the last position (V,), or of all (T, V)."""

@@ -11,13 +11,21 @@ Without huge pages the buffer is an ordinary one. Figures: docs/benchmarks.md.
 Runtime (reference/runtime/__init__.py): no maths here.
 """
 
+import errno
+import math
 import mmap
+import platform
+import sys
 
 import numpy as np
 
 from formats.errors import FormatError
 
 HUGE_PAGE_BYTES = 2 << 20
+# Linux's MAP_NORESERVE: mmap names it from Python 3.13; before, its value where it is 0x4000 (x86,
+# ARM, RISC-V; other architectures number it otherwise and map without it, charged in full).
+MAP_NORESERVE = getattr(mmap, "MAP_NORESERVE", 0x4000 if sys.platform == "linux" and platform.machine() in
+                        ("x86_64", "i686", "aarch64", "armv7l", "riscv64") else 0)
 
 
 def huge_page_buffer(nbytes):
@@ -64,16 +72,26 @@ def zeros_on_touch(shape, dtype=np.float32):
 
     For the KV cache, written one position at a time: in NumPy's huge pages, writing position 0
     of each layer and head made the whole cache resident at once. Advised MADV_NOHUGEPAGE, it
-    grows with the positions used."""
-    nbytes = max(1, int(np.prod(shape)) * np.dtype(dtype).itemsize)
+    grows with the positions used. Mapped MAP_NORESERVE, the untouched rest is not charged to
+    the machine's commit limit either: a header's context of 2^32-1 positions maps a cache far
+    larger than memory and costs only the positions used. MemoryError where it cannot be mapped
+    at all (past the address space, or under strict overcommit)."""
+    nbytes = max(1, math.prod(shape) * np.dtype(dtype).itemsize)
     if not hasattr(mmap, "MADV_NOHUGEPAGE"):
         return np.zeros(shape, dtype)
-    buf = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    if nbytes > sys.maxsize:
+        raise MemoryError(f"{nbytes} bytes is past the address space")
+    try:
+        buf = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | MAP_NORESERVE)
+    except OSError as exc:
+        if exc.errno != errno.ENOMEM:
+            raise
+        raise MemoryError(f"{nbytes} bytes cannot be mapped") from None
     try:
         buf.madvise(mmap.MADV_NOHUGEPAGE)
     except OSError:
         pass                            # a kernel without THP: small pages anyway
-    return np.frombuffer(buf, dtype=dtype, count=int(np.prod(shape))).reshape(shape)
+    return np.frombuffer(buf, dtype=dtype, count=math.prod(shape)).reshape(shape)
 
 
 def _mapped_file(array):

@@ -87,9 +87,8 @@ class ModelFile:
         reference.runtime.fast.FastLlama (float32; quantized matrices kept quantized; `threads` share
         one-token products; float32 matrices read into huge-page memory unless `mmap`)."""
         args, weights = self.spec, self.weights(fast=fast)
-        load.check_finite(weights, self.path, self.stored_name)
         try:
-            return load.build_model(args, weights, dtype, fast, threads, mmap)
+            return load.build_model(args, weights, self.path, self.stored_name, dtype, fast, threads, mmap)
         except (MemoryError, OSError) as exc:
             if isinstance(exc, OSError) and exc.errno != errno.ENOMEM:
                 raise

@@ -151,13 +151,18 @@ def check_finite(weights, path, stored_name=str):
             raise FormatError(path, f"tensor {stored_name(name)}", None, "holds NaN or infinite values")
 
 
-def build_model(args, weights, dtype=np.float32, fast=False, threads=1, mmap=False):
+def build_model(args, weights, path, stored_name=str, dtype=np.float32, fast=False, threads=1, mmap=False):
     """A `Llama` computing in `dtype`, or with fast=True a `FastLlama` (float32 only) that shares
     large one-token products between `threads` threads and reads float32 matrices into huge-page
     memory (reference/runtime/memory.py) unless `mmap`: then they are used where they lie in the file's
-    memory map (no copy at load, pages shared with other processes; decode may be slower)."""
+    memory map (no copy at load, pages shared with other processes; decode may be slower).
+    The weights are checked finite first (check_finite, naming `path`), after the copy: checking
+    them through the file's map would make its pages resident too, the file's size twice in RSS."""
+    if fast and not mmap:
+        weights = resident(weights)
+    check_finite(weights, path, stored_name)
     if not fast:
         return Llama(args, weights, dtype)
     if np.dtype(dtype) != np.float32:
         raise ValueError(f"the fast path computes in float32, not {np.dtype(dtype)}")
-    return FastLlama(args, weights if mmap else resident(weights), threads)
+    return FastLlama(args, weights, threads)

@@ -7,9 +7,11 @@ import numpy as np
 # BLAS call instead of three), a 1-row matmul against a chunked or strided weight, einsum's sum
 # of squares in rmsnorm, RoPE as a complex multiply. Each op is off by a few ulps and the error
 # grows through the layers; measured max 1.9e-5 at the seed config (6 layers, 128 tokens,
-# logits std ~2) and 7e-6 on test_fast_path.py's small configs. 1e-4 is ~5x the worst seen,
-# while a real bug (a wrong position, a missed scale, a transposed head) moves logits by O(1).
-FAST_LOGITS_ATOL = 1e-4
+# logits std ~2), and 1.03e-4 where hypothesis found it: dim 2, one head, wide weights of seed
+# 14900, a 16-token sequence cut into chunks (the same at 1c4e884, so rounding, not a change; the
+# plain float32 model alone is 2.4e-5 off float64 there). 3e-4 is ~3x the worst seen, while a
+# real bug (a wrong position, a missed scale, a transposed head) moves logits by O(1).
+FAST_LOGITS_ATOL = 3e-4
 
 
 def assert_same_bits(a, b):

@@ -183,7 +183,6 @@ def _torch_cache(ckpt_path, model, ids):
     except ImportError:
         raise ValueError("--ckpt: comparing with torch needs torch (pip install -e '.[train]')") from None
     from trainer.export import ExportError
-    from trainer.model import Transformer
 
     try:
         exportable = open_checkpoint(ckpt_path).exportable()

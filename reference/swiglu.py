@@ -49,7 +49,7 @@ def linear_backward(x, w, grad_out):
     return grad_out @ w, dw
 
 
-def swiglu_backward(x, w1, w2, w3, grad_out):
+def swiglu_backward(x, w1, w2, w3, grad_out, gate=None, up=None):
     """The gradients of swiglu(x, w1, w2, w3) given grad_out = ∂loss/∂out: (dx, dw1, dw2, dw3).
 
     Shapes as in swiglu, each gradient the shape of what it is the gradient of. With a = w1 x,
@@ -59,10 +59,13 @@ def swiglu_backward(x, w1, w2, w3, grad_out):
         d_act = grad_out w2,   du = d_act silu(a),   da = d_act u silu'(a)
         dx = da w1 + du w3     (x feeds both projections: their gradients add)
 
+    gate and up: the forward pass's w1 x and w3 x where the caller kept them (recomputed if not).
+
     >>> float(silu_derivative(np.array(0.0)))        # s(0) = 1/2: the slope of silu at 0
     0.5
     """
-    gate, up = x @ w1.T, x @ w3.T                                          # (..., F) each
+    gate = x @ w1.T if gate is None else gate                              # (..., F)
+    up = x @ w3.T if up is None else up                                    # (..., F)
     act = silu(gate) * up
     d_act, dw2 = linear_backward(act, w2, grad_out)                        # (..., F), (D, F)
     d_up = d_act * silu(gate)

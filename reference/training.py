@@ -71,6 +71,15 @@ def cross_entropy(logits, targets):
     return np.where(counted, -picked, 0)
 
 
+def mean_loss(model, tokens, targets):
+    """The mean cross-entropy of `model` on a batch, forward only: loss_and_grads' loss without
+    the gradients (an eval batch). tokens, targets as loss_and_grads takes them."""
+    tokens, targets, n_counted = check_batch(model.args, tokens, targets)
+    total = sum(float(np.sum(cross_entropy(model.forward(row, all_logits=True), row_targets)))
+                for row, row_targets in zip(tokens, targets))
+    return total / n_counted
+
+
 def cross_entropy_backward(logits, targets, n_counted):
     """∂(mean loss)/∂logits: (softmax(logits) - onehot(target)) / n_counted, 0 at ignored positions.
 
@@ -140,10 +149,11 @@ def block_backward(model, i, cache, d_out, grads):
     args, layer, eps = model.args, model.layers[i], model.args.norm_eps
     point = {name: cache[f"blocks.{i}.{name}"] for name in (
         "resid_pre", "attn_norm", "attn.q_rot", "attn.k_rot", "attn.v", "attn.pattern", "attn.z",
-        "resid_mid", "ffn_norm")}
+        "resid_mid", "ffn_norm", "mlp.gate", "mlp.up")}
     weight = {field: grads[f"layers.{i}.{name}.weight"] for field, name in LAYER_TENSORS.items()}
 
-    dx, dw1, dw2, dw3 = swiglu_backward(point["ffn_norm"], layer.w1, layer.w2, layer.w3, d_out)
+    dx, dw1, dw2, dw3 = swiglu_backward(point["ffn_norm"], layer.w1, layer.w2, layer.w3, d_out,
+                                        point["mlp.gate"], point["mlp.up"])
     d_mid, d_ffn_norm = rmsnorm_backward(point["resid_mid"], layer.ffn_norm, eps, dx)
     d_mid += d_out
     n_tokens = d_out.shape[0]

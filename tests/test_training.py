@@ -10,7 +10,7 @@ import reference.training
 
 from formats.spec import ModelArgs, weight_shapes
 from reference.model import Llama
-from reference.training import adamw_step, clip_grad_norm, decay_groups, learning_rate, loss_and_grads
+from reference.training import adamw_step, clip_grad_norm, decay_groups, learning_rate, loss_and_grads, mean_loss
 from tests.support.weights import fan_in_float64_weights
 
 # adamw_step repeats torch's operations in torch's order; float64 rounding (1e-16) over 10 steps
@@ -86,6 +86,17 @@ def test_bad_batches_raise_one_clear_error(tokens, targets, message):
     model = Llama(args, fan_in_float64_weights(args, seed=0))
     with pytest.raises(ValueError, match=message):
         loss_and_grads(model, np.array(tokens), np.array(targets))
+    with pytest.raises(ValueError, match=message):
+        mean_loss(model, np.array(tokens), np.array(targets))
+
+
+def test_mean_loss_is_the_loss_of_loss_and_grads():
+    """The forward-only loss (the NumPy engine's eval) and the training loss are one number:
+    the same forward pass and cross-entropy, so equal to float64 rounding (1e-15 here)."""
+    args = ModelArgs(dim=8, n_layers=1, n_heads=2, vocab_size=7, hidden_dim=12, max_seq_len=6)
+    model = Llama(args, fan_in_float64_weights(args, seed=0))
+    tokens, targets = np.array([[1, 2, 3, 4], [5, 6, 0, 1]]), np.array([[2, 3, -1, 5], [6, -1, 1, 2]])
+    assert mean_loss(model, tokens, targets) == pytest.approx(loss_and_grads(model, tokens, targets)[0], rel=1e-15)
 
 
 def test_docstring_examples():

@@ -19,7 +19,7 @@ softmax run in float32, as autocast runs them.
 
 import torch
 
-IGNORE_INDEX = -1
+from reference.training import IGNORE_INDEX
 # Rows per chunk: 512 x 32000 float32 logits is 64 MB; smaller chunks make the matmuls too thin.
 CHUNK_ROWS = 512
 

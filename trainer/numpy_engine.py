@@ -14,10 +14,8 @@ Not followed: dropout (the reference has none), DDP, --compile, GPUs, bf16/fp16;
 (`refusal`).
 """
 
-import numpy as np
-
 from reference.model import Llama
-from reference.training import adamw_step, clip_grad_norm, cross_entropy, decay_groups, loss_and_grads
+from reference.training import adamw_step, clip_grad_norm, decay_groups, loss_and_grads, mean_loss
 
 DTYPES = ("float32", "float64")
 ADAM_EPS = 1e-8     # torch.optim.AdamW's default; the torch engine passes it too
@@ -73,9 +71,7 @@ class NumpyEngine:
 
     def batch_loss(self, x, y):
         """Mean cross-entropy over the counted targets of (x, y), forward only."""
-        total = sum(float(np.sum(cross_entropy(self.model.forward(row, all_logits=True), targets)))
-                    for row, targets in zip(x, y))
-        return total / np.count_nonzero(y != -1)
+        return mean_loss(self.model, x, y)
 
     def state_dict(self):
         import torch

@@ -16,6 +16,7 @@ from reference.attention import attention, attention_backward
 from reference.model import Llama
 from reference.training import loss_and_grads
 from trainer.model import Transformer
+from tests.support.compare import relative_error
 from tests.support.weights import fan_in_float64_weights
 
 CONFIGS = {
@@ -56,10 +57,6 @@ def torch_loss_and_grads(args, weights, tokens, targets):
     return loss.item(), {name: p.grad.numpy() for name, p in model.named_parameters()}
 
 
-def relative(ours, theirs):
-    return np.max(np.abs(ours - theirs)) / np.max(np.abs(theirs))
-
-
 def worst_difference(name, dtype):
     args = CONFIGS[name]
     weights = fan_in_float64_weights(args, seed=0)
@@ -70,7 +67,7 @@ def worst_difference(name, dtype):
     assert sorted(grads) == sorted(torch_grads) == sorted(weight_shapes(args))
     for weight_name, grad in grads.items():
         assert grad.dtype == dtype and grad.shape == torch_grads[weight_name].shape, weight_name
-    per_tensor = {weight_name: relative(grads[weight_name], torch_grads[weight_name]) for weight_name in grads}
+    per_tensor = {weight_name: relative_error(grads[weight_name], torch_grads[weight_name]) for weight_name in grads}
     return abs(loss - torch_loss) / torch_loss, per_tensor
 
 

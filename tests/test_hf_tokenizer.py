@@ -21,6 +21,7 @@ from formats.errors import FormatError
 from formats.spec import ModelArgs
 from formats.vocab import TokenType
 from reference.runtime.fast_tokenizer import FastTokenizer
+from tests.support import files
 from tests.support.cli import run_python
 from tests.support.tokenizer import train_bpe
 from tests.support.weights import small_normal_weights
@@ -203,8 +204,7 @@ def edit(change):
 
 
 def small_vocab():
-    from formats.vocab import Vocab
-    return Vocab(["<unk>", "<s>", "</s>", "a", "b", "ab"], [0, 0, 0, -3, -4, -1], [2, 3, 3, 1, 1, 1])
+    return files.small_vocab(["<unk>", "<s>", "</s>", "a", "b", "ab"], [0, 0, 0, -3, -4, -1])
 
 
 @pytest.mark.parametrize("change, fragment", [

@@ -14,8 +14,8 @@ Each figure is the median of --runs; the ratio is ours / llama.cpp (> 1: we are 
 Each request waits SETTLE_SECONDS first, so the last one's spinning threads are asleep.
 Threads: each worker's BLAS/OpenMP pools are pinned by OPENBLAS/OMP/MKL_NUM_THREADS before it
 imports NumPy, llama.cpp gets n_threads = n_threads_batch = --threads.
-Peak memory: `llama2-scratch generate` (256 greedy tokens) run as a subprocess per GGUF; its
-ru_maxrss (os.wait4) against the file's size.
+Peak memory: `llama2-scratch generate` (256 greedy tokens) run as a subprocess per GGUF from a
+small launcher; its ru_maxrss (the launcher's RUSAGE_CHILDREN) against the file's size.
 """
 
 import argparse
@@ -216,17 +216,22 @@ _RSS_LAUNCHER = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[
                  "print(r.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
 
 
-def generate_peak_rss(path, max_new_tokens=DECODE_TOKENS, threads=None):
-    """Peak resident memory (bytes) of `llama2-scratch generate PATH` run greedily."""
-    cmd = [sys.executable, "-m", "llama2_scratch", "generate", str(path), "--temperature", "0",
-           "--max-new-tokens", str(max_new_tokens), "--prompt", "Once upon a time"]
-    env = thread_env(threads) if threads else None
+def peak_rss(cmd, env, what):
+    """Peak resident memory (bytes) of the command `cmd` (a list), run from the launcher above;
+    RuntimeError naming `what` if it fails."""
     result = subprocess.run([sys.executable, "-c", _RSS_LAUNCHER, *cmd], capture_output=True, text=True,
                             cwd=ROOT, env=env)
     returncode, max_rss_kb = map(int, result.stdout.split())
     if returncode:
-        raise RuntimeError(f"generate failed ({returncode}): {result.stderr[-500:]}")
+        raise RuntimeError(f"{what} failed ({returncode}): {result.stderr[-500:]}")
     return max_rss_kb * 1024       # Linux reports kilobytes
+
+
+def generate_peak_rss(path, max_new_tokens=DECODE_TOKENS, threads=None):
+    """Peak resident memory (bytes) of `llama2-scratch generate PATH` run greedily."""
+    cmd = [sys.executable, "-m", "llama2_scratch", "generate", str(path), "--temperature", "0",
+           "--max-new-tokens", str(max_new_tokens), "--prompt", "Once upon a time"]
+    return peak_rss(cmd, thread_env(threads) if threads else None, "generate")
 
 
 # ------------------------------------------------------------------------------ main

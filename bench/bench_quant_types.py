@@ -31,7 +31,6 @@ import argparse
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -108,12 +107,7 @@ def held_types(path):
 def llama_cpp_peak_rss(path, n, threads):
     """Peak resident memory (bytes) of llama.cpp loading `path` and decoding n tokens."""
     cmd = [sys.executable, "-c", _LLAMA_CPP_DECODE, str(path), str(n), str(threads)]
-    result = subprocess.run([sys.executable, "-c", bench_inference._RSS_LAUNCHER, *cmd], capture_output=True,
-                            text=True, cwd=ROOT, env=bench_inference.thread_env(threads))
-    returncode, max_rss_kb = map(int, result.stdout.split())
-    if returncode:
-        raise RuntimeError(f"llama.cpp decode failed ({returncode}): {result.stderr[-500:]}")
-    return max_rss_kb * 1024
+    return bench_inference.peak_rss(cmd, bench_inference.thread_env(threads), "llama.cpp decode")
 
 
 def measure(path, options, shape):

@@ -11,6 +11,7 @@ path, symlinks resolved, must lie inside the folder, or, for a snapshot of Huggi
 cache repository's `blobs/`.
 """
 
+import json
 import os
 import stat
 
@@ -63,6 +64,24 @@ def read_capped(path, limit, field="file"):
     if len(data) > limit:
         raise FormatError(path, field, None, f"over the {limit}-byte limit for this file")
     return data
+
+
+# config.json, a tokenizer's JSON and a sharded checkpoint's index are a few KB to a few hundred
+# KB; 3 GiB of one is not a model.
+MAX_JSON_BYTES = 64 << 20
+
+
+def parse_json(data, path, field="json"):
+    """JSON bytes -> object; FormatError naming `path` for anything that is not a JSON text: NaN,
+    Infinity and -Infinity (Python's json takes them by default) included."""
+    try:
+        return json.loads(data.decode("utf-8"), parse_constant=_refuse_constant)
+    except (ValueError, RecursionError) as exc:
+        raise FormatError(path, field, None, f"not a JSON text: {str(exc)[:200]}") from None
+
+
+def _refuse_constant(name):
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def cache_blobs(folder):

@@ -50,7 +50,7 @@ import numpy as np
 from formats import hf_tokenizer, safetensors, spec, spm
 from formats.atomic import atomic_write
 from formats.errors import FormatError
-from formats.files import confined, read_capped
+from formats.files import MAX_JSON_BYTES, confined, parse_json, read_capped
 from formats.spec import ModelArgs
 
 CONFIG = "config.json"
@@ -96,8 +96,6 @@ REQUIRED = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attent
 # What transformers' LlamaConfig assumes for an absent key (num_key_value_heads: the head count).
 DEFAULTS = {"rms_norm_eps": 1e-6, "rope_theta": 10000.0, "max_position_embeddings": 2048,
             "tie_word_embeddings": False}
-# config.json and the index are a few KB to a few hundred KB; 3 GiB of one is not a model.
-MAX_JSON_BYTES = 64 << 20
 # key -> the only value we can run (or absence); anything else is refused.
 ONLY = {"hidden_act": "silu", "attention_bias": False, "mlp_bias": False, "rope_scaling": None}
 
@@ -236,20 +234,6 @@ def _read_json(path):
     """A JSON file of the folder, read whole (up to MAX_JSON_BYTES), confined to the folder."""
     data = read_capped(confined(path.parent, path), MAX_JSON_BYTES)
     return parse_json(data, path)
-
-
-def parse_json(data, path, field="json"):
-    """JSON bytes -> object; FormatError naming `path` for anything that is not a JSON text, a
-    number that overflows a float (1e400) included."""
-    try:
-        return json.loads(data.decode("utf-8"), parse_constant=_refuse_constant)
-    except (ValueError, RecursionError) as exc:
-        raise FormatError(path, field, None, f"not a JSON text: {str(exc)[:200]}") from None
-
-
-def _refuse_constant(name):
-    """NaN, Infinity and -Infinity are not JSON (Python's json accepts them by default)."""
-    raise ValueError(f"{name} is not a JSON number")
 
 
 # ------------------------------------------------------------------------------------ reading

@@ -47,7 +47,7 @@ from formats import quant
 from formats.atomic import atomic_write
 from formats.binary import Cursor, map_file
 from formats.errors import FormatError
-from formats.files import confined, read_capped
+from formats.files import MAX_JSON_BYTES, confined, parse_json, read_capped
 from formats.ggml import GGMLType
 
 # dtype name -> numpy dtype, in the package's order (its Rust enum, by increasing alignment).
@@ -65,7 +65,6 @@ _NAME_OF = {dtype: name for name, dtype in DTYPES.items() if name != "BF16"}
 METADATA = "__metadata__"
 ENTRY_KEYS = ("dtype", "shape", "data_offsets")
 MAX_HEADER = 100_000_000        # the package's MAX_HEADER_SIZE
-MAX_INDEX_BYTES = 64 << 20      # an index of a 1,140-tensor model is ~100 KB
 MAX_DIMS = 32                   # NumPy 1.x's limit (2.x allows 64)
 # A Llama of 126 layers has 1,140 tensors; a header of a million empty ones is not a model.
 MAX_TENSORS = 1 << 16
@@ -258,12 +257,7 @@ def read_index(path):
     in the index's order. Each shard is a file beside the index and holds exactly the tensors
     the index assigns to it."""
     path = Path(path)
-    try:
-        index = json.loads(read_capped(path, MAX_INDEX_BYTES).decode("utf-8"))
-    except (ValueError, RecursionError) as exc:
-        if isinstance(exc, FormatError):
-            raise
-        raise FormatError(path, "index", 0, f"not a JSON text: {str(exc)[:200]}") from None
+    index = parse_json(read_capped(path, MAX_JSON_BYTES), path, "index")
     weight_map = index.get("weight_map") if isinstance(index, dict) else None
     if not isinstance(weight_map, dict) or not all(isinstance(f, str) for f in weight_map.values()):
         raise FormatError(path, "weight_map", None, "must be an object of tensor names to file names")

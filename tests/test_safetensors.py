@@ -174,6 +174,13 @@ def test_sharded_refusals(tmp_path, weight_map, fragment):
     assert fragment in str(info.value)
 
 
+def test_an_index_is_json_as_config_json_is(tmp_path):
+    """The index is read as the folder's other JSON is (formats.files.parse_json): NaN is not JSON."""
+    path = shards(tmp_path, {"metadata": {"total_size": float("nan")}, "weight_map": {"a": "s1.safetensors"}})
+    with pytest.raises(FormatError, match="index: not a JSON text: NaN is not a JSON number"):
+        safetensors.read_index(path)
+
+
 # -------------------------------------------------------------------------------- writing
 
 

@@ -58,6 +58,15 @@ def scope(record, prefix):
     return lambda name, array: record(prefix + name, array)
 
 
+def check_point_names(names, n_layers):
+    """ValueError naming the first of `names` that is no point of an n_layers model."""
+    known = set(point_names(n_layers))
+    for name in names:
+        if name not in known:
+            raise ValueError(f"no point named {name!r} in a {n_layers}-block model "
+                             f"(names: reference/cache.py's points({n_layers}))")
+
+
 def hook_recorder(hooks, n_layers, run_hook, kept=None):
     """A recorder that, at each point with a hook, goes on with run_hook(hooks[name], name, value),
     and puts every value after its hook into `kept` (a dict, or None to keep nothing).
@@ -73,11 +82,8 @@ def hook_recorder(hooks, n_layers, run_hook, kept=None):
     Traceback (most recent call last):
     ValueError: no point named 'blocks.1.attn.z' in a 1-block model (names: reference/cache.py's points(1))
     """
-    known = set(point_names(n_layers))
+    check_point_names(hooks, n_layers)
     for name, hook in hooks.items():
-        if name not in known:
-            raise ValueError(f"no point named {name!r} in a {n_layers}-block model "
-                             f"(names: reference/cache.py's points({n_layers}))")
         if not callable(hook):
             raise ValueError(f"the hook at {name} is of type {type(hook).__name__}, not a function fn(value, name)")
 

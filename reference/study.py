@@ -30,7 +30,7 @@ import dataclasses
 import numpy as np
 
 from reference.attention import softmax
-from reference.cache import point_names, position_axis
+from reference.cache import check_point_names, point_names, position_axis
 
 # The attention targets head_summary names, in the order they win a tie (at query 1 the
 # previous token is also the first).
@@ -244,11 +244,8 @@ def patch_activations(model, clean_tokens, corrupted_tokens, metric=None, points
     if clean_tokens.shape != corrupted_tokens.shape:
         raise ValueError(f"patching needs prompts of one length: the clean one has {clean_tokens.size} "
                          f"tokens, the corrupted one {corrupted_tokens.size}")
-    names = point_names(model.args.n_layers)
-    points = names if points is None else list(points)
-    unknown = [name for name in points if name not in names]
-    if unknown:
-        raise ValueError(f"no point named {unknown[0]!r} in a {model.args.n_layers}-block model")
+    points = point_names(model.args.n_layers) if points is None else list(points)
+    check_point_names(points, model.args.n_layers)
     clean_logits, clean_cache = model.run_with_hooks(clean_tokens, {}, cache=True)
     corrupted_logits = model.run_with_hooks(corrupted_tokens, {})
     if metric is None:

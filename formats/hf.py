@@ -303,6 +303,7 @@ class Folder:
     config: dict                # config.json, a JSON object
     tensors: dict               # Hugging Face name -> safetensors.Tensor (views into the mapped files)
     tokenizer_model: bytes | None   # tokenizer.model's bytes (else rebuilt from tokenizer.json), or None
+    tokenizer_path: Path | None     # the file those bytes came from: tokenizer.model or tokenizer.json
 
     @property
     def args(self):
@@ -321,10 +322,13 @@ def read_folder(folder):
     config = _read_json(folder / CONFIG)
     if not isinstance(config, dict):
         raise FormatError(folder / CONFIG, "config", None, "must be a JSON object")
-    tokenizer = folder / TOKENIZER
-    tokenizer_bytes = (read_capped(confined(folder, tokenizer), spm.MAX_MODEL_BYTES) if tokenizer.exists()
-                       else _tokenizer_from_json(folder) if (folder / TOKENIZER_JSON).exists() else None)
-    return Folder(folder, config, _read_tensors(folder), tokenizer_bytes)
+    tokenizer, tokenizer_bytes = folder / TOKENIZER, None
+    if tokenizer.exists():
+        tokenizer_bytes = read_capped(confined(folder, tokenizer), spm.MAX_MODEL_BYTES)
+    elif (folder / TOKENIZER_JSON).exists():
+        tokenizer, tokenizer_bytes = folder / TOKENIZER_JSON, _tokenizer_from_json(folder)
+    return Folder(folder, config, _read_tensors(folder), tokenizer_bytes,
+                  tokenizer if tokenizer_bytes is not None else None)
 
 
 def _tokenizer_from_json(folder):

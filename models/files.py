@@ -18,7 +18,6 @@ This module is the one place that reads a model for the commands, parity/ and be
 
 import errno
 import functools
-import os
 
 import numpy as np
 
@@ -275,10 +274,8 @@ class HFModel(ModelFile):
 
     @property
     def _tokenizer_name(self):
-        """The file the SentencePiece bytes came from: tokenizer.model, else tokenizer.json (which
-        formats/hf.py rebuilt them from)."""
-        name = hf.TOKENIZER if os.path.exists(os.path.join(self.path, hf.TOKENIZER)) else hf.TOKENIZER_JSON
-        return os.path.join(self.path, name)
+        """The file the SentencePiece bytes came from (formats/hf.py's read_folder says which)."""
+        return str(self.source.tokenizer_path)
 
     @functools.cached_property
     def vocab(self):

@@ -2,8 +2,6 @@
 tokenizer.bin or a SentencePiece .model), and the warning when a tokenizer.bin's dummy prefix
 meets a vocabulary trained without it (`generate`, `trace` and `tokenize` print it)."""
 
-import os
-
 from formats import detect as magic
 from formats import llama2c
 from models.files import open_model
@@ -44,11 +42,9 @@ def looks_trained_without_prefix(pieces):
 
 
 def is_tokenizer_bin(path):
-    """Whether `path` is a llama2.c tokenizer.bin: a file that is not a GGUF, a ckpt.pt or a .model."""
-    if os.path.isdir(path):
-        return False
-    head = magic.first_bytes(path)
-    return head not in (magic.GGUF_MAGIC, magic.TORCH_ZIP_MAGIC) and not magic.is_sentencepiece_model(path)
+    """Whether `path` is a llama2.c tokenizer.bin: no model file (kind_of, as open_tokenizer
+    asks) and no SentencePiece .model."""
+    return kind_of(str(path)) in (Kind.LLAMA2C, None) and not magic.is_sentencepiece_model(path)
 
 
 def dummy_prefix_warning(source, tokenizer_path, vocab):

@@ -25,6 +25,7 @@ Runtime (reference/runtime/__init__.py): read reference/model.py first.
 """
 
 import dataclasses
+import functools
 import math
 
 import numpy as np
@@ -84,6 +85,13 @@ class Buffers:
         self.tmp = np.empty((T, F), f32)                # silu's exp(-a) + 1
         self.scores = empty((args.n_kv_heads, args.n_heads // args.n_kv_heads, T, n_keys), f32)
         self.mean_square = np.empty((T, 1), f32)
+        # Views by head, made once here rather than in every layer of every step.
+        Hkv, G, hd = args.n_kv_heads, args.n_heads // args.n_kv_heads, args.head_dim
+        self.qk_pairs = self.qkv[:, :D + kv].view(np.complex64).reshape(T, args.n_heads + Hkv, hd // 2)
+        self.q = self.qkv[:, :D].reshape(T, Hkv, G, hd).transpose(1, 2, 0, 3)    # (Hkv, G, T, hd)
+        self.k = self.qkv[:, D:D + kv].reshape(T, Hkv, hd).swapaxes(0, 1)        # (Hkv, T, hd)
+        self.v = self.qkv[:, D + kv:].reshape(T, Hkv, hd).swapaxes(0, 1)
+        self.heads_out = self.attn.reshape(T, Hkv, G, hd).transpose(1, 2, 0, 3)  # (Hkv, G, T, hd)
 
 
 class FastLlama:
@@ -109,6 +117,7 @@ class FastLlama:
             layer = {field: w[layer_weight(i, name)] for field, name in LAYER_TENSORS.items()}
             stacked = {name: stack_rows([layer.pop(field) for field in fields]) for name, fields in STACKED.items()}
             self.layers.append(FastLayer(**layer, **stacked))
+        self.score_scale = 1 / math.sqrt(args.head_dim)       # a Python float keeps float32 float32
         # (S_max, hd/2) complex64 with real part cos and imaginary part sin, the same float32s,
         # computed as positions are reached (a header's context may be 2^31).
         self.rope = RopeTable(args.head_dim, args.max_seq_len, args.rope_theta, np.complex64, "complex")
@@ -147,31 +156,27 @@ class FastLlama:
 
     def _attention(self, i, layer, b, rope, start_pos, end_pos):
         """x += wo · attention(rope(q), rope(k), v) over layer i's cache. (T, D) -> (T, D)."""
-        args = self.args
-        T, D, kv, hd = b.x.shape[0], args.dim, args.kv_dim, args.head_dim
-        Hkv, G = args.n_kv_heads, args.n_heads // args.n_kv_heads
-        xn = _rmsnorm(b.x, layer.attention_norm, args.norm_eps, b.xn, b.mean_square)
+        T, Hkv = b.x.shape[0], self.args.n_kv_heads
+        xn = _rmsnorm(b.x, layer.attention_norm, self.args.norm_eps, b.xn, b.mean_square)
         self.executor(xn, layer.wqkv, out=b.qkv)                                # (T, D) -> (T, D+2kv)
         # RoPE on q and k at once: their (T, H + Hkv, hd/2) complex pairs times (T, 1, hd/2).
-        qk = b.qkv[:, :D + kv].view(np.complex64).reshape(T, args.n_heads + Hkv, hd // 2)
-        np.multiply(qk, rope, out=qk)
-        q = b.qkv[:, :D].reshape(T, Hkv, G, hd).transpose(1, 2, 0, 3)        # (Hkv, G, T, hd)
-        k = b.qkv[:, D:D + kv].reshape(T, Hkv, hd).swapaxes(0, 1)            # (Hkv, T, hd)
-        v = b.qkv[:, D + kv:].reshape(T, Hkv, hd).swapaxes(0, 1)
-        self.key_cache[i, :, start_pos:end_pos] = k
-        self.value_cache[i, :, start_pos:end_pos] = v
-        out = b.attn.reshape(T, Hkv, G, hd).transpose(1, 2, 0, 3)           # (Hkv, G, T, hd) view
+        np.multiply(b.qk_pairs, rope, out=b.qk_pairs)
+        # Scaling q by 1/sqrt(hd) touches T*D numbers, the scores T*S per head.
+        b.q *= self.score_scale
+        self.key_cache[i, :, start_pos:end_pos] = b.k
+        self.value_cache[i, :, start_pos:end_pos] = b.v
         if self.executor.shares_prompt(T) and Hkv >= self.executor.threads:
-            self.executor.share(self._attend, [(i, q, out, b.scores, start_pos, slice(h0, h1))
+            self.executor.share(self._attend, [(i, b.q, b.heads_out, b.scores, start_pos, slice(h0, h1))
                                                for h0, h1 in self.executor.ranges(Hkv)])
         else:
-            self._attend(i, q, out, b.scores, start_pos, slice(None))
+            self._attend(i, b.q, b.heads_out, b.scores, start_pos, slice(None))
         b.x += self.executor(b.attn, layer.wo, out=b.proj)
 
     def _attend(self, i, q, out, scores, start_pos, heads):
-        """out = softmax(q k^T / sqrt(hd)) v for the kv heads `heads` (a slice) of layer i's cache,
-        causal within the new tokens. q, out: (Hkv, G, T, hd); scores: (Hkv, G, T, S) scratch."""
-        T, hd = q.shape[2], q.shape[3]
+        """out = softmax(q k^T) v for the kv heads `heads` (a slice) of layer i's cache, causal
+        within the new tokens; q already scaled by 1/sqrt(hd). q, out: (Hkv, G, T, hd); scores:
+        (Hkv, G, T, S) scratch."""
+        T = q.shape[2]
         # Queries in blocks: block [t0, t1) sees keys 0 .. start_pos + t1 - 1 at most, so the
         # keys no query of the block may see are never scored (a prompt's causal mask hides half
         # of the (T, S) scores). A single query is one block that sees every key.
@@ -182,10 +187,10 @@ class FastLlama:
             values = self.value_cache[i, heads, None, :n_keys]
             block = scores[heads, :, t0:t1, :n_keys]                         # (Hkv, G, t1-t0, S')
             np.matmul(q[heads, :, t0:t1], keys.swapaxes(-1, -2), out=block)
-            block *= 1 / math.sqrt(hd)                  # a Python float keeps float32 float32
-            if t1 - t0 > 1:   # query t sees keys 0 .. start_pos + t
-                hidden = np.arange(n_keys)[None, :] > np.arange(start_pos + t0, start_pos + t1)[:, None]
-                np.copyto(block, -np.inf, where=hidden)
+            if t1 - t0 > 1:
+                # Keys before the block's own positions are seen by all its queries: the mask is
+                # the (t1-t0)^2 corner where query t hides keys start_pos + t0 + j for j > t.
+                np.copyto(block[..., start_pos + t0:], -np.inf, where=_above_diagonal(t1 - t0))
             _softmax_(block)
             np.matmul(block, values, out=out[heads, :, t0:t1])               # heads -> (T, D)
 
@@ -200,6 +205,12 @@ class FastLlama:
         else:
             _swiglu_(b.gate, b.up, b.tmp)
         b.x += self.executor(b.gate, layer.w2, out=b.proj)                      # (T, F) -> (T, D)
+
+
+@functools.lru_cache(maxsize=8)
+def _above_diagonal(n):
+    """(n, n) bools, True where column > row: a block's queries' hidden keys among its own."""
+    return np.triu(np.ones((n, n), dtype=bool), k=1)
 
 
 def _swiglu_(gate, up, tmp):

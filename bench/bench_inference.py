@@ -255,6 +255,25 @@ def have_llama_cpp():
         return None
 
 
+def isa_description():
+    """The vector instructions each side uses: NumPy's dispatched SIMD (NPY_DISABLE_CPU_FEATURES
+    turns some off) and the CPU features llama.cpp was built for (its system info). An AVX2
+    machine is mimicked on an AVX-512 one only where neither side says AVX512 (docs/benchmarks.md)."""
+    try:
+        from numpy._core._multiarray_umath import __cpu_dispatch__, __cpu_features__
+        ours = " ".join(f for f in __cpu_dispatch__ if __cpu_features__.get(f)) or "baseline only"
+    except ImportError:
+        ours = "unknown"
+    try:
+        import llama_cpp
+        theirs = " ".join(part.replace(" = 1", "").strip() for part in
+                          llama_cpp.llama_print_system_info().decode().partition(":")[2].split("|")
+                          if part.strip().endswith("= 1"))
+    except ImportError:
+        theirs = "not installed"
+    return f"NumPy SIMD: {ours}; llama.cpp built for: {theirs}"
+
+
 def run(args, out=print):
     """Run the comparison and print the table; returns the rows as dicts."""
     dims = args.sizes
@@ -266,6 +285,7 @@ def run(args, out=print):
     out(f"numpy {blas_description()}")
     out(f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')} "
         f"OPENBLAS_L2_SIZE={os.environ.get('OPENBLAS_L2_SIZE', '(unset)')}")
+    out(isa_description())
     prompt = np.random.default_rng(0).integers(3, 32000, PROMPT_TOKENS).tolist()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -2,10 +2,8 @@
 
 CPU-sized defaults: a 1024-piece vocabulary and a ~0.9M-parameter model (dim 128, 4 layers,
 sequences of 128 tokens) trained for 1500 steps, in the dtype `--dtype auto` picks (bf16 autocast
-only where the CPU computes bf16 natively and faster; trainer/runtime.py). Measured in bf16
-autocast on 2 cores of an AVX-512 CPU with native BF16: 6 min 44 s wall, val 1.85 bits/byte on
-Tiny Shakespeare, verify passing. On a 2-core AVX2 CPU (no BF16) bf16 steps took 23-31 s each,
-which is why auto picks float32 there; that float32 wall time has not been measured. The samples at the end come from
+only where the CPU computes bf16 natively and faster; trainer/runtime.py); its wall time on CPUs
+with and without native bf16: docs/benchmarks.md. The samples at the end come from
 the pure-NumPy reference model reading the exported GGUF, so they also show the file works: a
 few speeches, each from BOS to EOS as the model was trained (the context holds one speech).
 The llama2.c exports are the layouts its programs read: model.bin is version 0 (run.c),

@@ -56,7 +56,11 @@ def add_arguments(parser):
                         help="split TOKEN's logit at --position into embed, every head and every MLP "
                              "(a piece such as '▁the', an id, or text of one token)")
     parser.add_argument("--ablate", metavar="L.H[,L.H...]",
-                        help="zero these heads' outputs (block.head) and show the next token at --position move")
+                        help="ablate these heads' outputs z (block.head; set to 0 unless --ablate-with says) "
+                             "and show the next token at --position move")
+    parser.add_argument("--ablate-with", choices=trace_experiments.ABLATIONS,
+                        help="what --ablate puts in place of each head's z: zero (the default) or mean, its mean "
+                             "over all of this prompt's positions (no reference batch), put at every position")
     parser.add_argument("--patch", metavar="CORRUPT_PROMPT",
                         help="activation patching: a prompt of as many tokens; the share of the logit difference "
                              "each point (each position of the residual stream) carries")
@@ -70,6 +74,8 @@ def add_arguments(parser):
 def run(args):
     if args.top_k < 1:
         raise ValueError(f"--top-k must be >= 1, got {args.top_k}")
+    if args.ablate_with is not None and args.ablate is None:
+        raise ValueError(f"--ablate-with {args.ablate_with}: needs --ablate L.H[,L.H...], the heads to ablate")
     if args.plots is not None:
         trace_plots.require_matplotlib()
     if args.html is not None:
@@ -102,7 +108,8 @@ def run(args):
     if token is not None:
         report["attribution"] = trace_experiments.attribution(model, cache, position, token, pieces)
     if heads is not None:
-        report["ablation"] = trace_experiments.ablation(model, ids, heads, position, logits, args.top_k, pieces)
+        report["ablation"] = trace_experiments.ablation(model, ids, heads, position, logits, args.top_k, pieces,
+                                                         how=args.ablate_with or "zero")
     if corrupted is not None:
         report["patching"] = trace_experiments.patching(model, ids, corrupted, args.patch, pieces)
     if args.grads:

@@ -7,7 +7,8 @@ the shaping of the results:
 
     attribution  logit_attribution at --position: the logit of TOKEN split into embed, every head
                  of every block and every block's mlp_out (they sum to the logit)
-    ablation     ablate_heads (z set to 0): the next-token distribution at --position before and
+    ablation     ablate_heads (z set to 0, or with --ablate-with mean to each head's mean z over
+                 the prompt's positions): the next-token distribution at --position before and
                  after, and KL(before ‖ after) in bits
     patching     patch_activations from the corrupted prompt into the clean one: at each point
                  (each position, for the residual stream) the share of the metric recovered
@@ -27,6 +28,8 @@ from reference.attention import softmax
 # Parts the attribution table prints, largest |value| first (--json and --html have all of them).
 ATTRIBUTION_ROWS = 12
 HEAD_SPEC = re.compile(r"(\d+)\.(\d+)")
+# --ablate-with: ablate_heads's `how`, the first the default.
+ABLATIONS = ("zero", "mean")
 
 
 def parse_token(text, tokenizer):
@@ -83,10 +86,11 @@ def attribution(model, cache, position, token, pieces):
             "parts": parts}
 
 
-def ablation(model, ids, heads, position, logits, top_k, pieces):
-    """The `ablation` entry: the next-token distribution at `position` with and without the heads."""
+def ablation(model, ids, heads, position, logits, top_k, pieces, how="zero"):
+    """The `ablation` entry: the next-token distribution at `position` with and without the heads,
+    their z replaced as `how` says (study.ablate_heads: "zero", or "mean" over the prompt's positions)."""
     before = softmax(np.asarray(logits[position], dtype=np.float64))
-    after = softmax(np.asarray(study.ablate_heads(model, ids, heads)[position], dtype=np.float64))
+    after = softmax(np.asarray(study.ablate_heads(model, ids, heads, how=how)[position], dtype=np.float64))
     with np.errstate(divide="ignore", invalid="ignore"):
         kl = float(np.sum(np.where(before > 0, before * np.log2(before / after), 0.0)))
 
@@ -94,7 +98,7 @@ def ablation(model, ids, heads, position, logits, top_k, pieces):
         top_ids, top_probs = study.top_tokens(probs, top_k)
         return [{**token_entry(i, pieces), "prob": float(p)} for i, p in zip(top_ids, top_probs)]
 
-    return {"heads": [list(h) for h in heads], "how": "zero", "position": position, "before": top(before),
+    return {"heads": [list(h) for h in heads], "how": how, "position": position, "before": top(before),
             "after": top(after), "after_of_top_before": float(after[int(np.argmax(before))]), "kl_bits": kl}
 
 
@@ -131,7 +135,9 @@ def print_attribution(entry, tokens, out):
 def print_ablation(entry, tokens, out):
     heads = ", ".join(f"{b}.{h}" for b, h in entry["heads"])
     position = entry["position"]
-    out.write(f"\nablation of heads {heads} (their z set to 0), next token at position {position} "
+    how = ("their z set to 0" if entry["how"] == "zero"
+           else f"each one's z set to its mean over the prompt's {len(tokens)} positions")
+    out.write(f"\nablation of heads {heads} ({how}), next token at position {position} "
               f"({tokens[position]['piece']!r}): KL(before ‖ after) {entry['kl_bits']:.4f} bits\n")
     out.write(f"  {'before':<28}  after\n")
     for before, after in zip(entry["before"], entry["after"]):

@@ -17,7 +17,7 @@ from reference.tokenizer import Tokenizer
 from tests.support import cli
 from tests.support.cli import NO_TORCH
 from llama2_scratch import trace_experiments
-from models import tokenizers
+from models import open_model, tokenizers
 from reference import study, training
 from reference.cache import points
 from tests.support.weights import wide_logit_weights
@@ -326,6 +326,55 @@ def test_ablate_moves_the_next_token_as_study_says(experiments):
     np.testing.assert_allclose([t["prob"] for t in entry["after"]], after[top], rtol=1e-5)
     assert entry["kl_bits"] == pytest.approx(np.sum(before * np.log2(before / after)), rel=1e-4)
     assert entry["kl_bits"] > 0
+    assert entry["how"] == "zero"                   # without --ablate-with
+
+
+@pytest.fixture(scope="module")
+def mean_ablated(files):
+    """trace --json --ablate-with mean on the heads and position of `experiments`."""
+    result = run_cli("trace", files["f32"], "--prompt", PROMPT, "--ablate", "1.0,0.3", "--ablate-with", "mean",
+                     "--position", "5", "--json", script=NO_TORCH)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)["ablation"]
+
+
+def softmax64(logits):
+    probs = np.exp(np.float64(logits) - np.max(logits))
+    return probs / probs.sum()
+
+
+def test_ablate_with_mean_reports_study_mean_ablation(mean_ablated, files):
+    # The CLI's own model: the f32 GGUF opened as trace opens it (its norm_eps is stored as float32).
+    model = open_model(files["f32"]).model()
+    ids = Tokenizer(files["vocab"]).encode(PROMPT)
+    before = softmax64(model.run_with_hooks(ids, {})[5])
+    after = softmax64(study.ablate_heads(model, ids, [(1, 0), (0, 3)], how="mean")[5])
+    top = np.argsort(-after, kind="stable")[:5]
+    assert mean_ablated["how"] == "mean" and mean_ablated["heads"] == [[1, 0], [0, 3]]
+    assert mean_ablated["position"] == 5 and [t["id"] for t in mean_ablated["after"]] == top.tolist()
+    assert [t["id"] for t in mean_ablated["before"]] == np.argsort(-before, kind="stable")[:5].tolist()
+    # One code path (ablate_heads on the same float32 weights) in two processes: measured bit-identical.
+    # Only BLAS summing float32 products in another order could part them, by a few ulps of logits
+    # < 10, which moves a probability by < 1e-5 relative (the KL by < 1e-4, as for zero ablation).
+    np.testing.assert_allclose([t["prob"] for t in mean_ablated["after"]], after[top], rtol=1e-5)
+    assert mean_ablated["after_of_top_before"] == pytest.approx(after[np.argmax(before)], rel=1e-5)
+    assert mean_ablated["kl_bits"] == pytest.approx(np.sum(before * np.log2(before / after)), rel=1e-4)
+
+
+def test_ablate_with_mean_is_not_zero_ablation(mean_ablated, experiments):
+    zeroed = experiments[0]["ablation"]
+    assert (zeroed["heads"], zeroed["position"]) == (mean_ablated["heads"], mean_ablated["position"])
+    assert zeroed["before"] == mean_ablated["before"]
+    # On this model the two move the next token apart: other top tokens, KL 2.79 and 1.13 bits.
+    assert [t["id"] for t in zeroed["after"]] != [t["id"] for t in mean_ablated["after"]]
+    assert abs(zeroed["kl_bits"] - mean_ablated["kl_bits"]) > 0.5
+
+
+def test_ablate_with_mean_prints_what_the_mean_is_over(files):
+    result = run_cli("trace", files["f32"], "--prompt", PROMPT, "--ablate", "1.0", "--ablate-with", "mean",
+                     script=NO_TORCH)
+    assert result.returncode == 0, result.stderr
+    assert "ablation of heads 1.0 (each one's z set to its mean over the prompt's 9 positions)" in result.stdout
 
 
 def test_patch_reports_study_patching(experiments):
@@ -363,6 +412,8 @@ def test_experiments_print_their_tables(files):
     (("--ablate", "1-2"), "--ablate '1-2': '1-2' is not BLOCK.HEAD"),
     (("--ablate", "0.1,2.0"), "--ablate 2.0: the model has 2 blocks of 4 heads"),
     (("--ablate", "0.4"), "--ablate 0.4: the model has 2 blocks of 4 heads"),
+    (("--ablate-with", "mean"), "--ablate-with mean: needs --ablate L.H[,L.H...], the heads to ablate"),
+    (("--ablate", "1.0", "--ablate-with", "median"), "argument --ablate-with: invalid choice: 'median'"),
     (("--attribute", "no such token"), "--attribute 'no such token': not a piece of the vocabulary"),
     (("--attribute", "32000"), "--attribute 32000: the vocabulary has ids 0..31999"),
     (("--patch", "Once upon a time"), "--patch: the corrupted prompt has 5 tokens and the prompt 9"),

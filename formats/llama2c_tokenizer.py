@@ -14,7 +14,7 @@ import struct
 
 from formats.atomic import atomic_write
 from formats.binary import Cursor, map_file
-from formats.vocab import MAX_VOCAB, TokenType, Vocab
+from formats.vocab import TokenType, Vocab, check_piece
 
 _BOS_TEXT = "\n<s>\n"
 _EOS_TEXT = "\n</s>\n"
@@ -49,15 +49,9 @@ def read_tokenizer(path, vocab_size=None):
         if length > max_length:
             raise cur.error(f"token[{i}].length", f"{length} bytes is longer than max_token_length "
                                                   f"{max_length}", length_at)
-        if i == MAX_VOCAB:
-            raise cur.error(f"token[{i}]", f"more than {MAX_VOCAB} pieces, the limit for a vocabulary", length_at - 4)
         text = cur.utf8(length, f"token[{i}].bytes")
-        # Checked as read, so that a file of millions of empty pieces fails at the first.
-        if not text:
-            raise cur.error(f"token[{i}].bytes", "empty piece", length_at)
-        if text in seen:
-            raise cur.error(f"token[{i}].bytes", f"{text!r} repeats piece {seen[text]}", length_at)
-        seen[text] = i
+        check_piece(seen, text, lambda message, whole: (cur.error(f"token[{i}]", message, length_at - 4) if whole
+                                                        else cur.error(f"token[{i}].bytes", message, length_at)))
         texts.append(text)
         i += 1
     if cur.pos != cur.size:

@@ -50,7 +50,7 @@ import numpy as np
 from formats.atomic import atomic_write
 from formats.errors import FormatError
 from formats.files import read_capped
-from formats.vocab import MAX_VOCAB, TokenType, Vocab
+from formats.vocab import TokenType, Vocab, check_piece
 
 _VARINT, _FIXED64, _LEN, _FIXED32 = 0, 1, 2, 5
 # Llama 2's .model is 500 KB, Gemma's 4 MB: 64 MiB is far beyond any real one.
@@ -228,16 +228,10 @@ def from_bytes(data, path="<bytes>"):
         if number == 1:
             i = len(pieces)
             where = f"pieces[{i}]"
-            if i == MAX_VOCAB:
-                raise FormatError(path, where, offset, f"more than {MAX_VOCAB} pieces, the limit for a vocabulary")
             sp = _parse_message(data, *value, _PIECE_FIELDS, path, where, {})
             piece = sp.get("piece", "")
-            if not piece:
-                raise FormatError(path, f"{where}.piece", offset, "empty piece")
-            if piece in seen:
-                raise FormatError(path, f"{where}.piece", offset,
-                                  f"{piece!r} repeats piece {seen[piece]}")
-            seen[piece] = i
+            check_piece(seen, piece, lambda message, whole: FormatError(path, where if whole else f"{where}.piece",
+                                                                        offset, message))
             kind = sp.get("type", TokenType.NORMAL)
             if kind not in _TOKEN_TYPES:
                 raise FormatError(path, f"{where}.type", offset, f"unknown piece type {kind}")

@@ -59,18 +59,33 @@ class Vocab:
                 == (other.unk_id, other.bos_id, other.eos_id, other.add_bos, other.add_eos, other.add_space_prefix))
 
 
+def check_piece(seen, piece, error, count=None):
+    """Check the next piece of a vocabulary, as it is read, against those before it (`seen`:
+    piece -> id, which this extends), and raise `error(message, whole)` (the reader's
+    FormatError, naming the file, the field and, where it has one, the byte offset) for what no
+    tokenizer can use. `whole` is True where the entry is at fault rather than its text: a piece
+    past MAX_VOCAB (`count`, where the reader knows how many pieces there are, goes in the
+    message). It is False for an empty piece and for one that repeats an earlier piece.
+
+    Checked per piece, so that a file of millions of bad pieces fails at the first."""
+    i = len(seen)
+    if i == MAX_VOCAB:
+        raise error(f"{count} pieces, over the limit of {MAX_VOCAB}" if count is not None
+                    else f"more than {MAX_VOCAB} pieces, the limit for a vocabulary", True)
+    if not piece:
+        raise error("empty piece", False)
+    if piece in seen:
+        raise error(f"{piece!r} repeats piece {seen[piece]}", False)
+    seen[piece] = i
+
+
 def check_pieces(pieces, types, path, field, types_field):
     """FormatError naming `path` and `field` ("tokenizer.ggml.tokens"; `types_field` for the
-    types) for what no tokenizer can use: more than MAX_VOCAB pieces, an empty or repeated piece,
-    a token type TokenType lacks."""
-    if len(pieces) > MAX_VOCAB:
-        raise FormatError(path, field, None, f"{len(pieces)} pieces, over the limit of {MAX_VOCAB}")
+    types) for what no tokenizer can use: what `check_piece` refuses, and a token type TokenType
+    lacks."""
     known, seen = {t.value for t in TokenType}, {}
     for i, (piece, kind) in enumerate(zip(pieces, np.asarray(types).tolist())):
-        if not piece:
-            raise FormatError(path, f"{field}[{i}]", None, "empty piece")
-        if piece in seen:
-            raise FormatError(path, f"{field}[{i}]", None, f"{piece!r} repeats piece {seen[piece]}")
+        check_piece(seen, piece, lambda message, whole: FormatError(path, field if whole else f"{field}[{i}]",
+                                                                    None, message), len(pieces))
         if kind not in known:
             raise FormatError(path, f"{types_field}[{i}]", None, f"unknown token type {kind}")
-        seen[piece] = i

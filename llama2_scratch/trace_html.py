@@ -393,7 +393,9 @@ function attribution() {
 function ablation() {
   const a = doc.ablation;
   if (!a) return;
-  reveal("ablation", `Heads ${a.heads.map(h => h.join(".")).join(", ")} with their output z set to 0: the next token after ` +
+  const how = a.how === "mean" ? `each one's output z set to its mean over the prompt's ${doc.tokens.length} positions`
+                                : "their output z set to 0";
+  reveal("ablation", `Heads ${a.heads.map(h => h.join(".")).join(", ")} with ${how}: the next token after ` +
     `position ${a.position} (${quoted(doc.tokens[a.position].piece)}) before and after. KL(before ‖ after) = ${a.kl_bits.toFixed(4)} bits; ` +
     `${quoted(a.before[0].piece)} went from ${a.before[0].prob.toFixed(4)} to ${a.after_of_top_before.toFixed(4)}.`);
   const table = document.getElementById("ablation-table");

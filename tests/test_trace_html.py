@@ -202,6 +202,16 @@ def test_experiment_sections_show_what_json_reports(model_files, browser):
     page.close()
 
 
+@pytest.mark.parametrize("how, says", [("zero", "with their output z set to 0:"),
+                                       ("mean", "with each one's output z set to its mean over the prompt's")])
+def test_ablation_hint_says_what_replaced_z(model_files, browser, how, says):
+    doc, path = write_page(model_files, f"ablate-{how}.html", "--ablate", "1.0", "--ablate-with", how)
+    page, errors, _ = open_page(browser, path)
+    assert errors == [] and doc["ablation"]["how"] == how
+    assert says in page.inner_text("#ablation-hint")
+    page.close()
+
+
 @pytest.mark.parametrize("case", ["no_folder", "a_folder", "long_prompt"])
 def test_bad_requests_write_nothing(model_files, tmp_path, case):
     # Root writes into any folder whatever its mode, so "unwritable" is a folder that is not there,

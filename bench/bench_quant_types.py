@@ -175,6 +175,7 @@ def print_table(rows, sizes, held, rss, together):
 
 
 def run(options):
+    print(bench_inference.isa_description())
     for shape in options.shape:
         args, types = SHAPES[shape], options.types or DEFAULT_TYPES[shape]
         decode_tokens, prompt_tokens = LENGTHS[shape]

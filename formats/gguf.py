@@ -219,7 +219,19 @@ def read(path):
     buf = map_file(path)
     cur = Cursor(buf, path)
     mv = memoryview(buf)
+    version, n_tensors, n_kv = _read_header(cur)
+    metadata = _read_metadata(cur, mv, n_kv)
+    alignment = _alignment(metadata, path)
+    names = set()
+    infos = [_read_tensor_info(cur, mv, i, names) for i in range(n_tensors)]
+    data_offset = _pad(cur.pos, alignment)
+    tensors = _tensors(buf, infos, data_offset, alignment, path)
+    return GGUFFile(metadata, tensors, version, data_offset, str(path))
 
+
+def _read_header(cur):
+    """(version, tensor_count, kv_count) after the magic, each count bounded by the bytes left."""
+    path = cur.path
     magic = cur.raw(4, "magic")
     if magic != MAGIC:
         raise FormatError(path, "magic", 0, f"expected b'GGUF', found {magic!r}")
@@ -238,32 +250,37 @@ def read(path):
         raise FormatError(path, "tensor_count", 8, f"{n_tensors} tensors, over the limit of {MAX_TENSORS}")
     if n_kv > MAX_KV:
         raise FormatError(path, "kv_count", 16, f"{n_kv} key-value pairs, over the limit of {MAX_KV}")
-    cur.items_left = dict(MAX_HEADER_ITEMS)     # spent by _read_array on strings and arrays
+    return version, n_tensors, n_kv
 
+
+def _read_metadata(cur, mv, n_kv):
+    """{key: Value} of the n_kv key-value pairs; a repeated key is refused."""
+    cur.items_left = dict(MAX_HEADER_ITEMS)     # spent by _read_array on strings and arrays
     metadata = {}
     for i in range(n_kv):
         start = cur.pos
         key = _read_string(cur, mv, f"kv[{i}].key")
         if key in metadata:
-            raise FormatError(path, f"kv[{i}].key", start, f"duplicate key {key!r}")
-        type_pos = cur.pos
-        vtype = _read_type(cur, f"kv[{i}].type ({key})", type_pos)
+            raise FormatError(cur.path, f"kv[{i}].key", start, f"duplicate key {key!r}")
+        vtype = _read_type(cur, f"kv[{i}].type ({key})", cur.pos)
         metadata[key] = Value(vtype, _read_value(cur, mv, vtype, f"kv[{i}].value ({key})", 0))
+    return metadata
 
-    alignment = DEFAULT_ALIGNMENT
-    if "general.alignment" in metadata:
-        value = metadata["general.alignment"]
-        if value.type != ValueType.UINT32 or value.value == 0 or value.value & (value.value - 1):
-            raise FormatError(path, "general.alignment", None,
-                              f"must be a UINT32 power of two, found {value.type.name} {value.value!r}")
-        alignment = value.value
 
-    infos = []
-    names = set()
-    for i in range(n_tensors):
-        infos.append(_read_tensor_info(cur, mv, i, names))
-    data_offset = _pad(cur.pos, alignment)
+def _alignment(metadata, path):
+    """general.alignment, a UINT32 power of two, else DEFAULT_ALIGNMENT."""
+    if "general.alignment" not in metadata:
+        return DEFAULT_ALIGNMENT
+    value = metadata["general.alignment"]
+    if value.type != ValueType.UINT32 or value.value == 0 or value.value & (value.value - 1):
+        raise FormatError(path, "general.alignment", None,
+                          f"must be a UINT32 power of two, found {value.type.name} {value.value!r}")
+    return value.value
 
+
+def _tensors(buf, infos, data_offset, alignment, path):
+    """Tensor views into buf for each (name, type, shape, offset, info_pos): contiguous in info
+    order, each padded to `alignment`, all inside the file."""
     tensors = []
     expected = 0
     for i, (name, ggml_type, shape, offset, info_pos) in enumerate(infos):
@@ -275,9 +292,9 @@ def read(path):
                                                      f"in info order, padded to {alignment} (expected {expected})")
         nbytes = tensor_nbytes(ggml_type, shape)
         start = data_offset + offset
-        if start + nbytes > cur.size:
+        if start + nbytes > len(buf):
             raise FormatError(path, field, info_pos, f"data [{start}, {start + nbytes}) passes the end of the "
-                                                     f"file ({cur.size} bytes)")
+                                                     f"file ({len(buf)} bytes)")
         raw = buf[start:start + nbytes]
         if ggml_type in PLAIN_DTYPE:
             data = raw.view(PLAIN_DTYPE[ggml_type]).reshape(shape)
@@ -286,8 +303,7 @@ def read(path):
             data = raw.reshape(tuple(shape[:-1]) + (shape[-1] // block_size * type_size,))
         tensors.append(Tensor(name, ggml_type, shape, data, offset))
         expected = _pad(offset + nbytes, alignment)
-
-    return GGUFFile(metadata, tensors, version, data_offset, str(path))
+    return tensors
 
 
 def _read_string(cur, mv, field):

@@ -1,4 +1,4 @@
-"""The Llama 2 forward pass in NumPy, with a preallocated KV cache.
+"""The Llama 2 forward pass in NumPy, with a KV cache that grows with the positions used.
 
     h = tok_embeddings[tokens]
     for each layer:
@@ -120,9 +120,10 @@ class Llama:
         self.output = w.get("output.weight", self.tok_embeddings)            # (V, D)
         self.rope_cos, self.rope_sin = (RopeTable(args.head_dim, args.max_seq_len, args.rope_theta, self.dtype, part)
                                         for part in ("cos", "sin"))            # (S_max, hd/2), lazily
-        cache_shape = (args.n_layers, args.n_kv_heads, args.max_seq_len, args.head_dim)
-        self.key_cache = np.zeros(cache_shape, dtype=self.dtype)             # (L, Hkv, S_max, hd)
-        self.value_cache = np.zeros(cache_shape, dtype=self.dtype)
+        # Room for no position yet: forward grows it (grow_cache), so a header declaring 2^31
+        # positions costs only those used, not 2^31 of them before the first token.
+        self.key_cache = self.empty_cache(0)                                  # (L, Hkv, S_room, hd)
+        self.value_cache = self.empty_cache(0)
         self.n_cached = 0   # positions 0 .. n_cached-1 of the cache hold valid keys and values
 
     def forward(self, tokens, start_pos=0, all_logits=False, record=no_record):
@@ -143,6 +144,27 @@ class Llama:
         # Only the logits that are asked for: (T, D) @ (D, V) is the biggest matmul in a small model.
         h = h if all_logits else h[-1]                                        # (T, D) or (D,)
         return self.unembed(h, record)                                        # -> (T, V) or (V,)
+
+    def empty_cache(self, room):
+        """Zeros for the keys (or values) of `room` positions of every layer: (L, Hkv, room, hd)."""
+        args = self.args
+        return np.zeros((args.n_layers, args.n_kv_heads, room, args.head_dim), dtype=self.dtype)
+
+    def grow_cache(self, n_positions):
+        """Make key_cache and value_cache hold positions 0 .. n_positions-1, keeping the cached ones.
+
+        S_room (their third axis) becomes max(n_positions, 2 * S_room), at most max_seq_len.
+        """
+        room = self.key_cache.shape[2]
+        if n_positions <= room:
+            return
+        # At least doubling: decoding n tokens one at a time then copies O(n) positions in all,
+        # not O(n^2) as growing by one position per step would.
+        room = min(max(n_positions, 2 * room), self.args.max_seq_len)
+        key_cache, value_cache = self.empty_cache(room), self.empty_cache(room)
+        key_cache[:, :, :self.n_cached] = self.key_cache[:, :, :self.n_cached]
+        value_cache[:, :, :self.n_cached] = self.value_cache[:, :, :self.n_cached]
+        self.key_cache, self.value_cache = key_cache, value_cache
 
     def run_with_hooks(self, tokens, hooks, cache=False):
         """A forward pass of `tokens` from position 0 with values replaced at named points.
@@ -207,6 +229,7 @@ class Llama:
         v = record("v", (x @ layer.wv.T).reshape(-1, args.n_kv_heads, args.head_dim).swapaxes(0, 1))
         cos, sin = self.rope_cos[start_pos:end_pos], self.rope_sin[start_pos:end_pos]
         q, k = record("q_rot", apply_rope(q, cos, sin)), record("k_rot", apply_rope(k, cos, sin))
+        self.grow_cache(end_pos)     # all layers at once: layer 0 grows them, the others find room
         self.key_cache[i, :, start_pos:end_pos] = k                          # (Hkv, T, hd)
         self.value_cache[i, :, start_pos:end_pos] = v
         out = attention(q, self.key_cache[i, :, :end_pos], self.value_cache[i, :, :end_pos], record)

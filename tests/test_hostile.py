@@ -155,15 +155,21 @@ PEAK_RSS = ("import sys; from llama2_scratch.cli import main; status = main(sys.
             "sys.exit(status)")
 
 
+def long_gguf(files, tmp_path, context):
+    """The module's q8_0 GGUF, its header declaring `context` positions."""
+    path = tmp_path / "long.gguf"
+    gguf.write(mapping.to_gguf(files["weights"], dataclasses.replace(ARGS, max_seq_len=context),
+                               byte_vocab(ARGS.vocab_size), "q8_0"), path)
+    return path
+
+
 @pytest.mark.parametrize("context", [2**28, 2**32 - 1])
 def test_a_gguf_context_past_memory_generates_in_bounded_memory(files, tmp_path, capsys, context):
     """A GGUF declaring 2^28 or 2^32-1 positions: its KV cache (64 GiB, 1 TiB) is mapped without
     reserving it, so 2 tokens cost what a 16-position context costs and are the same tokens. The
     bound, 512 MiB, is 13x the 38 MiB measured and 1/128 of the smaller cache. Under strict
     overcommit the cache cannot be mapped: the one-line refusal naming its size."""
-    path = tmp_path / "long.gguf"
-    gguf.write(mapping.to_gguf(files["weights"], dataclasses.replace(ARGS, max_seq_len=context),
-                               byte_vocab(ARGS.vocab_size), "q8_0"), path)
+    path = long_gguf(files, tmp_path, context)
     argv = ["generate", "--max-new-tokens", "2", "--temperature", "0", "--prompt", "a", "--json"]
     assert cli.main([*argv, str(files["root"] / "m.gguf")]) == 0
     expected = json.loads(capsys.readouterr().out)["ids"]
@@ -174,6 +180,27 @@ def test_a_gguf_context_past_memory_generates_in_bounded_memory(files, tmp_path,
     assert result.returncode == 0, result.stderr
     document, peak_kib = result.stdout.splitlines()
     assert json.loads(document)["ids"] == expected
+    assert int(peak_kib) < 512 << 10, peak_kib
+
+
+@pytest.mark.parametrize("context", [2**28, 2**32 - 1])
+def test_a_gguf_context_past_memory_traces_in_bounded_memory(files, tmp_path, capsys, context):
+    """`trace` runs the plain NumPy model, whose KV cache grows with the positions used (it
+    refused these files before: "needs a 64 GiB KV cache, which cannot be allocated"). The
+    document equals the 16-position file's exactly but for the file and the declared context
+    (the same float32 operations: the cache's room changes no arithmetic), in the 512 MiB of the
+    test above (34 MiB measured), under strict overcommit too: nothing is mapped."""
+    argv = ["trace", "--prompt", "ab", "--json"]
+    assert cli.main([*argv, str(files["root"] / "m.gguf")]) == 0
+    expected = json.loads(capsys.readouterr().out)
+    path = long_gguf(files, tmp_path, context)
+    result = run_python("-c", PEAK_RSS, *argv, path)
+    assert result.returncode == 0, result.stderr
+    document, peak_kib = result.stdout.splitlines()
+    traced = json.loads(document)
+    assert traced["model"].pop("file") == str(path) and traced["model"]["args"].pop("max_seq_len") == context
+    expected["model"].pop("file"), expected["model"]["args"].pop("max_seq_len")
+    assert traced == expected
     assert int(peak_kib) < 512 << 10, peak_kib
 
 

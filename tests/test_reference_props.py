@@ -1,5 +1,6 @@
 """Properties and known answers of the NumPy reference alone (no torch needed)."""
 
+import dataclasses
 import doctest
 import math
 
@@ -80,6 +81,63 @@ def test_a_new_prompt_overwrites_the_cache():
     np.testing.assert_array_equal(model.forward(tokens[:12]), fresh.forward(tokens[:12]))
     np.testing.assert_array_equal(model.forward(tokens[12:13], start_pos=12),
                                   fresh.forward(tokens[12:13], start_pos=12))
+
+
+# The cache grows with the positions used (Llama.grow_cache). Where it is held changes no
+# arithmetic: attention reads positions 0 .. end_pos-1 of it, the same values in the same shapes,
+# so the tests below compare logits bit for bit (assert_array_equal, tolerance 0).
+GROWING = ModelArgs(dim=16, n_layers=1, n_heads=2, vocab_size=32, max_seq_len=2**31)
+
+
+def stepped_logits(model, tokens, n_prompt):
+    """A prompt of n_prompt tokens from position 0, then one token per call: (T - n_prompt + 1, V)."""
+    logits = [model.forward(tokens[:n_prompt])]
+    logits += [model.forward(tokens[pos:pos + 1], start_pos=pos) for pos in range(n_prompt, len(tokens))]
+    return np.stack(logits)
+
+
+def test_a_huge_declared_context_costs_only_the_positions_used():
+    """max_seq_len 2^31 (a 256 GiB float32 cache if it were allocated up front): an 8-token
+    prompt and 4 decode steps give the logits of max_seq_len 64 bit for bit, and the cache
+    holds 16 positions (8, then doubled once)."""
+    weights, tokens = weights_and_tokens(GROWING, seed=3, n_tokens=12)
+    huge, small = Llama(GROWING, weights), Llama(dataclasses.replace(GROWING, max_seq_len=64), weights)
+    np.testing.assert_array_equal(stepped_logits(huge, tokens, 8), stepped_logits(small, tokens, 8))
+    assert huge.n_cached == 12
+    assert huge.key_cache.shape == huge.value_cache.shape == (1, 2, 16, 8)
+
+
+def test_cache_growth_keeps_every_cached_position():
+    """Decoding 37 tokens after a 3-token prompt grows the cache 3 -> 6 -> 12 -> 24 -> 48
+    positions; every step's logits equal, bit for bit, those of the same calls on a model of
+    max_seq_len 40 whose cache already has room for all 40 positions (a first pass over the
+    whole sequence made it), so none of its steps grows the cache."""
+    weights, tokens = weights_and_tokens(GROWING, seed=7, n_tokens=40)
+    growing = Llama(GROWING, weights)
+    rooms = []
+    logits = [growing.forward(tokens[:3])]
+    for pos in range(3, 40):
+        rooms.append(growing.key_cache.shape[2])
+        logits.append(growing.forward(tokens[pos:pos + 1], start_pos=pos))
+    assert sorted(set(rooms + [growing.key_cache.shape[2]])) == [3, 6, 12, 24, 48]
+    roomy = Llama(dataclasses.replace(GROWING, max_seq_len=40), weights)
+    roomy.forward(tokens)
+    assert roomy.key_cache.shape[2] == 40
+    np.testing.assert_array_equal(np.stack(logits), stepped_logits(roomy, tokens, 3))
+    assert roomy.key_cache.shape[2] == 40
+
+
+def test_a_new_prompt_after_growth_reuses_the_grown_cache():
+    """After the cache grew to 48 positions, a new 60-token sequence from start_pos 0 (a 5-token
+    prompt, then one token per call) gives a fresh model's logits bit for bit: the stale
+    positions past n_cached are never read, and growing again (48 -> 96) keeps the new ones."""
+    weights, tokens = weights_and_tokens(GROWING, seed=11, n_tokens=60)
+    model = Llama(GROWING, weights)
+    stepped_logits(model, tokens[:40], 3)
+    assert model.key_cache.shape[2] == 48
+    other = tokens[::-1].copy()
+    np.testing.assert_array_equal(stepped_logits(model, other, 5), stepped_logits(Llama(GROWING, weights), other, 5))
+    assert model.n_cached == 60 and model.key_cache.shape[2] == 96
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -215,8 +215,9 @@ KINDS = sorted(READERS)
 
 def _read_model(path):
     """What `generate` does with a model before its first token: open it (models.open_model), then build
-    the plain and the fast model, whose loader refuses NaN/inf weights and a context whose KV
-    cache cannot be allocated (FormatError, both)."""
+    the plain and the fast model, whose loader refuses NaN/inf weights (FormatError, both) and a
+    context whose KV cache cannot be mapped (FormatError, the fast model; the plain one grows its
+    cache with the positions used)."""
     from models import open_model
 
     source = open_model(path)

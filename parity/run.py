@@ -10,6 +10,10 @@ from parity.backends import FAILURES, LlamaCppBackend, NumpyBackend, TorchBacken
 from parity.prompts import FULL_CONTEXT, GREEDY_TOKENS, greedy_prompt, prompt_texts
 from parity.report import Report
 
+# The most positions a run checks: Llama 2's own context. A header may declare 2^31, and llama.cpp
+# allocates its KV cache for the n_ctx it is given; the full-context prompt would hold as many ids.
+CHECKED_CONTEXT = 4096
+
 
 def run_verify(model_path, ckpt_path=None, use_llama_cpp=False, tokenizer_path=None, threads=None):
     """Build every implementation that the arguments allow, run the prompts and return a Report.
@@ -25,8 +29,12 @@ def run_verify(model_path, ckpt_path=None, use_llama_cpp=False, tokenizer_path=N
     use_transformers = _transformers_runs(model_file, notes)
     _check_request(model_file, dtype, ckpt_path, use_llama_cpp, use_transformers)
     ckpt_file = open_checkpoint(ckpt_path) if ckpt_path is not None else None
-    # The context every implementation runs in: the trained model's, else the one MODEL declares.
-    max_seq_len = ckpt_file.spec.max_seq_len if ckpt_file is not None else model_file.context
+    # The context every implementation runs in: the trained model's, else the one MODEL declares,
+    # checked up to CHECKED_CONTEXT positions.
+    declared = ckpt_file.spec.max_seq_len if ckpt_file is not None else model_file.context
+    max_seq_len = min(declared, CHECKED_CONTEXT)
+    if declared > max_seq_len:
+        notes.append(f"the model declares a context of {declared} positions; checked up to {max_seq_len}")
     spm_bytes = tokenizers.sentencepiece_model(tokenizer_path, ckpt_file, model_file)
     tokenizer = tokenizers.our_tokenizer(model_file, tokenizer_path, ckpt_file, notes)
     if tokenizer is None and not spm_bytes:

@@ -3,6 +3,7 @@ the file, exit 2, bounded time and memory, nothing printed that was not validate
 output. Files are small; huge sizes are sparse files; counts sit one past each limit."""
 
 import dataclasses
+import importlib.util
 import json
 import os
 import struct
@@ -202,6 +203,22 @@ def test_a_gguf_context_past_memory_traces_in_bounded_memory(files, tmp_path, ca
     expected["model"].pop("file"), expected["model"]["args"].pop("max_seq_len")
     assert traced == expected
     assert int(peak_kib) < 512 << 10, peak_kib
+
+
+def test_verify_checks_a_declared_context_past_memory_up_to_its_cap(files, tmp_path):
+    """verify on a GGUF declaring 2^28 positions used to hang: llama.cpp got n_ctx 2^28 and the
+    full-context prompt was 2^28 ids long. It now checks up to parity.run.CHECKED_CONTEXT
+    positions and says so; 7 s and 1.1 GB measured with llama.cpp (the 4096-token prompt's
+    scores), bounded here by 120 s and 2 GiB."""
+    path = long_gguf(files, tmp_path, 2**28)
+    with_llama_cpp = ["--llama-cpp"] if importlib.util.find_spec("llama_cpp") else []
+    result = run_python("-c", PEAK_RSS, "verify", path, "--json", *with_llama_cpp, timeout=120)
+    assert result.returncode == 0, result.stderr
+    document, peak_kib = result.stdout.splitlines()
+    report = json.loads(document)
+    assert f"the model declares a context of {2**28} positions; checked up to 4096" in report["notes"]
+    assert report["checks"] and all(check["ok"] for check in report["checks"]), report
+    assert int(peak_kib) < 2 << 20, peak_kib
 
 
 # ------------------------------------------------------------------------- caps and non-files

@@ -50,18 +50,24 @@ def read_tokenizer(path, vocab_size=None):
             raise cur.error(f"token[{i}].length", f"{length} bytes is longer than max_token_length "
                                                   f"{max_length}", length_at)
         text = cur.utf8(length, f"token[{i}].bytes")
-        check_piece(seen, text, lambda message, whole: (cur.error(f"token[{i}]", message, length_at - 4) if whole
+        # Checked as read back: " a" and "\u2581a" would both be the piece '\u2581a'.
+        check_piece(seen, _piece(text), lambda message, whole: (cur.error(f"token[{i}]", message, length_at - 4) if whole
                                                         else cur.error(f"token[{i}].bytes", message, length_at)))
         texts.append(text)
         i += 1
     if cur.pos != cur.size:
         raise cur.error("end of vocabulary", f"{cur.size - cur.pos} bytes follow the {vocab_size} "
                                              "pieces: is vocab_size right?")
-    pieces = [_MARKER_PIECES.get(text) or text.replace(" ", "\u2581") for text in texts]
+    pieces = [_piece(text) for text in texts]
     bos_id = texts.index(_BOS_TEXT) if _BOS_TEXT in texts else 1
     eos_id = texts.index(_EOS_TEXT) if _EOS_TEXT in texts else 2
     types = [_token_type(i, text, piece) for i, (text, piece) in enumerate(zip(texts, pieces))]
     return Vocab(pieces, scores, types, unk_id=0, bos_id=bos_id, eos_id=eos_id)
+
+
+def _piece(text):
+    """A stored text in SentencePiece's spelling: the BOS/EOS markers as "<s>"/"</s>", ' ' as '\u2581'."""
+    return _MARKER_PIECES.get(text) or text.replace(" ", "\u2581")
 
 
 def _token_type(i, text, piece):

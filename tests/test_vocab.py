@@ -49,6 +49,9 @@ CASES = [
     ("model", ["a", "b", "c", "a"], r"pieces\[3\]\.piece at byte 15: 'a' repeats piece 0"),
     ("tokenizer.bin", ["a", "", "b"], r"token\[1\]\.bytes at byte 17: empty piece"),
     ("tokenizer.bin", ["a", "b", "c", "a"], r"token\[3\]\.bytes at byte 35: 'a' repeats piece 0"),
+    # Read back in SentencePiece's spelling, " a" is '\u2581a' and "\n<s>\n" is "<s>".
+    ("tokenizer.bin", [" a", "b", "\u2581a"], r"token\[2\]\.bytes at byte 27: '\u2581a' repeats piece 0"),
+    ("tokenizer.bin", ["<unk>", "\n<s>\n", "<s>"], r"token\[2\]\.bytes at byte 34: '<s>' repeats piece 1"),
 ]
 
 

@@ -42,8 +42,9 @@ def add_arguments(parser):
     parser.add_argument("--stop-at-bos", action="store_true",
                         help="also stop when the model emits BOS (models trained with BOS between documents)")
     parser.add_argument("--threads", type=int, default=None,
-                        help="threads that share large one-token products (default: the CPUs this process may use; "
-                             "prompts use BLAS's own threads, set by OPENBLAS_NUM_THREADS)")
+                        help="CPUs that share a step's products: this process and N-1 helper processes on Linux, "
+                             "threads elsewhere (default: the CPUs this process may use; float32 prompts use BLAS's "
+                             "own threads, set by OPENBLAS_NUM_THREADS)")
     parser.add_argument("--mmap", action="store_true",
                         help="use float32 weights where they lie in the file's memory map instead of reading them "
                              "into huge-page memory: no copy at load, pages shared with other processes, decode up "

@@ -5,8 +5,10 @@ FastLlama hands every product (`executor(x, w, out)`) and a prompt's attention a
 ranges (`ranges`), one per thread: the calling thread takes the first and `Worker` threads the
 rest (NumPy releases the GIL inside its loops). During a pass each thread keeps to a CPU of its
 own (affinity.py) and BLAS runs on one thread (blas.py), since OpenBLAS's spinning threads took
-the cores ours needed. A hand-off costs ~20-45 us on this VM, so only large products are split;
-the thresholds' figures are in docs/benchmarks.md.
+the cores ours needed. A hand-off to a thread costs ~20-45 us on this VM, so only large products
+go to threads. A one-token pass (decode) hands its products to helper processes instead where
+they can run (helpers.py: ~1 us a hand-off), so every product of SPLIT_HELPED weights or more is
+shared; the thresholds' figures are in docs/benchmarks.md.
 
 Runtime (reference/runtime/__init__.py): no maths here; the kernels are in blockwise.py.
 """
@@ -16,7 +18,7 @@ import threading
 
 import numpy as np
 
-from reference.runtime import affinity, blas
+from reference.runtime import affinity, blas, helpers
 from reference.runtime.blockwise import product
 
 
@@ -30,14 +32,23 @@ class Executor:
     SPLIT_ELEMENTS = 1 << 22        # one float32 token (memory-bound): the seed classifier and up
     SPLIT_QUANTIZED = 1 << 19       # one compressed token (compute-bound: the int8 cast)
     SPLIT_PROMPT = 1 << 22          # a prompt's multiply-adds, compressed models only
+    SPLIT_HELPED = 1 << 14          # one token, helper processes: a ~1 us hand-off
 
-    def __init__(self, threads=1, split_prompts=False):
+    def __init__(self, threads=1, split_prompts=False, matrices=()):
         self.threads = max(1, int(threads))
         self.split_prompts = bool(split_prompts)
         # [calling thread's CPU, each worker's], or None when nothing is pinned (affinity.plan).
         self._cpus = affinity.plan(self.threads)
-        self._workers = [Worker(None if self._cpus is None else self._cpus[i + 1])
-                         for i in range(self.threads - 1)]
+        self._workers = [Worker(self._cpu(i + 1)) for i in range(self.threads - 1)]
+        # One-token products of these matrices go to helper processes (helpers.py), started at
+        # the first one-token pass; None until then, [] where they cannot run.
+        self._matrices = list(matrices)
+        self._index = {id(m): i for i, m in enumerate(self._matrices)}
+        self._helpers = None if self.threads > 1 and self._matrices and helpers.available() else []
+        self._helping = False       # inside a one-token pass with helpers awake
+
+    def _cpu(self, i):
+        return None if self._cpus is None else self._cpus[i]
 
     def running(self, n_tokens):
         """The context for a pass over `n_tokens`: BLAS on one thread and the caller pinned where
@@ -47,7 +58,24 @@ class Executor:
         stack = contextlib.ExitStack()
         stack.enter_context(blas.single_threaded())
         stack.enter_context(self.pinned())
+        if n_tokens == 1 and self._helpers != []:
+            stack.enter_context(self._helpers_awake())
         return stack
+
+    @contextlib.contextmanager
+    def _helpers_awake(self):
+        """The helper processes spinning for the block (started the first time)."""
+        if self._helpers is None:
+            self._helpers = [helpers.Helper(self._matrices, self._cpu(i + 1)) for i in range(self.threads - 1)]
+        for helper in self._helpers:
+            helper.activate(True)
+        self._helping = True
+        try:
+            yield
+        finally:
+            self._helping = False
+            for helper in self._helpers:
+                helper.activate(False)
 
     def pinned(self):
         """The calling thread held to a CPU apart from the workers' for the block: after an idle
@@ -63,9 +91,24 @@ class Executor:
         """(T, in) @ (out, in).T -> (T, out), written into `out` when given."""
         if out is None:
             out = np.empty((x.shape[0], w.shape[0]), dtype=np.float32)
+        if self._helping and id(w) in self._index and w.shape[0] * w.shape[1] >= self.SPLIT_HELPED:
+            return self._helped(x, w, out)
         if not self._workers or not self._worth_splitting(x.shape[0], w):
             return product(x, w, out)
         self.share(product, [(x, w, out, start, stop) for start, stop in self.ranges(w.shape[0])])
+        return out
+
+    def _helped(self, x, w, out):
+        """x @ w.T for one token, the first row range here and the others in the helpers."""
+        first, *rest = self.ranges(w.shape[0])
+        index = self._index[id(w)]
+        for helper, (start, stop) in zip(self._helpers, rest):
+            helper.run(index, x, start, stop)
+        try:
+            product(x, w, out, *first)
+        finally:
+            for helper, (start, stop) in zip(self._helpers, rest):
+                helper.collect(out, start, stop)
         return out
 
     def share(self, function, calls):

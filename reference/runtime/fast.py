@@ -106,8 +106,6 @@ class FastLlama:
     def __init__(self, args: ModelArgs, weights, threads=1):
         self.args = args
         w = _checked(args, weights)
-        # Compressed matrices: prompts' products split between our threads too (executor.py).
-        self.executor = Executor(threads, split_prompts=any(isinstance(m, BlockMatrix) for m in w.values()))
         self.dtype = np.dtype(np.float32)
         self.tok_embeddings = w["tok_embeddings.weight"]                    # (V, D)
         self.norm = w["norm.weight"]                                          # (D,)
@@ -117,6 +115,11 @@ class FastLlama:
             layer = {field: w[layer_weight(i, name)] for field, name in LAYER_TENSORS.items()}
             stacked = {name: stack_rows([layer.pop(field) for field in fields]) for name, fields in STACKED.items()}
             self.layers.append(FastLayer(**layer, **stacked))
+        # Compressed matrices: prompts' products split between our threads too; one token's
+        # products go to helper processes, which hold these matrices (executor.py, helpers.py).
+        self.executor = Executor(threads, split_prompts=any(isinstance(m, BlockMatrix) for m in w.values()),
+                                 matrices=[self.output] + [m for layer in self.layers
+                                                           for m in (layer.wqkv, layer.wo, layer.w13, layer.w2)])
         self.score_scale = 1 / math.sqrt(args.head_dim)       # a Python float keeps float32 float32
         # (S_max, hd/2) complex64 with real part cos and imaginary part sin, the same float32s,
         # computed as positions are reached (a header's context may be 2^31).

@@ -1,0 +1,158 @@
+"""reference/runtime/helpers.py: the helper processes that share a one-token pass's products.
+
+What they promise: the same logits, bit for bit, as one thread (each output row is the same dot
+product wherever it runs); a helper that fails or dies is an error in the caller, never a hang or
+a wrong row; between passes a helper sleeps; it ends with its model and with its parent.
+"""
+
+import gc
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from formats.spec import ModelArgs
+from models import load_model
+from reference.runtime import helpers
+from reference.runtime.blockwise import BlockMatrix
+from reference.runtime.executor import Executor
+from tests.support.cli import REPO
+from tests.support.files import write_gguf
+from tests.support.weights import wide_logit_weights
+
+pytestmark = pytest.mark.skipif(not helpers.available(), reason="helper processes run on Linux only")
+
+ARGS = ModelArgs(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=300, hidden_dim=96, max_seq_len=32,
+                 tie_embeddings=False)
+
+
+@pytest.fixture(scope="module", params=["f32", "q8_0", "q4_1"])
+def model_path(request, tmp_path_factory):
+    path = tmp_path_factory.mktemp("helpers") / f"m_{request.param}.gguf"
+    return write_gguf(ARGS, wide_logit_weights(ARGS, seed=3), path, request.param)
+
+
+def decode(model, tokens):
+    """Prefill tokens[:4], then one token at a time: the logits of every decode step."""
+    model.forward(tokens[:4])
+    return np.stack([model.forward(tokens[p:p + 1], p) for p in range(4, len(tokens))])
+
+
+def alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().split(")")[-1].split()[0] != "Z"
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+def test_helped_decode_equals_one_thread_bit_for_bit(model_path, monkeypatch, threads):
+    monkeypatch.setattr(Executor, "SPLIT_HELPED", 1)                 # every product shared
+    tokens = np.random.default_rng(4).integers(0, ARGS.vocab_size, 14)
+    expected = decode(load_model(model_path, fast=True, threads=1), tokens)
+    model = load_model(model_path, fast=True, threads=threads)
+    got = decode(model, tokens)
+    assert len(model.executor._helpers) == threads - 1
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_a_helper_is_used_and_sleeps_between_passes(model_path, monkeypatch):
+    """Its CPU time grows while a pass runs and stops once the pass is over (IDLE_SPIN_SECONDS)."""
+    monkeypatch.setattr(Executor, "SPLIT_HELPED", 1)
+    model = load_model(model_path, fast=True, threads=2)
+    model.forward([1])
+    pid = model.executor._helpers[0].pid
+
+    def cpu_ticks():
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().split(")")[-1].split()
+        return int(fields[11]) + int(fields[12])           # utime + stime
+
+    before = cpu_ticks()
+    deadline = time.monotonic() + 0.5
+    while time.monotonic() < deadline:
+        model.forward([2], 1)
+    assert cpu_ticks() - before >= 10, "the helper did not run during the passes"     # 50 of 0.5 s at 100 Hz
+    time.sleep(0.2)
+    asleep = cpu_ticks()
+    time.sleep(0.5)
+    assert cpu_ticks() - asleep <= 2, "the helper kept spinning after the pass"
+
+
+def test_the_helper_ends_with_its_model(model_path):
+    model = load_model(model_path, fast=True, threads=2)
+    model.forward([1])
+    pid = model.executor._helpers[0].pid
+    assert alive(pid)
+    del model
+    gc.collect()
+    assert not alive(pid)
+
+
+def test_the_helper_ends_with_its_parent(model_path):
+    """A parent killed outright (no atexit, no finalizer) takes its helper with it."""
+    code = (f"import os, sys, numpy as np; from models import load_model; "
+            f"m = load_model({str(model_path)!r}, fast=True, threads=2); m.forward([1]); "
+            "print(m.executor._helpers[0].pid, flush=True); sys.stdin.read()")
+    parent = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                              cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    pid = int(parent.stdout.readline())
+    assert alive(pid)
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 5
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not alive(pid)
+
+
+def test_a_helper_that_died_is_an_error_not_a_hang(model_path, monkeypatch):
+    monkeypatch.setattr(Executor, "SPLIT_HELPED", 1)
+    model = load_model(model_path, fast=True, threads=2)
+    model.forward([1])
+    os.kill(model.executor._helpers[0].pid, signal.SIGKILL)
+    with pytest.raises(RuntimeError, match=r"helper process \d+ died"):
+        model.forward([2], 1)
+
+
+def test_a_failure_in_a_helper_reaches_the_caller_and_the_helper_lives_on():
+    class Flaky(BlockMatrix):
+        def __init__(self, fail):
+            super().__init__((8, 4))
+            self.fail = fail
+
+        def product(self, x, out, start, stop):
+            if start > 0 and self.fail:
+                raise ValueError("rows past the first range fail")
+            out[:, start:stop] = 1.0
+
+    flaky, sound = Flaky(fail=True), Flaky(fail=False)
+    executor = Executor(threads=2, matrices=[flaky, sound])
+    executor.SPLIT_HELPED = 1
+    x = np.ones((1, 4), np.float32)
+    with executor.running(1):
+        with pytest.raises(RuntimeError, match=r"helper process \d+: rows 4..7 failed"):
+            executor(x, flaky)
+        assert (executor(x, sound) == 1.0).all()
+    assert alive(executor._helpers[0].pid)
+
+
+def test_a_helper_dying_during_a_product_is_an_error_not_a_hang():
+    class Fatal(BlockMatrix):
+        def product(self, x, out, start, stop):
+            if start > 0:           # the helper's rows: the helper process exits on them
+                os._exit(1)
+            out[:, start:stop] = 1.0
+
+    fatal = Fatal((8, 4))
+    executor = Executor(threads=2, matrices=[fatal])
+    executor.SPLIT_HELPED = 1
+    with executor.running(1):
+        with pytest.raises(RuntimeError, match=r"helper process \d+ died during a product"):
+            executor(np.ones((1, 4), np.float32), fatal)

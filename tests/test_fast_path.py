@@ -25,7 +25,7 @@ from models import load_model, open_model
 from reference.model import Llama
 from tests.support.compare import FAST_LOGITS_ATOL
 from tests.support.files import write_gguf
-from tests.support.models import small_configs
+from tests.support.models import RowsPastFirstFail, small_configs
 from tests.support.weights import wide_logit_weights
 
 
@@ -370,19 +370,9 @@ def test_docstring_examples():
 def test_a_failure_in_a_worker_thread_reaches_the_caller_and_the_worker_lives_on(monkeypatch):
     from reference.runtime.executor import Executor
 
-    class Flaky(BlockMatrix):
-        def __init__(self):
-            super().__init__((8, 4))
-            self.fail = True
-
-        def product(self, x, out, start, stop):
-            if start > 0 and self.fail:
-                raise RuntimeError("second share failed")
-            out[:, start:stop] = 1.0
-
     monkeypatch.setattr(Executor, "SPLIT_QUANTIZED", 1)
-    executor, w = Executor(threads=2), Flaky()
-    with pytest.raises(RuntimeError, match="second share failed"):
+    executor, w = Executor(threads=2), RowsPastFirstFail()
+    with pytest.raises(ValueError, match="rows past the first range fail"):
         executor(np.ones((1, 4), np.float32), w)
     w.fail = False
     assert (executor(np.ones((1, 4), np.float32), w) == 1.0).all()

@@ -22,6 +22,7 @@ from reference.runtime.blockwise import BlockMatrix
 from reference.runtime.executor import Executor
 from tests.support.cli import REPO
 from tests.support.files import write_gguf
+from tests.support.models import RowsPastFirstFail
 from tests.support.weights import wide_logit_weights
 
 pytestmark = pytest.mark.skipif(not helpers.available(), reason="helper processes run on Linux only")
@@ -122,17 +123,7 @@ def test_a_helper_that_died_is_an_error_not_a_hang(model_path, monkeypatch):
 
 
 def test_a_failure_in_a_helper_reaches_the_caller_and_the_helper_lives_on():
-    class Flaky(BlockMatrix):
-        def __init__(self, fail):
-            super().__init__((8, 4))
-            self.fail = fail
-
-        def product(self, x, out, start, stop):
-            if start > 0 and self.fail:
-                raise ValueError("rows past the first range fail")
-            out[:, start:stop] = 1.0
-
-    flaky, sound = Flaky(fail=True), Flaky(fail=False)
+    flaky, sound = RowsPastFirstFail(fail=True), RowsPastFirstFail(fail=False)
     executor = Executor(threads=2, matrices=[flaky, sound])
     executor.SPLIT_HELPED = 1
     x = np.ones((1, 4), np.float32)

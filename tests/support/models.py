@@ -1,10 +1,12 @@
-"""The torch model holding given weights, its logits as NumPy, and hypothesis' small model shapes.
+"""The torch model holding given weights, its logits as NumPy, hypothesis' small model shapes, and
+a matrix whose products fail on purpose.
 Imports torch lazily so that the property tests, and children that block torch, run without it."""
 
 import numpy as np
 from hypothesis import strategies as st
 
 from formats.spec import ModelArgs
+from reference.runtime.blockwise import BlockMatrix
 
 
 def torch_model(args: ModelArgs, weights, dtype=None):
@@ -39,3 +41,17 @@ def small_configs(draw):
                      n_kv_heads=n_kv_heads, vocab_size=draw(st.integers(2, 40)),
                      hidden_dim=draw(st.integers(1, 24)), max_seq_len=16,
                      tie_embeddings=draw(st.booleans()))
+
+
+class RowsPastFirstFail(BlockMatrix):
+    """An (8, 4) matrix of ones whose product raises ValueError on any row range but the first
+    while `fail` is set: the range a second thread or a helper process computes."""
+
+    def __init__(self, fail=True):
+        super().__init__((8, 4))
+        self.fail = fail
+
+    def product(self, x, out, start, stop):
+        if start > 0 and self.fail:
+            raise ValueError("rows past the first range fail")
+        out[:, start:stop] = 1.0

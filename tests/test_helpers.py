@@ -120,6 +120,11 @@ def test_a_helper_that_died_is_an_error_not_a_hang(model_path, monkeypatch):
     os.kill(model.executor._helpers[0].pid, signal.SIGKILL)
     with pytest.raises(RuntimeError, match=r"helper process \d+ died"):
         model.forward([2], 1)
+    # The next passes run on the threads, from the position that failed.
+    one_thread = load_model(model_path, fast=True, threads=1)
+    one_thread.forward([1])
+    np.testing.assert_array_equal(model.forward([2], 1), one_thread.forward([2], 1))
+    assert model.executor._helpers == []
 
 
 def test_a_failure_in_a_helper_reaches_the_caller_and_the_helper_lives_on():
@@ -147,3 +152,16 @@ def test_a_helper_dying_during_a_product_is_an_error_not_a_hang():
     with executor.running(1):
         with pytest.raises(RuntimeError, match=r"helper process \d+ died during a product"):
             executor(np.ones((1, 4), np.float32), fatal)
+
+
+def test_where_fork_fails_the_threads_do_the_work(model_path, monkeypatch):
+    """Under strict overcommit fork may fail with ENOMEM: no helper, the same logits."""
+    def no_fork():
+        raise OSError(12, "Cannot allocate memory")
+
+    tokens = np.random.default_rng(5).integers(0, ARGS.vocab_size, 8)
+    expected = decode(load_model(model_path, fast=True, threads=1), tokens)
+    monkeypatch.setattr(os, "fork", no_fork)
+    model = load_model(model_path, fast=True, threads=2)
+    np.testing.assert_array_equal(decode(model, tokens), expected)
+    assert model.executor._helpers == []

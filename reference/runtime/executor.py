@@ -66,12 +66,18 @@ class Executor:
     def _helpers_awake(self):
         """The helper processes spinning for the block (started the first time)."""
         if self._helpers is None:
-            self._helpers = [helpers.Helper(self._matrices, self._cpu(i + 1)) for i in range(self.threads - 1)]
-        for helper in self._helpers:
-            helper.activate(True)
-        self._helping = True
+            self._helpers = self._start_helpers()
         try:
+            for helper in self._helpers:
+                helper.activate(True)
+            self._helping = bool(self._helpers)     # none started: the threads split as before
             yield
+        except helpers.HelperDied:
+            # This pass fails; the next ones run on the threads.
+            for helper in self._helpers:
+                helper.close()
+            self._helpers = []
+            raise
         finally:
             self._helping = False
             for helper in self._helpers:
@@ -97,6 +103,19 @@ class Executor:
             return product(x, w, out)
         self.share(product, [(x, w, out, start, stop) for start, stop in self.ranges(w.shape[0])])
         return out
+
+    def _start_helpers(self):
+        """threads-1 helper processes, or [] (the threads do the work) where fork fails: under
+        strict overcommit a large process may not be forked."""
+        started = []
+        try:
+            for i in range(self.threads - 1):
+                started.append(helpers.Helper(self._matrices, self._cpu(i + 1)))
+        except OSError:
+            for helper in started:
+                helper.close()
+            return []
+        return started
 
     def _helped(self, x, w, out):
         """x @ w.T for one token, the first row range here and the others in the helpers."""

@@ -40,6 +40,10 @@ _HEADER_BYTES = 8 * 8
 _PR_SET_PDEATHSIG = 1
 
 
+class HelperDied(RuntimeError):
+    """A helper process is gone (killed, out of memory): its rows were not computed."""
+
+
 def available():
     """Whether helpers can run here: Linux, where fork is safe beside OpenBLAS's threads."""
     return sys.platform == "linux" and hasattr(os, "fork")
@@ -81,7 +85,7 @@ class Helper:
             except BrokenPipeError:
                 self._finalizer.detach()
                 os.waitpid(self.pid, 0)
-                raise RuntimeError(f"helper process {self.pid} died between passes") from None
+                raise HelperDied(f"helper process {self.pid} died between passes") from None
 
     def run(self, index, x, start, stop):
         """Start rows start..stop-1 of matrices[index] times x (1, cols) in the helper."""
@@ -99,7 +103,7 @@ class Helper:
             spins += 1
             if spins & 0xFFFF == 0 and os.waitpid(self.pid, os.WNOHANG) != (0, 0):
                 self._finalizer.detach()
-                raise RuntimeError(f"helper process {self.pid} died during a product")
+                raise HelperDied(f"helper process {self.pid} died during a product")
         if ctl[FAILED]:
             ctl[FAILED] = 0
             raise RuntimeError(f"helper process {self.pid}: rows {start}..{stop - 1} failed (the same "

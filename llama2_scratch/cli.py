@@ -59,6 +59,7 @@ def build_parser(command=None):
 
 
 def main(argv=None):
+    command = None
     try:
         argv = sys.argv[1:] if argv is None else list(argv)
         command = argv[0] if argv and argv[0] in COMMANDS else None
@@ -74,6 +75,10 @@ def main(argv=None):
         return 2
     except BrokenPipeError:
         return 0
+    except KeyboardInterrupt:
+        # Ctrl-C: what was printed stays printed; one line says the command stopped there.
+        print(f"{PROG}{f' {command}' if command else ''}: interrupted", file=sys.stderr)
+        return 130     # 128 + SIGINT, as shells report it
     except MemoryError:
         # Readers bound what a file may ask for; what is left is a model larger than this machine.
         print(f"{PROG}: error: out of memory", file=sys.stderr)

@@ -21,7 +21,7 @@ from reference.runtime import helpers
 from reference.runtime.blockwise import BlockMatrix
 from reference.runtime.executor import Executor
 from tests.support.cli import REPO
-from tests.support.files import write_gguf
+from tests.support.files import byte_vocab, write_gguf
 from tests.support.models import RowsPastFirstFail
 from tests.support.weights import wide_logit_weights
 
@@ -165,3 +165,27 @@ def test_where_fork_fails_the_threads_do_the_work(model_path, monkeypatch):
     model = load_model(model_path, fast=True, threads=2)
     np.testing.assert_array_equal(decode(model, tokens), expected)
     assert model.executor._helpers == []
+
+
+def test_ctrl_c_in_generate_is_one_line_and_takes_the_helper_with_it(tmp_path):
+    """SIGINT to the terminal's process group (what Ctrl-C sends) while generate decodes: exit
+    130, one line, the text so far on stdout, no helper left (it ignores SIGINT and leaves with
+    its parent). Before, Ctrl-C in generate printed a traceback."""
+    args = ModelArgs(dim=128, n_layers=2, n_heads=4, vocab_size=262, hidden_dim=256, max_seq_len=4096)
+    path = write_gguf(args, wide_logit_weights(args, seed=6), tmp_path / "long.gguf", "f32", vocab=byte_vocab(262))
+    argv = ["generate", str(path), "--prompt", "a", "--max-new-tokens", "4000", "--temperature", "0", "--threads", "2"]
+    child = subprocess.Popen([sys.executable, "-m", "llama2_scratch", *argv], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+                             start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    first = child.stdout.read(1)                       # decoding has begun: the helper exists
+    group = [int(pid) for pid in subprocess.run(["ps", "-o", "pid=", "-g", str(child.pid)], capture_output=True,
+                                                text=True).stdout.split()]
+    os.killpg(child.pid, signal.SIGINT)
+    out, err = child.communicate(timeout=60)
+    assert first and child.returncode == 130, (child.returncode, err)
+    assert err.decode() == "llama2-scratch generate: interrupted\n"
+    assert len(group) == 2, group                      # generate and its helper
+    deadline = time.monotonic() + 5
+    while any(alive(pid) for pid in group) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(alive(pid) for pid in group)

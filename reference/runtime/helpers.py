@@ -83,9 +83,7 @@ class Helper:
             except BlockingIOError:     # the pipe is full of wake-ups the helper has yet to read
                 pass
             except BrokenPipeError:
-                self._finalizer.detach()
-                os.waitpid(self.pid, 0)
-                raise HelperDied(f"helper process {self.pid} died between passes") from None
+                raise self._gone("between passes") from None
 
     def run(self, index, x, start, stop):
         """Start rows start..stop-1 of matrices[index] times x (1, cols) in the helper."""
@@ -102,16 +100,23 @@ class Helper:
         while ctl[DONE] != seq:
             spins += 1
             if spins & 0xFFFF == 0 and os.waitpid(self.pid, os.WNOHANG) != (0, 0):
-                self._finalizer.detach()
-                raise HelperDied(f"helper process {self.pid} died during a product")
+                raise self._gone("during a product", reaped=True)
         if ctl[FAILED]:
             ctl[FAILED] = 0
-            raise RuntimeError(f"helper process {self.pid}: rows {start}..{stop - 1} failed (the same "
-                               "product on this process says why)")
+            raise RuntimeError(f"helper process {self.pid}: rows {start}..{stop - 1} failed there "
+                               "(with one thread, e.g. --threads 1, the error shows here)")
         out[:, start:stop] = self._out[:, start:stop]
 
     def close(self):
         self._finalizer()
+
+    def _gone(self, when, reaped=False):
+        """The HelperDied to raise for a helper found dead, reaped and its pipe closed."""
+        self._finalizer.detach()
+        os.close(self._wake)
+        if not reaped:
+            os.waitpid(self.pid, 0)
+        return HelperDied(f"helper process {self.pid} died {when}")
 
 
 def _stop(ctl, wake, pid):

@@ -11,7 +11,8 @@ building on those above it:
     packing.py         several matrices made one for one product (wq | wk | wv, w1 | w3)
     blas.py            BLAS on one thread for a while (its own threads spin on our cores)
     affinity.py        the executor's threads each held to a CPU of its own during a pass
-    executor.py        Executor: threads, pinning, BLAS threading and the row split
+    helpers.py         helper processes sharing a one-token pass's products (Linux)
+    executor.py        Executor: threads, helpers, pinning, BLAS threading and the row split
     fast.py            FastLlama: model.py's forward pass in float32, fused and preallocated
     load.py            a parsed GGUF or llama2.c file -> Llama or FastLlama (models.load_model opens a path)
     fast_tokenizer.py  FastTokenizer: tokenizer.py's ids, a word at a time through a cache

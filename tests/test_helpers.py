@@ -79,7 +79,7 @@ def test_a_helper_is_used_and_sleeps_between_passes(model_path, monkeypatch):
     deadline = time.monotonic() + 0.5
     while time.monotonic() < deadline:
         model.forward([2], 1)
-    assert cpu_ticks() - before >= 10, "the helper did not run during the passes"     # 50 of 0.5 s at 100 Hz
+    assert cpu_ticks() - before >= 5, "the helper did not run during the passes"      # ~50 in 0.5 s at 100 Hz
     time.sleep(0.2)
     asleep = cpu_ticks()
     time.sleep(0.5)

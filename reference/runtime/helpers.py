@@ -23,6 +23,7 @@ import os
 import signal
 import sys
 import time
+import warnings
 import weakref
 
 import numpy as np
@@ -66,7 +67,11 @@ class Helper:
         self._seq = 0
         wake_read, self._wake = os.pipe()
         parent = os.getpid()
-        self.pid = os.fork()
+        with warnings.catch_warnings():
+            # Python 3.12+ warns of fork beside threads (ours, OpenBLAS's): the child runs only
+            # NumPy products, and OpenBLAS and glibc's malloc reset their locks at fork.
+            warnings.filterwarnings("ignore", message=".*fork", category=DeprecationWarning)
+            self.pid = os.fork()
         if self.pid == 0:                                                     # the helper
             os.close(self._wake)
             _serve(self, wake_read, cpu, parent)

@@ -177,9 +177,14 @@ def test_ctrl_c_in_generate_is_one_line_and_takes_the_helper_with_it(tmp_path):
     child = subprocess.Popen([sys.executable, "-m", "llama2_scratch", *argv], stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
                              start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    first = child.stdout.read(1)                       # decoding has begun: the helper exists
-    group = [int(pid) for pid in subprocess.run(["ps", "-o", "pid=", "-g", str(child.pid)], capture_output=True,
-                                                text=True).stdout.split()]
+    first = child.stdout.read(1)                       # the prefill's token: decoding begins
+    deadline = time.monotonic() + 10
+    while True:                                        # until the first decode step has forked the helper
+        group = [int(pid) for pid in subprocess.run(["ps", "-o", "pid=", "-g", str(child.pid)],
+                                                    capture_output=True, text=True).stdout.split()]
+        if len(group) == 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.01)
     os.killpg(child.pid, signal.SIGINT)
     out, err = child.communicate(timeout=60)
     assert first and child.returncode == 130, (child.returncode, err)
